@@ -1,0 +1,29 @@
+# Two commands set everything up on a machine with only Python:
+#   make demo   - create .venv if missing, then run the whole pipeline on FabricSim
+#   make test   - create .venv if missing, then run the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+WORKDIR ?= demo_out
+
+.PHONY: demo test bench venv clean
+
+$(BIN)/fabgen: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(BIN)/fabgen
+
+venv: $(BIN)/fabgen
+
+demo: venv
+	$(BIN)/fabgen demo --workdir $(WORKDIR)
+
+test: venv
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q tests
+
+bench: venv
+	$(BIN)/python -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) $(WORKDIR)

@@ -1,0 +1,1 @@
+"""The `fabgen` command line: one file per sub-command."""

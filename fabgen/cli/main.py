@@ -1,0 +1,44 @@
+"""`fabgen <command> ...`: dispatches to one module per sub-command.
+
+Each sub-command module defines `add_arguments(parser)` and `run(args) -> int`. Modules are
+imported only when their command runs, so `fabgen --help` is instant and a broken optional
+dependency of one command does not break the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "data": ("fabgen.cli.data", "synthesize FabricSim sets and inspect data sets on disk"),
+    "train": ("fabgen.cli.train", "train any model from a config file"),
+    "synthesize": ("fabgen.cli.synthesize", "write a labelled synthetic defect set for a fabric"),
+    "detect": ("fabgen.cli.detect", "run a trained detector on images"),
+    "evaluate": ("fabgen.cli.evaluate", "per-class F-measure and mAP of a detector on a data set"),
+    "export": ("fabgen.cli.export", "serialize the detector with jax.export"),
+    "adapt": ("fabgen.cli.adapt", "the adaptation protocol for one target fabric"),
+    "demo": ("fabgen.cli.demo", "the whole pipeline on FabricSim, on a CPU, in minutes"),
+    "compile": ("fabgen.cli.compile", "ahead-of-time compile a train step for a target mesh"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  parser = argparse.ArgumentParser(prog="fabgen", description=__doc__.splitlines()[0])
+  sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+  for name, (_, help_text) in COMMANDS.items():
+    sub.add_parser(name, help=help_text, add_help=False)
+  if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+    parser.print_help()
+    return 0 if not argv or argv[0] in ("-h", "--help") else 2
+  module = importlib.import_module(COMMANDS[argv[0]][0])
+  cmd_parser = argparse.ArgumentParser(prog=f"fabgen {argv[0]}", description=module.__doc__)
+  module.add_arguments(cmd_parser)
+  args = cmd_parser.parse_args(argv[1:])
+  return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,1 @@
+"""Input layer: the FabricSim generator, readers for real data sets on disk, and grain pipelines."""

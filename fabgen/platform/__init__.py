@@ -1,0 +1,1 @@
+"""The training platform every model trains through: mesh, sharding, jit, checkpoints, metrics."""

@@ -1,0 +1,74 @@
+"""The contract between a model family and the training platform.
+
+A `Task` says *what* to train: its state, its pure train step, its input and its periodic
+evaluations. The platform (`fabgen.platform.trainer`) says *how*: mesh, shardings, jit with
+donation, checkpoints, metrics, faults. A task never builds a mesh, never jits its own step and
+never reads a global config: it receives its `ml_collections.ConfigDict` once, in `__init__`.
+
+State is one pytree holding every network (G, D, EMA copies), every optimizer state and the
+step counter, so that one checkpoint and one sharding cover a whole GAN.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Iterator, Mapping
+
+import jax
+import ml_collections
+
+PyTree = Any
+Batch = Mapping[str, Any]
+Metrics = Mapping[str, jax.Array]
+
+
+class Task(abc.ABC):
+  """One trainable model family (stage-1 GAN, fusion network, detector, ...)."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+
+  @abc.abstractmethod
+  def init_state(self, rng: jax.Array) -> PyTree:
+    """Returns the whole training state as one pytree of arrays.
+
+    Pure and traceable: the platform calls it under `jax.eval_shape` to learn shapes, then under
+    `jax.jit(..., out_shardings=...)` so that sharded state is never materialised on one device.
+    Must contain an integer scalar leaf at key `"step"`.
+    """
+
+  @abc.abstractmethod
+  def train_step(self, state: PyTree, batch: Batch, rng: jax.Array) -> tuple[PyTree, Metrics]:
+    """One optimisation step; pure. Returns the new state and scalar metrics.
+
+    Every floating metric is checked for NaN/Inf by the platform, so name loss terms clearly
+    (`d_loss`, `r1`, `g_loss`, `grad_norm/d`): the name is what a NaN stop reports.
+    """
+
+  @abc.abstractmethod
+  def dataset(self, process_index: int, process_count: int, seed: int) -> Any:
+    """This process's slice of the training input, as a grain `IterDataset`.
+
+    Yields dicts of numpy arrays whose leading dimension is the per-process batch
+    (`config.batch_size // process_count`). Its iterator's `get_state`/`set_state` are what
+    the checkpoint stores, so a resumed run sees exactly the batches it would have seen.
+    """
+
+  def batch_axes(self) -> Mapping[str, Any]:
+    """Logical axes of batch entries; the default shards the leading axis over data parallelism."""
+    return {}
+
+  def evaluate(self, state: PyTree, step: int, writer: Any, workdir: str) -> Mapping[str, Any]:
+    """Periodic evaluation and summaries (sample grids, KID, F-measure). Host-side; optional."""
+    del state, step, writer, workdir
+    return {}
+
+  def param_count_tree(self, state: PyTree) -> PyTree:
+    """The part of the state whose parameter overview is logged at start (default: all)."""
+    return state
+
+
+def infinite(it: Iterator) -> Iterator:
+  """Helper for tasks whose datasets are finite: cycles forever."""
+  while True:
+    yield from it
