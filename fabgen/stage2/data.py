@@ -1,0 +1,130 @@
+"""Imperfect inputs for the fusion network, built as the paper builds them.
+
+From a real defect image y (a `size` crop centred on one defect instance with mask m):
+  1. cut a blank window W = dilate(m, margin) out of y (the defect plus a margin);
+  2. take a donor patch (a stage-1 sample, or, before stage 1 is trained, a real defect crop from
+     another image), resize it to W's bounding box and paste it into the window, over
+     R = W u dilate(donor mask, margin): hard seams along R's border;
+  3. x = y outside R, donor inside R.
+The fusion network T maps x to T(x); D_T sees y (real) against T(x) (fake). `window` (R) tells
+the losses where T may change things and where the seam band is. Examples are built on the host
+with numpy inside a grain `random_map`, so each is a pure function of (seed, index) and a resumed
+run sees the same examples.
+
+At synthesis the same construction is applied to a defect-free background (R = the dilated
+stage-1 mask, filled with the stage-1 patch), so T sees the same kind of input it was trained on.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import grain
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from fabgen.synthesis import cutpaste
+
+
+def real_crops(records: Iterable[Mapping[str, np.ndarray]], size: int, max_per_class: int = 256,
+               class_ids=None):
+  """`size` crops centred on real defect instances: (images u8, masks f32, classes)."""
+  return cutpaste.extract_crops(records, size, max_per_class, class_ids)
+
+
+def _resize(array: np.ndarray, h: int, w: int, resample) -> np.ndarray:
+  if array.dtype == np.uint8:
+    return np.asarray(Image.fromarray(array).resize((w, h), resample))
+  img = Image.fromarray(array.astype(np.float32), mode="F").resize((w, h), resample)
+  return np.asarray(img)
+
+
+def make_imperfect(y: np.ndarray, m: np.ndarray, donor: np.ndarray, donor_mask: np.ndarray,
+                   margin: int) -> tuple[np.ndarray, np.ndarray]:
+  """(x uint8 [S,S,3], window R float32 [S,S]): y with its defect window replaced by the donor."""
+  w_mask = ndimage.binary_dilation(m > 0.5, iterations=margin) if margin > 0 else m > 0.5
+  ys, xs = np.nonzero(w_mask)
+  if len(ys) == 0:
+    return y.copy(), np.zeros(m.shape, np.float32)
+  y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+  d = _resize(donor, y1 - y0, x1 - x0, Image.BILINEAR)
+  dm = _resize(donor_mask.astype(np.float32), y1 - y0, x1 - x0, Image.BILINEAR) > 0.5
+  placed = np.zeros(m.shape, bool)
+  placed[y0:y1, x0:x1] = dm
+  if margin > 0:
+    placed = ndimage.binary_dilation(placed, iterations=margin)
+  inside_box = np.zeros(m.shape, bool)
+  inside_box[y0:y1, x0:x1] = True
+  region = w_mask | (placed & inside_box)
+  canvas = y.copy()
+  canvas[y0:y1, x0:x1] = d
+  x = np.where(region[..., None], canvas, y)
+  return x.astype(np.uint8), region.astype(np.float32)
+
+
+class FusionExamples:
+  """Random-access real crops + donor bank -> {"x", "y", "window"} examples."""
+
+  def __init__(self, real: tuple, donors: tuple, margin: int, same_class_donor: bool = True):
+    self.images, self.masks, self.classes = real
+    self.donor_images, self.donor_masks, self.donor_classes = donors
+    if len(self.images) == 0:
+      raise ValueError("fusion data: the source has no defect instance that fits the crop size")
+    if len(self.donor_images) == 0:
+      raise ValueError("fusion data: the donor bank is empty")
+    self.margin, self.same_class_donor = margin, same_class_donor
+
+  def __len__(self) -> int:
+    return len(self.images)
+
+  def example(self, index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """One training example for real crop `index` with a random donor."""
+    cid = self.classes[index]
+    pool = np.flatnonzero(self.donor_classes == cid) if self.same_class_donor else []
+    if len(pool) == 0:
+      pool = np.arange(len(self.donor_images))
+    j = int(rng.choice(pool))
+    donor, dmask = self.donor_images[j], self.donor_masks[j]
+    if rng.random() < 0.5:
+      donor, dmask = donor[:, ::-1], dmask[:, ::-1]
+    x, window = make_imperfect(self.images[index], self.masks[index], np.ascontiguousarray(donor),
+                               np.ascontiguousarray(dmask), self.margin)
+    return {"x": x, "y": self.images[index], "window": window,
+            "class_id": np.asarray(cid, np.int32)}
+
+
+def fusion_dataset(examples: FusionExamples, batch_size: int, process_index: int,
+                   process_count: int, seed: int) -> grain.IterDataset:
+  """Infinite shuffled batches of this process's share, as a checkpointable grain dataset."""
+  ds = grain.MapDataset.range(len(examples)).slice(slice(process_index, None, process_count))
+  ds = ds.shuffle(seed=seed).repeat(None)
+  ds = ds.random_map(lambda i, rng: examples.example(int(i), rng), seed=seed + 1)
+  return ds.batch(batch_size, drop_remainder=True).to_iter_dataset()
+
+
+def stage1_donors(checkpoint: str, records, count: int, seed: int = 0, batch_size: int = 16):
+  """A donor bank of `count` stage-1 samples conditioned on the source images' textures.
+
+  Once stage 1 is trained the paper's inputs use its patches, not real crops; generating a fixed
+  bank once (not inside the input pipeline) keeps the grain workers free of JAX models.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from fabgen.stage1.generate import Stage1Generator  # pylint: disable=g-import-not-at-top
+  gen = Stage1Generator.from_checkpoint(checkpoint)
+  p = gen.patch_size
+  images = [np.asarray(r["image"]) for r in records if min(np.asarray(r["image"]).shape[:2]) >= p]
+  if not images:
+    raise ValueError(f"stage-1 donors: no source image is at least {p}x{p}")
+  class_ids = np.asarray(gen.class_ids, np.int32)
+  out_img, out_mask, out_cls = [], [], []
+  key = jax.random.key(seed)
+  for start in range(0, count, batch_size):
+    n = min(batch_size, count - start)
+    bgs = np.stack([images[(start + k) % len(images)][:p, :p] for k in range(n)])
+    cls = class_ids[(np.arange(start, start + n)) % len(class_ids)]
+    res = gen.generate(bgs, cls, jax.random.fold_in(key, start))
+    out_img.append(np.clip(np.round(np.asarray(res["patch"]) * 255), 0, 255).astype(np.uint8))
+    out_mask.append(np.asarray(res["mask"], np.float32))
+    out_cls.append(cls)
+  return np.concatenate(out_img), np.concatenate(out_mask), np.concatenate(out_cls)
