@@ -52,11 +52,13 @@ class Synthesizer(abc.ABC):
   def from_checkpoint(cls, checkpoint: str, **options) -> "Synthesizer":
     """Loads a trained method; raises `SynthesisError` naming the path when it is the wrong kind."""
 
-  @staticmethod
   @abc.abstractmethod
-  def apply(state: PyTree, backgrounds: jax.Array, class_ids: jax.Array, offsets: jax.Array,
+  def apply(self, state: PyTree, backgrounds: jax.Array, class_ids: jax.Array, offsets: jax.Array,
             keys: jax.Array) -> jax.Array:
     """Paints one defect per background; pure and jittable.
+
+    It may close over static structure (an NNX graphdef, sizes) but must take every array
+    through `state`, so that jit does not bake weights into the compiled program.
 
     Args:
       state: `self.state`.

@@ -95,8 +95,7 @@ class CutPasteSynthesizer(base.Synthesizer):
                                 f"{patch_size}x{patch_size} crop")
     return cls(*bank)
 
-  @staticmethod
-  def apply(state, backgrounds, class_ids, offsets, keys):
+  def apply(self, state, backgrounds, class_ids, offsets, keys):
     """Copies a random crop of each sample's class, flipped at random, into its window."""
     p = state["images"].shape[1]
 

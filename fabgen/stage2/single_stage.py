@@ -1,0 +1,74 @@
+"""The single-stage R3GAN inpainter: G(z, background, mask, class) paints a defect in place.
+
+The open question of the research notes is whether one end-to-end generator fuses as well as
+the two-stage pipeline. G sees the background with the defect region R = dilate(mask, margin)
+blanked out, the mask, and noise channels, is told the class through embeddings, and its output
+is composited back only inside R: out = background * (1 - R) + G(...) * R. There is therefore no
+separate fusion stage (G paints the seam itself) and no way to change pixels outside R.
+
+Training pairs are real defect crops y with their masks m: the input is y with R blanked, the
+real sample for D is y, the fake is the composite. D is a patch discriminator that sees the mask
+and projects the class, trained with the stage-1 recipe (RpGAN + R1 + R2).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from fabgen.stage2 import fusion
+from fabgen.synthesis import compose
+
+
+class InpaintGenerator(nnx.Module):
+  """UNet over [blanked background (3), mask (1), noise (noise_channels)] + class embeddings."""
+
+  def __init__(self, num_classes: int, widths: Sequence[int] = (32, 64, 128), blocks: int = 1,
+               noise_channels: int = 4, *, rngs: nnx.Rngs):
+    self.noise_channels = noise_channels
+    self.unet = fusion.UNet(4 + noise_channels, 3, widths, blocks, num_classes, rngs=rngs)
+
+  def __call__(self, blanked, mask, class_ids, noise):
+    return jnp.tanh(self.unet(jnp.concatenate([blanked, mask[..., None], noise], -1), class_ids))
+
+
+def region(mask: jax.Array, margin: int) -> jax.Array:
+  """R = dilate(mask > 0.5, margin): where G may paint."""
+  return compose.dilate((mask > 0.5).astype(jnp.float32), margin)
+
+
+def inpaint(g_fn, background, mask, class_ids, key, margin: int, noise_channels: int):
+  """Signed background [B,S,S,3], mask [B,S,S] -> signed composite (G only inside R)."""
+  r = region(mask, margin)
+  blanked = background * (1.0 - r[..., None])
+  noise = jax.random.normal(key, background.shape[:3] + (noise_channels,))
+  painted = g_fn(blanked, mask, class_ids, noise)
+  return blanked + painted * r[..., None]
+
+
+def mask_bank(images: np.ndarray, masks: np.ndarray, classes: np.ndarray):
+  """The masks a trained single-stage model samples from at synthesis (shapes of real defects)."""
+  del images
+  return {"masks": jnp.asarray(masks, jnp.float32), "classes": jnp.asarray(classes, jnp.int32)}
+
+
+def crop_dataset(crops: tuple, batch_size: int, process_index: int, process_count: int,
+                 seed: int) -> grain.IterDataset:
+  """Infinite shuffled batches of real crops {"y", "mask", "class_id"} with random flips."""
+  images, masks, classes = crops
+
+  def example(i, rng):
+    img, m = images[i], masks[i]
+    if rng.random() < 0.5:
+      img, m = img[:, ::-1], m[:, ::-1]
+    return {"y": np.ascontiguousarray(img), "mask": np.ascontiguousarray(m),
+            "class_id": np.asarray(classes[i], np.int32)}
+
+  ds = grain.MapDataset.range(len(images)).slice(slice(process_index, None, process_count))
+  ds = ds.shuffle(seed=seed).repeat(None).random_map(lambda i, r: example(int(i), r), seed=seed)
+  return ds.batch(batch_size, drop_remainder=True).to_iter_dataset()

@@ -1,0 +1,133 @@
+"""`SingleStageTask` ("r3gan_inpaint"): trains G(z, background, mask, class) with RpGAN + R1 + R2.
+
+The state also carries the *mask bank* (real defect masks and their classes from the source
+data), because synthesis samples defect shapes from it: one checkpoint is then everything the
+`r3gan` synthesis method needs.
+
+Config (configs/r3gan_inpaint.py): image_size, model.{widths, d_widths, blocks, noise_channels},
+loss.{objective, margin, seam_radius, seam_weight, r1_gamma, r2_gamma}, optim.{lr_g, lr_d, b2},
+ema_half_life, data.{source, max_records, max_per_class}, batch_size.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+
+from fabgen.data import classes as classes_lib
+from fabgen.platform import ema as ema_lib
+from fabgen.platform import schedules
+from fabgen.platform.task import Task
+from fabgen.stage2 import data as data_lib
+from fabgen.stage2 import fusion
+from fabgen.stage2 import losses
+from fabgen.stage2 import single_stage
+from fabgen.stage2.task import to_signed
+
+
+class SingleStageTask(Task):
+  """Single-stage inpainting GAN; G and D are R3GAN-style networks from `fusion`."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    super().__init__(config)
+    self.g_def, self.g_abs, _ = fusion.split_params(nnx.eval_shape(self._make_g))
+    self.d_def, self.d_abs, _ = fusion.split_params(nnx.eval_shape(self._make_d))
+    o = config.optim
+    self.opt_g = schedules.adam(o.lr_g, b1=0.0, b2=o.b2)
+    self.opt_d = schedules.adam(o.lr_d, b1=0.0, b2=o.b2)
+    self.crops = None  # (images, masks, classes), built from config.data or set by a caller
+
+  def _make_g(self, key=None):
+    m = self.config.model
+    return single_stage.InpaintGenerator(classes_lib.NUM_CLASSES, m.widths, m.blocks,
+                                         m.noise_channels, rngs=nnx.Rngs(params=0 if key is None else key))
+
+  def _make_d(self, key=None):
+    m = self.config.model
+    return fusion.PatchDiscriminator(m.d_widths, extra_channels=1, blocks=m.blocks,
+                                     num_classes=classes_lib.NUM_CLASSES,
+                                     rngs=nnx.Rngs(params=0 if key is None else key))
+
+  def g_fn(self, params):
+    return fusion.bind(self.g_def, self.g_abs, params)
+
+  def d_fn(self, params):
+    net = fusion.bind(self.d_def, self.d_abs, params)
+    return lambda images, mask, class_ids: net(images, mask[..., None], class_ids)
+
+  def get_crops(self):
+    if self.crops is None:
+      from fabgen.data.readers import open_source  # pylint: disable=g-import-not-at-top
+      d = self.config.data
+      src = open_source(d.source)
+      records = [src[i] for i in range(min(len(src), d.max_records))]
+      self.crops = data_lib.real_crops(records, self.config.image_size, d.max_per_class)
+    return self.crops
+
+  def init_state(self, rng):
+    kg, kd = jax.random.split(rng)
+    g = nnx.to_pure_dict(nnx.state(self._make_g(kg)))
+    d = nnx.to_pure_dict(nnx.state(self._make_d(kd)))
+    _, masks, classes = self.get_crops()
+    return {"step": jnp.zeros((), jnp.int32), "g": g, "d": d, "g_ema": g,
+            "opt_g": self.opt_g.init(g), "opt_d": self.opt_d.init(d),
+            "mask_bank": {"masks": jnp.asarray(masks, jnp.float32),
+                          "classes": jnp.asarray(classes, jnp.int32)}}
+
+  def generate(self, g_params, background, mask, class_ids, key):
+    """Signed composite for signed backgrounds (used by training and by synthesis)."""
+    m = self.config
+    return single_stage.inpaint(self.g_fn(g_params), background, mask, class_ids, key,
+                                m.loss.margin, m.model.noise_channels)
+
+  def train_step(self, state, batch, rng):
+    c = self.config.loss
+    y = to_signed(batch["y"])
+    mask = batch["mask"].astype(jnp.float32)
+    cls = batch["class_id"]
+    fake = self.generate(state["g"], y, mask, cls, rng)
+
+    def d_objective(d_params):
+      d = self.d_fn(d_params)
+      real_logits, fake_logits = d(y, mask, cls), d(jax.lax.stop_gradient(fake), mask, cls)
+      w = losses.seam_weights(single_stage.region(mask, c.margin), real_logits.shape,
+                              c.seam_radius, c.seam_weight)
+      loss = losses.d_loss(c.objective, real_logits, fake_logits, w)
+      r1 = r2 = jnp.zeros(())
+      if c.objective == "rpgan":
+        r1 = losses.gradient_penalty(lambda im: d(im, mask, cls), y, w)
+        r2 = losses.gradient_penalty(lambda im: d(im, mask, cls), jax.lax.stop_gradient(fake), w)
+      return loss + 0.5 * c.r1_gamma * r1 + 0.5 * c.r2_gamma * r2, {"d_loss": loss, "r1": r1,
+                                                                    "r2": r2}
+
+    (_, d_metrics), d_grads = jax.value_and_grad(d_objective, has_aux=True)(state["d"])
+    d_updates, opt_d = self.opt_d.update(d_grads, state["opt_d"], state["d"])
+    d_params = optax.apply_updates(state["d"], d_updates)
+
+    def g_objective(g_params):
+      d = self.d_fn(d_params)
+      out = self.generate(g_params, y, mask, cls, rng)
+      real_logits, fake_logits = d(y, mask, cls), d(out, mask, cls)
+      w = losses.seam_weights(single_stage.region(mask, c.margin), fake_logits.shape,
+                              c.seam_radius, c.seam_weight)
+      return losses.g_loss(c.objective, jax.lax.stop_gradient(real_logits), fake_logits, w)
+
+    g_loss, g_grads = jax.value_and_grad(g_objective)(state["g"])
+    g_updates, opt_g = self.opt_g.update(g_grads, state["opt_g"], state["g"])
+    g_params = optax.apply_updates(state["g"], g_updates)
+    decay = ema_lib.ema_decay(state["step"], self.config.batch_size, self.config.ema_half_life)
+    new_state = {**state, "step": state["step"] + 1, "g": g_params, "d": d_params,
+                 "g_ema": ema_lib.ema_update(state["g_ema"], g_params, decay),
+                 "opt_g": opt_g, "opt_d": opt_d}
+    return new_state, {**d_metrics, "g_loss": g_loss, "grad_norm/d": optax.tree.norm(d_grads),
+                       "grad_norm/g": optax.tree.norm(g_grads)}
+
+  def dataset(self, process_index, process_count, seed):
+    return single_stage.crop_dataset(self.get_crops(), self.config.batch_size // process_count,
+                                     process_index, process_count, seed)
+
+  def param_count_tree(self, state):
+    return {"g": state["g"], "d": state["d"]}
