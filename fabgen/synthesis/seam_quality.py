@@ -79,7 +79,7 @@ def set_statistics(pairs: Iterable[tuple[np.ndarray, np.ndarray]], radius: int =
 
 def frechet(mu1, cov1, mu2, cov2) -> float:
   """Frechet distance between two Gaussians (as in FID)."""
-  covmean, _ = linalg.sqrtm(cov1 @ cov2, disp=False)
+  covmean = linalg.sqrtm(cov1 @ cov2)
   covmean = np.real(covmean)
   return float(np.sum((mu1 - mu2) ** 2) + np.trace(cov1 + cov2 - 2.0 * covmean))
 
