@@ -72,7 +72,7 @@ class SingleStageTask(Task):
     g = nnx.to_pure_dict(nnx.state(self._make_g(kg)))
     d = nnx.to_pure_dict(nnx.state(self._make_d(kd)))
     _, masks, classes = self.get_crops()
-    return {"step": jnp.zeros((), jnp.int32), "g": g, "d": d, "g_ema": g,
+    return {"step": jnp.zeros((), jnp.int32), "g": g, "d": d, "g_ema": jax.tree.map(jnp.copy, g),
             "opt_g": self.opt_g.init(g), "opt_d": self.opt_d.init(d),
             "mask_bank": {"masks": jnp.asarray(masks, jnp.float32),
                           "classes": jnp.asarray(classes, jnp.int32)}}

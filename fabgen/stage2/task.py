@@ -80,7 +80,7 @@ class FusionTask(Task):
         m.widths, m.blocks, rngs=nnx.Rngs(params=kt))))
     d = nnx.to_pure_dict(nnx.state(fusion.PatchDiscriminator(
         m.d_widths, extra_channels=1, blocks=m.blocks, rngs=nnx.Rngs(params=kd))))
-    return {"step": jnp.zeros((), jnp.int32), "t": t, "d": d, "t_ema": t,
+    return {"step": jnp.zeros((), jnp.int32), "t": t, "d": d, "t_ema": jax.tree.map(jnp.copy, t),
             "opt_t": self.opt_t.init(t), "opt_d": self.opt_d.init(d)}
 
   # ---- step ------------------------------------------------------------------------------------
