@@ -1,0 +1,169 @@
+"""Evaluation pictures drawn with pillow: confusion matrix, precision-recall curves, overlays.
+
+matplotlib is not a dependency of fabgen (it is not installed here and would add ~50 MB for
+three pictures), so these are drawn directly; they are meant to be glanced at in a report folder,
+not published.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+# One distinct colour per class (tab10-like), then background.
+PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
+
+
+def class_color(class_id: int) -> tuple[int, int, int]:
+  return PALETTE[int(class_id) % len(PALETTE)]
+
+
+def _font(size: int):
+  try:
+    return ImageFont.load_default(size=size)
+  except TypeError:  # pillow < 10.1 has no sized default font
+    return ImageFont.load_default()
+
+
+def confusion_matrix_image(cm: np.ndarray, row_names: Sequence[str], col_names: Sequence[str],
+                           cell: int = 56, title: str = "defect-level confusion matrix") -> Image.Image:
+  """The confusion matrix as a heat map: colour = row-normalised share, text = count.
+
+  Rows are ground truth, columns predictions (`metrics.DefectEvaluator.confusion_matrix`).
+  """
+  cm = np.asarray(cm)
+  if cm.shape != (len(row_names), len(col_names)):
+    raise ValueError(f"confusion matrix shape {cm.shape} does not match "
+                     f"{len(row_names)} row and {len(col_names)} column names")
+  font, small = _font(13), _font(11)
+  left, top = 120, 110
+  w, h = left + cell * cm.shape[1] + 20, top + cell * cm.shape[0] + 40
+  img = Image.new("RGB", (w, h), "white")
+  d = ImageDraw.Draw(img)
+  d.text((10, 8), title, fill="black", font=font)
+  d.text((left, top - 22), "predicted →", fill="black", font=small)
+  d.text((10, top - 22), "true ↓", fill="black", font=small)
+  share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+  for j, name in enumerate(col_names):
+    label = Image.new("RGBA", (80, 16), (255, 255, 255, 0))
+    ImageDraw.Draw(label).text((0, 0), name[:12], fill="black", font=small)
+    label = label.rotate(60, expand=True)
+    img.paste(label, (left + j * cell + cell // 2 - 20, top - 24 - label.size[1] + 16), label)
+  for i, name in enumerate(row_names):
+    d.text((10, top + i * cell + cell // 2 - 7), name[:16], fill="black", font=small)
+    for j in range(cm.shape[1]):
+      v = float(share[i, j])
+      color = tuple(int(255 - v * (255 - c)) for c in (8, 48, 107))
+      box = (left + j * cell, top + i * cell, left + (j + 1) * cell - 1, top + (i + 1) * cell - 1)
+      d.rectangle(box, fill=color, outline=(200, 200, 200))
+      d.text((box[0] + 6, box[1] + cell // 2 - 7), str(int(cm[i, j])),
+             fill="white" if v > 0.5 else "black", font=font)
+  return img
+
+
+def pr_curves_image(curves: Mapping[str, Mapping[str, np.ndarray]], size: int = 420,
+                    title: str = "defect-level precision-recall") -> Image.Image:
+  """Precision (y) against recall (x), one line per class, AP in the legend.
+
+  `curves` maps a class name to `metrics.DefectEvaluator.pr_curve(...)` output; its class id
+  (for the colour) is taken from the key order.
+  """
+  font = _font(12)
+  pad_l, pad_b, pad_t, legend_w = 48, 40, 30, 170
+  w, h = pad_l + size + 20 + legend_w, pad_t + size + pad_b
+  img = Image.new("RGB", (w, h), "white")
+  d = ImageDraw.Draw(img)
+  d.text((pad_l, 8), title, fill="black", font=font)
+  x0, y0, x1, y1 = pad_l, pad_t, pad_l + size, pad_t + size
+  to_px = lambda r, p: (x0 + r * size, y1 - p * size)
+  for t in range(11):
+    gx, gy = x0 + t * size / 10, y1 - t * size / 10
+    d.line([(gx, y0), (gx, y1)], fill=(230, 230, 230))
+    d.line([(x0, gy), (x1, gy)], fill=(230, 230, 230))
+    if t % 2 == 0:
+      d.text((gx - 8, y1 + 4), f"{t / 10:.1f}", fill="black", font=font)
+      d.text((4, gy - 7), f"{t / 10:.1f}", fill="black", font=font)
+  d.rectangle((x0, y0, x1, y1), outline="black")
+  d.text((x0 + size // 2 - 20, y1 + 22), "recall", fill="black", font=font)
+  d.text((4, y0 - 22), "precision", fill="black", font=font)
+  for k, (name, c) in enumerate(curves.items()):
+    color = class_color(k)
+    r, p = np.asarray(c["recall"], float), np.asarray(c["precision"], float)
+    if len(r) and not np.isnan(r).all():
+      # One point per threshold (descending), starting at recall 0 with the first precision.
+      pts = [to_px(0.0, p[0])] + [to_px(ri, pi) for ri, pi in zip(r, p)]
+      d.line(pts, fill=color, width=2)
+    ap = c.get("ap", math.nan)
+    ly = y0 + 6 + 18 * k
+    d.line([(x1 + 14, ly + 7), (x1 + 34, ly + 7)], fill=color, width=3)
+    d.text((x1 + 40, ly), f"{name[:14]} AP {ap:.3f}" if not math.isnan(ap) else name[:14],
+           fill="black", font=font)
+  return img
+
+
+def draw_detections(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                    class_names: Sequence[str], threshold: float = 0.5,
+                    gt_boxes: np.ndarray | None = None, seg_map: np.ndarray | None = None,
+                    seg_alpha: float = 0.35) -> Image.Image:
+  """An overlay: predicted boxes (class colour, name and score), optional GT boxes in white and
+  an optional per-pixel class map (0 = background, c + 1 = class c) tinted in."""
+  base = np.asarray(image, np.float32)
+  if base.ndim == 2:
+    base = np.repeat(base[..., None], 3, axis=-1)
+  if seg_map is not None:
+    seg_map = np.asarray(seg_map)
+    tint = np.zeros_like(base)
+    for c in np.unique(seg_map):
+      if c > 0:
+        tint[seg_map == c] = class_color(int(c) - 1)
+    on = (seg_map > 0)[..., None]
+    base = np.where(on, (1 - seg_alpha) * base + seg_alpha * tint, base)
+  img = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+  d = ImageDraw.Draw(img)
+  font = _font(11)
+  if gt_boxes is not None:
+    for b in np.asarray(gt_boxes).reshape(-1, 4):
+      if b[2] > b[0] and b[3] > b[1]:
+        d.rectangle(tuple(float(v) for v in (b[0], b[1], b[2] - 1, b[3] - 1)), outline="white")
+  for b, s, c in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(scores).reshape(-1),
+                     np.asarray(labels).reshape(-1)):
+    if s < threshold or b[2] <= b[0] or b[3] <= b[1]:
+      continue
+    color = class_color(int(c))
+    d.rectangle(tuple(float(v) for v in (b[0], b[1], b[2] - 1, b[3] - 1)), outline=color, width=2)
+    name = class_names[int(c)] if int(c) < len(class_names) else str(int(c))
+    d.text((float(b[0]) + 2, max(float(b[1]) - 12, 0)), f"{name} {s:.2f}", fill=color, font=font)
+  return img
+
+
+def side_by_side(images: Sequence[Image.Image], captions: Sequence[str],
+                 pad: int = 6) -> Image.Image:
+  """Pictures in a row with a caption above each (real vs synthesized vs detections)."""
+  font = _font(13)
+  h = max(im.size[1] for im in images) + 22
+  w = sum(im.size[0] for im in images) + pad * (len(images) + 1)
+  out = Image.new("RGB", (w, h + pad), "white")
+  d = ImageDraw.Draw(out)
+  x = pad
+  for im, cap in zip(images, captions):
+    d.text((x, 3), cap, fill="black", font=font)
+    out.paste(im.convert("RGB"), (x, 22))
+    x += im.size[0] + pad
+  return out
+
+
+def grid(images: Sequence[Image.Image], columns: int, pad: int = 4) -> Image.Image:
+  """Pictures of equal size in a grid (contact sheets of samples)."""
+  if not images:
+    raise ValueError("grid() needs at least one picture")
+  w, h = images[0].size
+  rows = math.ceil(len(images) / columns)
+  out = Image.new("RGB", (columns * (w + pad) + pad, rows * (h + pad) + pad), "white")
+  for i, im in enumerate(images):
+    out.paste(im.convert("RGB").resize((w, h)),
+              (pad + (i % columns) * (w + pad), pad + (i // columns) * (h + pad)))
+  return out
