@@ -1,0 +1,1 @@
+"""GAN machinery any fabgen GAN task uses: adversarial losses, penalties, vmapped grids."""

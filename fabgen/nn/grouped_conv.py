@@ -1,0 +1,122 @@
+"""Grouped 3x3 convolution with a per-backend, per-pass choice of formulation.
+
+R3GAN's blocks are built around a grouped 3x3 convolution (group width 16). XLA:CPU lowers
+`lax.conv_general_dilated(feature_group_count=G)` acceptably in the forward pass but pathologically
+in the weight gradient (measured in issue 4: 23.6 s against 1.2 s for the *dense* conv at 32x the
+FLOPs), and GAN training with R1/R2 differentiates through that gradient a second time. So:
+
+* forward: `feature_group_count` (XLA's own kernel, the fastest forward measured on CPU);
+* input gradient: a grouped conv of the output gradient with the spatially flipped,
+  in/out-transposed kernel, i.e. *this same function* again, so that second derivatives (R1/R2
+  gradient penalties) keep the fast path;
+* weight gradient: im2col + one batched (over groups) einsum, a plain dense matmul that XLA:CPU
+  runs at full speed.
+
+`impl="auto"` uses that custom VJP on CPU and plain `lax.conv_general_dilated` elsewhere (cuDNN
+and the TPU compiler handle grouped convs natively); `"xla"`, `"custom"` and `"einsum"` (im2col
+in the forward pass too) force a formulation, for benchmarks (`benchmarks/bench_stage1.py`) and
+tests. Layout: NHWC activations, HWIO kernels with I = C_in / groups, stride 1, SAME padding.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from einops import rearrange
+from jax import lax
+
+IMPLS = ("auto", "xla", "custom", "einsum")
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _check(x, w, groups):
+  kh, kw, cin_g, cout = w.shape
+  if kh % 2 == 0 or kw % 2 == 0:
+    raise ValueError(f"grouped_conv needs odd kernel sizes for SAME padding, got {w.shape[:2]}")
+  if x.shape[-1] != cin_g * groups or cout % groups:
+    raise ValueError(f"grouped_conv: input channels {x.shape[-1]} / kernel {w.shape} do not fit "
+                     f"groups={groups}")
+
+
+def xla_conv(x: jax.Array, w: jax.Array, groups: int) -> jax.Array:
+  """The reference: XLA's grouped convolution (stride 1, SAME)."""
+  return lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_DN,
+                                  feature_group_count=groups)
+
+
+def _patches(x, kh, kw, groups):
+  """im2col: [kh*kw, B, H, W, G, C/G] shifted views of the zero-padded input."""
+  ph, pw = kh // 2, kw // 2
+  h, w = x.shape[1], x.shape[2]
+  xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+  cols = [xp[:, i:i + h, j:j + w] for i in range(kh) for j in range(kw)]
+  return rearrange(jnp.stack(cols), "p b h w (g c) -> p b h w g c", g=groups)
+
+
+def einsum_conv(x: jax.Array, w: jax.Array, groups: int) -> jax.Array:
+  """Forward pass as im2col + batched einsum (dense matmuls only)."""
+  kh, kw = w.shape[:2]
+  cols = _patches(x, kh, kw, groups)
+  wg = rearrange(w, "kh kw c (g o) -> (kh kw) g c o", g=groups)
+  y = jnp.einsum("pbhwgc,pgco->bhwgo", cols, wg)
+  return rearrange(y, "b h w g o -> b h w (g o)")
+
+
+def _weight_grad(x, dy, kh, kw, groups):
+  """dL/dw of a grouped conv, as one einsum batched over groups (and summed over taps)."""
+  cols = _patches(x, kh, kw, groups)
+  dyg = rearrange(dy, "b h w (g o) -> b h w g o", g=groups)
+  dw = jnp.einsum("pbhwgc,bhwgo->pgco", cols, dyg)
+  return rearrange(dw, "(kh kw) g c o -> kh kw c (g o)", kh=kh, kw=kw)
+
+
+def _transpose_kernel(w, groups):
+  """Kernel of the input gradient: spatially flipped, in/out swapped within each group."""
+  wg = rearrange(w, "kh kw c (g o) -> kh kw c g o", g=groups)
+  wt = rearrange(wg, "kh kw c g o -> kh kw o (g c)")
+  return wt[::-1, ::-1]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def custom_conv(x: jax.Array, w: jax.Array, groups: int) -> jax.Array:
+  """XLA forward; input gradient by this same op; weight gradient by im2col einsum."""
+  return xla_conv(x, w, groups)
+
+
+def _custom_fwd(x, w, groups):
+  return xla_conv(x, w, groups), (x, w)
+
+
+def _custom_bwd(groups, res, dy):
+  x, w = res
+  dx = custom_conv(dy, _transpose_kernel(w, groups), groups)
+  dw = _weight_grad(x, dy, w.shape[0], w.shape[1], groups)
+  return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+custom_conv.defvjp(_custom_fwd, _custom_bwd)
+
+
+def default_impl(backend: str | None = None) -> str:
+  """The formulation `impl="auto"` picks on `backend` (default: JAX's default backend)."""
+  backend = backend or jax.default_backend()
+  return "custom" if backend == "cpu" else "xla"
+
+
+def grouped_conv(x: jax.Array, w: jax.Array, groups: int, impl: str = "auto") -> jax.Array:
+  """Grouped convolution, NHWC x HWIO (I = C_in/groups), stride 1, SAME padding.
+
+  Dense convs (groups == 1) always go to XLA: only the grouped weight gradient is pathological.
+  """
+  _check(x, w, groups)
+  if impl == "auto":
+    impl = default_impl()
+  if groups == 1 or impl == "xla":
+    return xla_conv(x, w, groups)
+  if impl == "custom":
+    return custom_conv(x, w, groups)
+  if impl == "einsum":
+    return einsum_conv(x, w, groups)
+  raise ValueError(f"grouped_conv impl={impl!r} is not one of {IMPLS}")

@@ -1,0 +1,238 @@
+"""R3GAN-style generator and discriminator trunks (NeurIPS 2024), shared by every fabgen GAN.
+
+The design, from the paper's description: normalization-free residual blocks
+`x + conv1x1(act(gconv3x3(act(conv1x1(x)))))` with an inverted bottleneck (expansion 2) and a
+grouped 3x3 conv (group width 16), every conv with bias and leaky ReLU 0.2 between them; fix-up
+initialization (He init scaled by L^(-1/4) for L blocks in the network, each block's last conv
+zero-initialized, so every block starts as the identity and the network's output variance does not
+grow with depth); [1, 2, 1] low-pass resampling with a 1x1 conv where the width changes. G starts
+from a learned 4x4 constant multiplied channel-wise by a linear map of z; D ends in a 4x4
+depthwise conv and a linear layer. Conditioning: an embedding concatenated to z in G, projection
+in D.
+
+Everything is a constructor argument (widths per stage, blocks per stage, group width or
+cardinality per stage, extra input channels, conditioning width), so the stage-1 patch GAN, the
+stage-2 networks and the single-stage generator can all be built from these pieces.
+`Functional` turns any of them into pure `init(rng) -> params` / `apply(params, ...)` functions
+over plain dicts, which is what the training state, orbax and sharding see.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from fabgen.nn import grouped_conv as gconv
+from fabgen.nn import resample
+
+LEAK = 0.2
+_HE_GAIN = math.sqrt(2.0 / (1.0 + LEAK ** 2))
+
+
+def act(x: jax.Array) -> jax.Array:
+  return jax.nn.leaky_relu(x, LEAK)
+
+
+def _he(key, shape, fan_in, scale):
+  return jax.random.normal(key, shape, jnp.float32) * (_HE_GAIN * scale / math.sqrt(fan_in))
+
+
+def _per_stage(value, n: int, name: str) -> tuple:
+  if isinstance(value, int):
+    return (value,) * n
+  value = tuple(value)
+  if len(value) != n:
+    raise ValueError(f"{name} has {len(value)} entries but there are {n} stages")
+  return value
+
+
+class Conv1x1(nnx.Module):
+  """Pointwise conv (a per-pixel linear layer), He-initialised with an extra `scale`."""
+
+  def __init__(self, cin: int, cout: int, scale: float = 1.0, zero: bool = False,
+               *, rngs: nnx.Rngs):
+    shape = (cin, cout)
+    self.kernel = nnx.Param(jnp.zeros(shape) if zero else _he(rngs.params(), shape, cin, scale))
+    self.bias = nnx.Param(jnp.zeros((cout,)))
+
+  def __call__(self, x):
+    return x @ self.kernel[...] + self.bias[...]
+
+
+class GroupedConv3x3(nnx.Module):
+  """Grouped 3x3 conv through `fabgen.nn.grouped_conv` (its per-backend fast path)."""
+
+  def __init__(self, cin: int, cout: int, groups: int, scale: float = 1.0, impl: str = "auto",
+               *, rngs: nnx.Rngs):
+    if cin % groups or cout % groups:
+      raise ValueError(f"grouped conv {cin}->{cout} channels is not divisible into {groups} groups")
+    self.groups, self.impl = groups, impl
+    shape = (3, 3, cin // groups, cout)
+    self.kernel = nnx.Param(_he(rngs.params(), shape, 9 * cin // groups, scale))
+    self.bias = nnx.Param(jnp.zeros((cout,)))
+
+  def __call__(self, x):
+    return gconv.grouped_conv(x, self.kernel[...], self.groups, self.impl) + self.bias[...]
+
+
+class ResidualBlock(nnx.Module):
+  """x + 1x1(act(grouped3x3(act(1x1(x))))), the last conv zero-initialised (fix-up)."""
+
+  def __init__(self, width: int, expansion: int = 2, groups: int | None = None,
+               group_width: int = 16, variance_scale: float = 1.0, impl: str = "auto",
+               *, rngs: nnx.Rngs):
+    hidden = width * expansion
+    groups = groups or max(1, hidden // group_width)
+    self.expand = Conv1x1(width, hidden, variance_scale, rngs=rngs)
+    self.spatial = GroupedConv3x3(hidden, hidden, groups, variance_scale, impl, rngs=rngs)
+    self.project = Conv1x1(hidden, width, zero=True, rngs=rngs)
+
+  def __call__(self, x):
+    return x + self.project(act(self.spatial(act(self.expand(x)))))
+
+
+class _Stages(nnx.Module):
+  """Blocks per stage with the fix-up scale L^(-1/4) for L = total blocks."""
+
+  def __init__(self, widths, blocks, expansion, group_width, cardinality, impl, rngs):
+    n = len(widths)
+    blocks = _per_stage(blocks, n, "blocks")
+    cards = _per_stage(cardinality, n, "cardinality") if cardinality else (None,) * n
+    scale = max(1, sum(blocks)) ** -0.25
+    self.blocks = blocks
+    # Named attributes (not lists) so that parameter paths are strings: "s1_b0".
+    for i, (w, b, c) in enumerate(zip(widths, blocks, cards)):
+      for j in range(b):
+        setattr(self, f"s{i}_b{j}",
+                ResidualBlock(w, expansion, c, group_width, scale, impl, rngs=rngs))
+
+  def __len__(self):
+    return len(self.blocks)
+
+  def run(self, i, h):
+    for j in range(self.blocks[i]):
+      h = getattr(self, f"s{i}_b{j}")(h)
+    return h
+
+
+def _add_transitions(module, widths, rngs):
+  """1x1 convs `t1, t2, ...` into stage i where its width differs from stage i-1's."""
+  for i in range(1, len(widths)):
+    if widths[i] != widths[i - 1]:
+      setattr(module, f"t{i}", Conv1x1(widths[i - 1], widths[i], rngs=rngs))
+
+
+def _transition(module, i, h):
+  t = getattr(module, f"t{i}", None)
+  return t(h) if t is not None else h
+
+
+class Generator(nnx.Module):
+  """z (+ condition vector, + extra image channels) -> [B, S, S, out_channels], S = 4 * 2^(n-1).
+
+  `widths` run from the 4x4 stage up. `cond_dim` > 0: the condition vector is embedded
+  (linear, `embed_dim`) and concatenated to z. `extra_channels` > 0: an image [B, S, S, extra]
+  (e.g. a background) is resampled to every stage and added through a zero-initialised 1x1 conv.
+  The output is raw (the caller picks tanh / sigmoid per channel).
+  """
+
+  def __init__(self, noise_dim: int, widths: Sequence[int], blocks=2, out_channels: int = 3,
+               expansion: int = 2, group_width: int = 16, cardinality=None, cond_dim: int = 0,
+               embed_dim: int = 64, extra_channels: int = 0, impl: str = "auto",
+               *, rngs: nnx.Rngs):
+    widths = tuple(widths)
+    self.noise_dim, self.cond_dim, self.extra_channels = noise_dim, cond_dim, extra_channels
+    self.resolution = 4 * 2 ** (len(widths) - 1)
+    if cond_dim:
+      self.embed = Conv1x1(cond_dim, embed_dim, rngs=rngs)
+    zin = noise_dim + (embed_dim if cond_dim else 0)
+    self.basis = nnx.Param(jax.random.normal(rngs.params(), (4, 4, widths[0])))
+    self.basis_scale = Conv1x1(zin, widths[0], rngs=rngs)
+    self.trunk = _Stages(widths, blocks, expansion, group_width, cardinality, impl, rngs)
+    _add_transitions(self, widths, rngs)
+    for i, w in enumerate(widths if extra_channels else ()):
+      setattr(self, f"inject{i}", Conv1x1(extra_channels, w, zero=True, rngs=rngs))
+    self.head = Conv1x1(widths[-1], out_channels, rngs=rngs)
+
+  def __call__(self, z, cond=None, extra=None):
+    if self.cond_dim:
+      if cond is None:
+        raise ValueError("this Generator was built with cond_dim > 0 and needs a condition")
+      z = jnp.concatenate([z, act(self.embed(cond))], -1)
+    h = self.basis[...][None] * self.basis_scale(z)[:, None, None, :]
+    for i in range(len(self.trunk)):
+      if i:
+        h = resample.upsample2x(_transition(self, i, h))
+      if self.extra_channels:
+        h = h + getattr(self, f"inject{i}")(resample.resize_to(extra, h.shape[1]))
+      h = self.trunk.run(i, h)
+    return self.head(h)
+
+
+class Discriminator(nnx.Module):
+  """[B, S, S, in + extra] image -> logits [B]; `widths` run from the input resolution to 4x4.
+
+  `cond_dim` > 0 makes it a projection discriminator: the final features (width `embed_dim`) are
+  dotted with a linear embedding of the condition vector, scaled by 1/sqrt(embed_dim).
+  """
+
+  def __init__(self, widths: Sequence[int], blocks=2, in_channels: int = 3,
+               expansion: int = 2, group_width: int = 16, cardinality=None, cond_dim: int = 0,
+               embed_dim: int = 64, extra_channels: int = 0, impl: str = "auto",
+               *, rngs: nnx.Rngs):
+    widths = tuple(widths)
+    self.cond_dim, self.embed_dim = cond_dim, embed_dim
+    self.resolution = 4 * 2 ** (len(widths) - 1)
+    self.stem = Conv1x1(in_channels + extra_channels, widths[0], rngs=rngs)
+    self.trunk = _Stages(widths, blocks, expansion, group_width, cardinality, impl, rngs)
+    _add_transitions(self, widths, rngs)
+    # 4x4 depthwise conv over a 4x4 map (valid padding) = a learned per-channel spatial weighting.
+    self.basis = nnx.Param(_he(rngs.params(), (4, 4, widths[-1]), 16, 1.0))
+    self.out = Conv1x1(widths[-1], embed_dim if cond_dim else 1, rngs=rngs)
+    if cond_dim:
+      self.project = Conv1x1(cond_dim, embed_dim, rngs=rngs)
+
+  def __call__(self, x, cond=None, extra=None):
+    if x.shape[1] != self.resolution or x.shape[2] != self.resolution:
+      raise ValueError(f"Discriminator built for {self.resolution}px inputs got {x.shape}")
+    if extra is not None:
+      x = jnp.concatenate([x, extra], -1)
+    h = self.stem(x)
+    for i in range(len(self.trunk)):
+      if i:
+        h = _transition(self, i, resample.downsample2x(h))
+      h = self.trunk.run(i, h)
+    feat = jnp.einsum("bhwc,hwc->bc", act(h), self.basis[...])
+    out = self.out(act(feat))
+    if not self.cond_dim:
+      return out[:, 0]
+    if cond is None:
+      raise ValueError("this Discriminator was built with cond_dim > 0 and needs a condition")
+    return jnp.sum(out * self.project(cond), -1) / math.sqrt(self.embed_dim)
+
+
+class Functional:
+  """Pure-function view of an NNX module: `init(rng) -> dict`, `apply(params, *args)`.
+
+  `build(rngs)` constructs the module. Shapes come from `nnx.eval_shape`, so constructing a
+  `Functional` allocates nothing; `apply` is traceable (use it inside jit, grad and vmap).
+  """
+
+  def __init__(self, build: Callable[[nnx.Rngs], nnx.Module]):
+    self.build = build
+    self.graphdef, self.abstract = nnx.split(nnx.eval_shape(lambda: build(nnx.Rngs(0))))
+
+  def init(self, rng: jax.Array) -> dict:
+    return nnx.to_pure_dict(nnx.state(self.build(nnx.Rngs(params=rng))))
+
+  def bind(self, params) -> nnx.Module:
+    state = jax.tree.map(lambda x: x, self.abstract)
+    nnx.replace_by_pure_dict(state, params)
+    return nnx.merge(self.graphdef, state)
+
+  def apply(self, params, *args, **kwargs):
+    return self.bind(params)(*args, **kwargs)
