@@ -1,0 +1,150 @@
+"""The interface every data source shares, and the bookkeeping of what was skipped and why.
+
+A source is a random-access list of `fabgen.data.sample` records (`len(src)`, `src[i]`), which
+is exactly what a grain `MapDataset` needs. Folder readers index their files at open time
+(pairing images with masks from directory listings and image headers, which is cheap) and decode
+on access. Problems found while indexing (a mask with no image, a mask of the wrong size, ...)
+land in `src.skipped` as `(path, reason)`; nothing is dropped silently. Problems only a full decode
+can find (truncated pixel data, an empty mask on a defect image) raise `ReadError` naming the
+file on access, or, with `validate=True` (what `fabgen data inspect` uses), are found at open
+time and moved into `skipped` as well, so that every index then decodes.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Sequence
+
+import numpy as np
+
+from fabgen.data import classes as classes_lib
+from fabgen.data.readers import records
+from fabgen.data.readers.images import ReadError
+
+
+class ClassNames:
+  """Global class ids for known names; names the data set adds get ids after the six."""
+
+  def __init__(self):
+    self.names = list(classes_lib.CLASSES)
+
+  def id(self, name: str) -> int:
+    if name not in self.names:
+      self.names.append(name)
+    return self.names.index(name)
+
+  def freeze(self) -> tuple[str, ...]:
+    return tuple(self.names)
+
+
+class Source:
+  """Base of all sources. Subclasses fill `entries` and implement `_load` and `_path`."""
+
+  layout = "base"
+
+  def __init__(self, name: str, entries: Sequence[Any], class_names: Sequence[str],
+               skipped: Sequence[tuple[str, str]] = ()):
+    self.name = name
+    self.entries = list(entries)
+    self.class_names = tuple(class_names)
+    self.skipped: list[tuple[str, str]] = list(skipped)
+    self.notes: collections.Counter = collections.Counter()
+
+  # -- what subclasses provide -----------------------------------------------------------------
+  def _load(self, entry: Any) -> dict[str, np.ndarray]:
+    raise NotImplementedError
+
+  def _path(self, entry: Any) -> str:
+    raise NotImplementedError
+
+  # -- the shared interface --------------------------------------------------------------------
+  def __len__(self) -> int:
+    return len(self.entries)
+
+  def _entry(self, index: int) -> Any:
+    index = int(index)
+    if not -len(self) <= index < len(self):
+      raise IndexError(f"{self.name}: index {index} out of range for {len(self)} samples")
+    return self.entries[index]
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    entry = self._entry(index)
+    try:
+      return self._load(entry)
+    except records.LabelError as e:
+      raise ReadError(self._path(entry), str(e)) from e
+
+  def path_of(self, index: int) -> str:
+    """The file a sample comes from (for error messages and `fabgen data inspect`)."""
+    return self._path(self._entry(index))
+
+  def get_batch(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
+    """Several samples; sources with a vectorized path (FabricSim) override this."""
+    return [self[i] for i in indices]
+
+  def _make(self, image, instance_mask, instance_classes, **kwargs) -> dict[str, np.ndarray]:
+    sample, notes = records.make_sample(image, instance_mask, instance_classes, **kwargs)
+    self.notes.update(notes)
+    return sample
+
+  def validate(self) -> "Source":
+    """Decodes every sample now; the ones that fail move to `skipped` (indices then shift)."""
+    kept = []
+    for entry in self.entries:
+      try:
+        self._load(entry)
+      except (ReadError, records.LabelError) as e:
+        path = e.path if isinstance(e, ReadError) else self._path(entry)
+        reason = e.reason if isinstance(e, ReadError) else str(e)
+        self.skipped.append((path, reason))
+        continue
+      kept.append(entry)
+    self.entries = kept
+    return self
+
+  def summary(self, limit: int | None = None) -> dict[str, Any]:
+    """Counts per class, image sizes, skipped files and reasons: what `data inspect` prints.
+
+    Decodes the samples (the first `limit` if given); a sample that fails to decode is reported
+    under `failed` rather than aborting the summary.
+    """
+    n = len(self) if limit is None else min(limit, len(self))
+    instances, boxes, sizes = collections.Counter(), collections.Counter(), collections.Counter()
+    images_with, failed, defect_free = collections.Counter(), [], 0
+    for start in range(0, n, 64):
+      idx = list(range(start, min(n, start + 64)))
+      try:
+        batch = self.get_batch(idx)
+      except ReadError:
+        batch = []
+        for i in idx:
+          try:
+            batch.append(self[i])
+          except ReadError as e:
+            failed.append((e.path, e.reason))
+      for s in batch:
+        h, w = np.asarray(s["image"]).shape[:2]
+        sizes[f"{h}x{w}"] += 1
+        cls = [int(c) for c in np.asarray(s["instance_class"]) if c >= 0]
+        defect_free += not cls
+        for c in cls:
+          instances[self.class_names[c]] += 1
+        for c in set(cls):
+          images_with[self.class_names[c]] += 1
+        for c in np.asarray(s["box_class"]):
+          if c >= 0:
+            boxes[self.class_names[int(c)]] += 1
+    reasons = collections.Counter(reason_kind(r) for _, r in self.skipped + failed)
+    return {
+        "name": self.name, "layout": self.layout, "samples": len(self), "inspected": n,
+        "class_names": list(self.class_names), "defect_free_images": defect_free,
+        "images_per_class": dict(images_with), "instances_per_class": dict(instances),
+        "boxes_per_class": dict(boxes), "image_sizes": dict(sizes),
+        "skipped": len(self.skipped), "skipped_files": [list(s) for s in self.skipped],
+        "failed": [list(f) for f in failed], "reasons": dict(reasons), "notes": dict(self.notes),
+    }
+
+
+def reason_kind(reason: str) -> str:
+  """The reason without its specifics (sizes, exception text), for counting."""
+  return reason.split(" (")[0].split(":")[0]
