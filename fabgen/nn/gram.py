@@ -1,0 +1,43 @@
+"""Gram matrices of feature maps: the texture statistics that condition stage 1.
+
+`G_j(x) = psi_j psi_j^T / (C_j H_j W_j)` with `psi_j` the layer-j activation reshaped to
+`C_j x H_j W_j` (the design brief's equation). Spatial averaging removes *where* things are and
+keeps *which features co-occur*, which is what texture is; that is why a defect patch can be
+conditioned on the Gram of the surrounding defect-free fabric.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+from einops import rearrange
+
+from fabgen.nn import vgg
+
+
+def gram(feat: jax.Array) -> jax.Array:
+  """[B, H, W, C] -> [B, C, C] = psi psi^T / (C H W)."""
+  b, h, w, c = feat.shape
+  psi = rearrange(feat.astype(jnp.float32), "b h w c -> b c (h w)")
+  return jnp.einsum("bci,bdi->bcd", psi, psi) / (c * h * w)
+
+
+def grams(params: Mapping, images: jax.Array,
+          taps: Sequence[str] = vgg.DEFAULT_TAPS) -> dict[str, jax.Array]:
+  """{tap: [B, C_j, C_j]} Gram matrices of VGG19 features of images [B, H, W, 3] in [0, 1]."""
+  return {t: gram(f) for t, f in vgg.features(params, images, taps).items()}
+
+
+def gram_distance(a: Mapping[str, jax.Array], b: Mapping[str, jax.Array]) -> jax.Array:
+  """Per-example texture distance: sum over layers of the relative Frobenius distance [B].
+
+  Each layer's ||G_a - G_b||_F is divided by ||G_b||_F so that layers of different magnitude
+  count alike (Gram entries shrink with depth).
+  """
+  total = 0.0
+  for k in a:
+    diff = jnp.sqrt(jnp.sum(jnp.square(a[k] - b[k]), axis=(1, 2)))
+    total = total + diff / jnp.maximum(jnp.sqrt(jnp.sum(jnp.square(b[k]), axis=(1, 2))), 1e-12)
+  return total
