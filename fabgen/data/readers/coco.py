@@ -105,18 +105,19 @@ class CocoSource(base.Source):
       except io.ReadError as e:
         skipped.append((e.path, e.reason if os.path.exists(e.path) else "mask file does not exist"))
         continue
-      entries.append((path, mask, [(cat_class[a["category_id"]], a) for a in anns[image_id]]))
+      entries.append((path, mask, [(cat_class[a["category_id"]], a) for a in anns[image_id]],
+                      int(im.get("fabric_id", -1))))
     super().__init__(f"coco:{os.path.basename(json_path)}", entries, names.freeze(), skipped)
 
   def _path(self, entry) -> str:
     return entry[0]
 
   def _load(self, entry) -> dict[str, np.ndarray]:
-    path, mask_path, anns = entry
+    path, mask_path, anns, fabric_id = entry
     image = io.read_image(path)
     h, w = image.shape[:2]
     if mask_path is not None:
-      return self._load_instance_png(image, mask_path, anns)
+      return self._load_instance_png(image, mask_path, anns, fabric_id)
     instance = np.zeros((h, w), np.int32)
     classes = []
     for class_id, ann in anns:
@@ -143,9 +144,9 @@ class CocoSource(base.Source):
       lut[keep] = np.arange(1, len(keep) + 1)
       instance, classes = lut[instance], [classes[k - 1] for k in keep]
       self.notes["occluded_annotation"] += 1
-    return self._make(image, instance, classes)
+    return self._make(image, instance, classes, fabric_id=fabric_id)
 
-  def _load_instance_png(self, image, mask_path, anns) -> dict[str, np.ndarray]:
+  def _load_instance_png(self, image, mask_path, anns, fabric_id) -> dict[str, np.ndarray]:
     """fabgen sample sets: the instance PNG is the mask; annotations are its component boxes."""
     labels = io.read_label_mask(mask_path, image.shape[:2])
     inst_class = {}
@@ -167,4 +168,4 @@ class CocoSource(base.Source):
     box_instance = [int(lut[int(a.get("instance_id", 1))]) for _, a in anns]
     return self._make(image, lut[labels], [inst_class[k] for k in ids],
                       boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
-                      box_instance=np.asarray(box_instance, np.int32))
+                      box_instance=np.asarray(box_instance, np.int32), fabric_id=fabric_id)

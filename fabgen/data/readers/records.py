@@ -3,9 +3,9 @@
 Every reader ends here, so the box rule and the fixed-shape padding are applied once:
 
   * boxes are the minimal rectangles (x0, y0, x1, y1; x1/y1 exclusive) of each 8-connected
-    component of each instance, in instance order, components in raster order of their first
-    pixel (8-connectivity: a thin diagonal thread is one defect, as an annotator boxes it, and as
-    the synthesis labeller does);
+    component of each instance, ordered by the component's first pixel in raster order: the
+    contract of `fabgen.data.labels` (8-connectivity: a thin diagonal thread is one defect, as an
+    annotator boxes it);
   * the record has fixed shapes (`MAX_INSTANCES`, `MAX_BOXES`). Real images can exceed them
     (AITEX strips with many masks, COCO images with many annotations). Rather than dropping
     pixels, surplus instances are *merged by class* (pixels, classes and component boxes are
@@ -29,15 +29,27 @@ class LabelError(ValueError):
   """The labels of one image cannot be put in a record (the source names the file)."""
 
 
-def component_boxes(binary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """float32 [K, 4] boxes and int64 [K] areas of the 8-connected components of `binary`."""
-  components, count = ndimage.label(binary, structure=_STRUCTURE)
-  if not count:
-    return np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
-  areas = np.bincount(components.ravel(), minlength=count + 1)[1:]
-  boxes = [(sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
-           for sl in ndimage.find_objects(components)]
-  return np.asarray(boxes, np.float32), areas.astype(np.int64)
+def instance_component_boxes(instance_mask: np.ndarray, num_instances: int
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Boxes [K, 4], 1-based instances [K] and areas [K] of every component of every instance.
+
+  Ordered by each component's first pixel in raster order, the order of
+  `fabgen.data.labels.component_boxes_np`, so real and synthetic records list boxes alike.
+  """
+  found = []  # (first raster index, instance, box, area)
+  for k in range(1, num_instances + 1):
+    comps, count = ndimage.label(instance_mask == k, structure=_STRUCTURE)
+    if not count:
+      continue
+    labels, first, areas = np.unique(comps.ravel(), return_index=True, return_counts=True)
+    for lab, sl in enumerate(ndimage.find_objects(comps), start=1):
+      j = np.searchsorted(labels, lab)
+      found.append((int(first[j]), k, (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop),
+                    int(areas[j])))
+  found.sort(key=lambda t: t[0])
+  return (np.asarray([f[2] for f in found], np.float32).reshape(-1, 4),
+          np.asarray([f[1] for f in found], np.int32),
+          np.asarray([f[3] for f in found], np.int64))
 
 
 def _merge_by_class(instance_mask: np.ndarray, classes: list[int]) -> tuple[np.ndarray, list[int]]:
@@ -80,15 +92,7 @@ def make_sample(image: np.ndarray, instance_mask: np.ndarray, instance_classes: 
     if boxes is not None:
       box_instance = np.asarray([classes.index(old_classes[k - 1]) + 1 for k in box_instance])
   if boxes is None:
-    all_boxes, all_inst, all_areas = [], [], []
-    for k in range(1, len(classes) + 1):
-      b, a = component_boxes(mask == k)
-      all_boxes.append(b)
-      all_areas.append(a)
-      all_inst.append(np.full(len(b), k, np.int32))
-    boxes = np.concatenate(all_boxes) if all_boxes else np.zeros((0, 4), np.float32)
-    box_instance = np.concatenate(all_inst) if all_inst else np.zeros((0,), np.int32)
-    areas = np.concatenate(all_areas) if all_areas else np.zeros((0,), np.int64)
+    boxes, box_instance, areas = instance_component_boxes(mask, len(classes))
   else:
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     box_instance = np.asarray(box_instance, np.int32).reshape(-1)
