@@ -13,11 +13,13 @@ time and moved into `skipped` as well, so that every index then decodes.
 from __future__ import annotations
 
 import collections
+import os
 from typing import Any, Sequence
 
 import numpy as np
 
 from fabgen.data import classes as classes_lib
+from fabgen.data.readers import images as io
 from fabgen.data.readers import records
 from fabgen.data.readers.images import ReadError
 
@@ -77,6 +79,13 @@ class Source:
   def path_of(self, index: int) -> str:
     """The file a sample comes from (for error messages and `fabgen data inspect`)."""
     return self._path(self._entry(index))
+
+  def image_hw(self, index: int) -> tuple[int, int]:
+    """(height, width) of a sample, from the file header when there is a file (cheap)."""
+    path = self.path_of(index)
+    if os.path.isfile(path):
+      return io.image_size(path)
+    return tuple(np.asarray(self[index]["image"]).shape[:2])
 
   def get_batch(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
     """Several samples; sources with a vectorized path (FabricSim) override this."""

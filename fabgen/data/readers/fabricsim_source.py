@@ -50,6 +50,10 @@ class FabricSimSource(base.Source):
   def _load(self, entry) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in self.sim.record(self.split, int(entry)).items()}
 
+  def image_hw(self, index: int) -> tuple[int, int]:
+    size = self.sim.preset.image_size
+    return (int(size), int(size)) if np.ndim(size) == 0 else tuple(int(v) for v in size[:2])
+
   def stacked(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
     """Stacked records; one vectorized `records` call per run of consecutive indices."""
     idx = [int(self._entry(i)) for i in indices]
