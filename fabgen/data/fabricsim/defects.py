@@ -1,0 +1,148 @@
+"""The six defect classes as edits of the cloth model, with per-instance influence fields.
+
+A defect is not paint on top: each class edits the fields `render.shade` draws from.
+
+  color_spot    a dye blob with a fairly sharp edge tints the yarn colours (texture stays)
+  oil_stain     a larger blob with a diffuse edge darkens and saturates the cloth
+  knot          a small lump of yarn with a lit top and a cast shadow replaces the weave
+  broken_end    one warp end is missing over a length, with frayed (uneven) fibre ends; the
+                picks crossing the gap float loose
+  broken_yarn   the same for a weft pick
+  white_stripe  1-3 adjacent ends or picks are lighter along the whole frame (a lustre/dye fault)
+
+An image holds 1..MAX_INSTANCES instances of one class (mostly 1-2). All instance slots are
+computed as arrays [K, H, W] and combined, so the class and the instance count can be traced
+(`vmap` over a batch of mixed classes costs one pass per slot, no Python branching).
+`scores` [K, H, W] rank instances at every pixel (the highest active score names the instance
+of a changed pixel); the mask itself is decided in `simulator.py` from what actually changed.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from fabgen.data import classes as classes_lib
+from fabgen.data import sample as sample_lib
+from fabgen.data.fabricsim import hashing
+from fabgen.data.fabricsim.render import Params
+
+_ID = classes_lib.CLASS_ID
+K = sample_lib.MAX_INSTANCES
+
+
+def _smoothstep(edge0, edge1, x):
+  t = jnp.clip((x - edge0) / (edge1 - edge0), 0.0, 1.0)
+  return t * t * (3.0 - 2.0 * t)
+
+
+def instance_params(key: jax.Array, defect_class, size: int, instance_probs) -> Params:
+  """Per-slot parameters [K]; slot k is active iff k < the drawn instance count."""
+  ks = jax.random.split(key, 12)
+  u = lambda n, lo, hi: jax.random.uniform(ks[n], (K,), minval=lo, maxval=hi)
+  count = 1 + jax.random.choice(ks[0], K, p=jnp.asarray(instance_probs, jnp.float32))
+  active = (jnp.arange(K) < count) & (defect_class >= 0)
+  scale = size / 256.0
+  c = defect_class
+  # Blob radii in pixels per class (colour spot, oil stain, knot); bands use the other fields.
+  r_lo = jnp.where(c == _ID["oil_stain"], 9.0, jnp.where(c == _ID["knot"], 2.5, 4.0))
+  r_hi = jnp.where(c == _ID["oil_stain"], 32.0, jnp.where(c == _ID["knot"], 6.0, 18.0))
+  radius = jnp.maximum(u(1, 0.0, 1.0) * (r_hi - r_lo) + r_lo, 1.0) * jnp.maximum(scale, 0.5)
+  radius = jnp.maximum(radius, jnp.where(c == _ID["knot"], 2.0, 3.0))
+  margin = 0.08 * size
+  stripe = c == _ID["white_stripe"]
+  return {
+      "active": active,
+      "cx": u(2, margin, size - margin),
+      "cy": u(3, margin, size - margin),
+      "rx": radius,
+      "ry": radius * u(4, 0.55, 1.0),
+      "angle": u(5, 0.0, 3.14159),
+      "irregular": u(6, 0.15, 0.5),
+      # Bands: orientation, number of yarns, extent along the yarn (fraction of the frame).
+      "warp_band": jnp.where(c == _ID["broken_end"], True,
+                             jnp.where(c == _ID["broken_yarn"], False, u(7, 0.0, 1.0) < 0.5)),
+      "lanes": jnp.where(stripe, jnp.floor(u(8, 1.0, 4.0)), 1.0),
+      "length": jnp.where(stripe, 4.0, u(9, 0.15, 1.1)),
+      "fray": u(10, 0.3, 1.5),
+      "strength": u(11, 0.0, 1.0),
+      "seed": jax.random.bits(ks[11], (K,), jnp.uint32),
+  }
+
+
+def defect_fields(inst: Params, defect_class, fabric: Params, image: Params, geo: Params,
+                  channels: int, tint_key: jax.Array) -> tuple[Params, jax.Array]:
+  """(mods for `render.shade`, scores [K, H, W]) of the active instances of `defect_class`."""
+  b = lambda a: a[:, None, None]
+  x, y = geo["x"][None], geo["y"][None]
+  c = defect_class
+  active = b(inst["active"])
+  # --- blobs (colour spot, oil stain, knot) --------------------------------------------------
+  dx, dy = x - b(inst["cx"]), y - b(inst["cy"])
+  ca, sa = jnp.cos(b(inst["angle"])), jnp.sin(b(inst["angle"]))
+  ex, ey = (ca * dx + sa * dy) / b(inst["rx"]), (-sa * dx + ca * dy) / b(inst["ry"])
+  rough = hashing.value_noise(image["seeds"][1], geo["x"] / 5.0, geo["y"] / 5.0)[None]
+  dist = jnp.sqrt(ex * ex + ey * ey) * (1.0 + b(inst["irregular"]) * (rough - 0.5))
+  is_oil = c == _ID["oil_stain"]
+  edge = jnp.where(is_oil, 0.3, 0.82)
+  blob = _smoothstep(1.0, edge, dist) * active
+  # --- bands (broken end / yarn, white stripe), in yarn coordinates -------------------------
+  warp = b(inst["warp_band"])
+  lane = jnp.where(warp, geo["i"][None], geo["j"][None]).astype(jnp.float32)
+  along = jnp.where(warp, geo["v"][None], geo["u"][None])
+  across = jnp.where(warp, geo["fu"][None], geo["fv"][None])
+  pitch_along = jnp.where(warp, fabric["pitch"][1], fabric["pitch"][0])
+  pitch_across = jnp.where(warp, fabric["pitch"][0], fabric["pitch"][1])
+  centre_u = image["offset"][0] + (b(inst["cx"]) - geo["x"].shape[1] / 2.0) / fabric["pitch"][0]
+  centre_v = image["offset"][1] + (b(inst["cy"]) - geo["y"].shape[0] / 2.0) / fabric["pitch"][1]
+  lane0 = jnp.floor(jnp.where(warp, centre_u, centre_v))
+  mid = jnp.where(warp, centre_v, centre_u)
+  half = 0.5 * b(inst["length"]) * geo["x"].shape[0] / pitch_along
+  fibre = jnp.floor(across * 6.0).astype(jnp.int32)
+  lane_i = lane.astype(jnp.int32)
+  ext0 = b(inst["fray"]) * (hashing.uniform2(b(inst["seed"]), lane_i * 8 + fibre, 1) - 0.5)
+  ext1 = b(inst["fray"]) * (hashing.uniform2(b(inst["seed"]), lane_i * 8 + fibre, 2) - 0.5)
+  in_lanes = (lane >= lane0) & (lane < lane0 + b(inst["lanes"]))
+  in_len = (along > mid - half + ext0) & (along < mid + half + ext1)
+  band = (in_lanes & in_len & active).astype(jnp.float32)
+  lane_dist = jnp.maximum(lane0 - lane, lane - lane0 - b(inst["lanes"]) + 1.0)
+  len_dist = jnp.abs(along - mid) - half
+  band_score = -(jnp.maximum(lane_dist, 0.0) * pitch_across
+                 + jnp.maximum(len_dist, 0.0) * pitch_along)
+  del across
+  uses_blob = (c == _ID["color_spot"]) | is_oil | (c == _ID["knot"])
+  scores = jnp.where(uses_blob, (1.0 - dist) * b(inst["rx"]), band_score)
+  scores = jnp.where(active, scores, -1e9)
+  # --- combine the slots into the shading fields --------------------------------------------
+  blob_all = blob.max(0)
+  band_warp = (band * warp).max(0)
+  band_weft = (band * ~warp).max(0)
+  strength = inst["strength"][0]
+  zero = jnp.zeros_like(blob_all)
+  tint_rgb = jax.random.uniform(tint_key, (3,), minval=0.35, maxval=1.25)
+  if channels == 1:  # greyscale: a dye spot is darker (or, rarely, bleached lighter)
+    tint_rgb = jnp.full((3,), jnp.where(strength < 0.85, 0.45 + 0.35 * strength, 1.35))
+  # Knot: a dome lit from the upper left, and its shadow to the lower right.
+  nearest = jax.nn.one_hot(jnp.argmax(blob, 0), K, axis=0)
+  kx, ky = jnp.sum(ex * nearest, 0), jnp.sum(ey * nearest, 0)
+  knot_nz = jnp.sqrt(jnp.clip(1.0 - (kx * kx + ky * ky), 0.0, 1.0))
+  knot_fibre = 1.0 + 0.25 * (hashing.value_noise(image["seeds"][2], geo["x"] * 0.9 + geo["y"] * 0.5,
+                                                 geo["y"] * 0.9 - geo["x"] * 0.4) - 0.5)
+  knot_shade = (0.5 + 0.55 * knot_nz - 0.22 * (kx + ky)) * knot_fibre
+  shadow_dist = jnp.sqrt((ex - 0.45) ** 2 + (ey - 0.45) ** 2)
+  shadow = (_smoothstep(1.35, 0.7, shadow_dist) * active).max(0) * 0.45
+  is_knot = c == _ID["knot"]
+  mods = {
+      "warp_gone": jnp.where(c == _ID["broken_end"], band_warp, zero),
+      "weft_gone": jnp.where(c == _ID["broken_yarn"], band_weft, zero),
+      "light": jnp.where(c == _ID["white_stripe"], (band_warp + band_weft) * (0.45 + 0.4 * strength),
+                         zero),
+      "tint": jnp.where(c == _ID["color_spot"], blob_all, zero),
+      "tint_rgb": tint_rgb,
+      "knot": jnp.where(is_knot, blob_all, zero),
+      "knot_shade": knot_shade,
+      "shadow": jnp.where(is_knot, shadow * (1.0 - blob_all), zero),
+      "dark": jnp.where(is_oil, blob_all, zero),
+      "dark_strength": 0.3 + 0.35 * strength,
+  }
+  return mods, scores
