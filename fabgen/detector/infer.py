@@ -236,3 +236,30 @@ def predict_images(predict_fn: PredictFn, images: list[np.ndarray],
       results[i] = tiled_predict(predict_fn, np.asarray(im), tile, overlap, batch_size,
                                  score_floor, nms_iou, nms_contain, edge_weight, multiple)
   return results
+
+
+def load_predictor(checkpoint: str) -> tuple[PredictFn, dict]:
+  """(predict_fn, info) from an exported artifact folder or a detector training workdir.
+
+  info holds `class_ids`, `class_names` and `tile` (the input size the detector was trained or
+  exported at), which is what tiling and reporting need.
+  """
+  import os  # pylint: disable=g-import-not-at-top
+  from fabgen.detector import export  # pylint: disable=g-import-not-at-top
+  if not os.path.isdir(checkpoint):
+    raise FileNotFoundError(f"--checkpoint {checkpoint!r} is not a directory (expected a "
+                            f"detector workdir or an exported detector)")
+  if export.is_export_dir(checkpoint):
+    det = export.load(checkpoint)
+    return det, {"class_ids": det.class_ids, "class_names": det.class_names, "tile": det.tile}
+  import jax  # pylint: disable=g-import-not-at-top
+  from fabgen.data import classes as classes_lib  # pylint: disable=g-import-not-at-top
+  from fabgen.detector import task as task_lib  # pylint: disable=g-import-not-at-top
+  task, state = task_lib.DetectorTask.restore(checkpoint)
+  size = task.config.get("image_size", 256)
+  tile = (size, size) if isinstance(size, int) else tuple(size)
+  predict = jax.jit(task.predict)
+  class_ids = [int(c) for c in task.class_ids]
+  names = [classes_lib.CLASSES[c] if c < len(classes_lib.CLASSES) else str(c) for c in class_ids]
+  fn = lambda images: {k: np.asarray(v) for k, v in predict(state, images).items()}
+  return fn, {"class_ids": class_ids, "class_names": names, "tile": tile}

@@ -178,7 +178,8 @@ class DefectEvaluator:
       raise ValueError(f"{what} holds class id {int(bad[0])}, outside [0, {self.num_classes})")
 
   def add(self, sample: Mapping[str, Any], boxes: np.ndarray, scores: np.ndarray,
-          labels: np.ndarray, seg_probs: np.ndarray | None = None) -> None:
+          labels: np.ndarray, seg_probs: np.ndarray | None = None,
+          seg_class_ids: Sequence[int] | None = None) -> None:
     """Adds one image: its ground-truth sample and its predictions.
 
     Args:
@@ -186,7 +187,9 @@ class DefectEvaluator:
       boxes: float [Q, 4] predicted xyxy pixel boxes.
       scores: float [Q] confidences; keep every query, thresholds are applied later.
       labels: int [Q] predicted global class ids.
-      seg_probs: optional float [H, W, K + 1] per-pixel class probabilities (0 = background).
+      seg_probs: optional float [H, W, C + 1] per-pixel class probabilities (0 = background).
+      seg_class_ids: the global class id of each seg channel after the background (a detector
+        trained on a subset of classes has C < K channels); default: channel c + 1 = class c.
     """
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     scores = np.asarray(scores, np.float64).reshape(-1)
@@ -231,10 +234,13 @@ class DefectEvaluator:
     if seg_probs is not None:
       seg_probs = np.asarray(seg_probs)
       truth = class_map(sample["instance_mask"], sample["instance_class"])
-      if seg_probs.shape[:2] != truth.shape or seg_probs.shape[-1] != k + 1:
+      ids = list(range(k)) if seg_class_ids is None else [int(c) for c in seg_class_ids]
+      if seg_probs.shape[:2] != truth.shape or seg_probs.shape[-1] != len(ids) + 1:
         raise ValueError(f"seg_probs shape {seg_probs.shape} does not fit the mask "
-                         f"{truth.shape} with {k} classes + background")
-      pred = np.argmax(seg_probs, axis=-1)
+                         f"{truth.shape} with {len(ids)} classes + background")
+      self._check_labels(np.asarray(ids, np.int64), "seg_class_ids")
+      lut = np.asarray([0] + [c + 1 for c in ids], np.int64)
+      pred = lut[np.argmax(seg_probs, axis=-1)]
       np.add.at(self.pixel_confusion, (truth.reshape(-1), pred.reshape(-1)), 1)
       self.has_pixels = True
     self.num_images += 1

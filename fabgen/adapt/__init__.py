@@ -1,0 +1,5 @@
+"""The adaptation protocol: source detector -> synthesized target defects -> fine-tune -> evaluate.
+
+`protocol.run_protocol(config, workdir)` runs it stage by stage (resumable), `evaluation` scores
+a detector on a labelled source, and `table` renders the per-class F-measure tables.
+"""

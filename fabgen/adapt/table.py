@@ -1,0 +1,93 @@
+"""The tables people read: one detector's per-class report, and the paper-style comparison.
+
+Markdown, because it prints legibly in a terminal and renders in a README or a pull request.
+Numbers are F-measures in percent with one decimal, as the paper's tables give them; a class
+without ground truth in the evaluation set is not a column; "-" marks a number that is undefined
+(e.g. mAP without boxes).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+
+def pct(x) -> str:
+  """A fraction as a percentage with one decimal, '-' when undefined."""
+  if x is None or (isinstance(x, float) and math.isnan(x)):
+    return "-"
+  return f"{100 * float(x):.1f}"
+
+
+def report_markdown(report: Mapping, title: str) -> str:
+  """One detector on one data set: a row per class, a column per level, and the mean."""
+  classes = report["classes"]
+  coco = report.get("coco", {})
+  per_ap = coco.get("per_class", {})
+  has_pixel = "pixel" in report["mean_f1"]
+  head = ["class", "defects", "defect P", "defect R", "defect F"]
+  head += ["pixel F"] if has_pixel else []
+  head += ["image F", "AP@.5", "AP@[.5:.95]"]
+  lines = [f"### {title}", "",
+           f"{report['num_images']} images, score threshold {report['threshold']}; defect-level "
+           f"match: IoU >= {report['matching']['iou']} or >= {report['matching']['cover']:.0%} "
+           f"covered (see fabgen/detector/metrics.py).", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for name, row in classes.items():
+    d = row["defect"]
+    cells = [name, str(d["num_true"]), pct(d["precision"]), pct(d["recall"]), pct(d["f1"])]
+    cells += [pct(row["pixel"]["f1"])] if has_pixel else []
+    ap = per_ap.get(name, {})
+    cells += [pct(row["image"]["f1"]), pct(ap.get("ap_50")), pct(ap.get("ap_50_95"))]
+    lines.append("| " + " | ".join(cells) + " |")
+  mean = report["mean_f1"]
+  cells = ["**mean**", str(sum(r["defect"]["num_true"] for r in classes.values())), "", "",
+           f"**{pct(mean['defect'])}**"]
+  cells += [pct(mean["pixel"])] if has_pixel else []
+  cells += [pct(mean["image"]), pct(coco.get("map_50")), pct(coco.get("map_50_95"))]
+  lines.append("| " + " | ".join(cells) + " |")
+  anyd = report.get("image_any_defect")
+  if anyd:
+    lines += ["", f"Image level, any defect: P {pct(anyd['precision'])}, R {pct(anyd['recall'])}, "
+                  f"F {pct(anyd['f1'])}."]
+  return "\n".join(lines) + "\n"
+
+
+def comparison_rows(reports: Mapping[str, Mapping], level: str = "defect",
+                    classes: Sequence[str] | None = None) -> tuple[list[str], list[list[str]]]:
+  """(header, rows) of the paper-style table: a row per method, a column per class + mean."""
+  if not reports:
+    raise ValueError("comparison table needs at least one evaluated row")
+  if classes is None:
+    seen: list[str] = []
+    for r in reports.values():
+      seen += [c for c in r["classes"] if c not in seen]
+    classes = seen
+  head = ["method"] + list(classes) + ["mean"]
+  if level == "defect":
+    head += ["mAP@.5"]
+  rows = []
+  for method, r in reports.items():
+    vals = [r["classes"].get(c, {}).get(level, {}).get("f1") for c in classes]
+    defined = [0.0 if v is None or math.isnan(v) else v for v in vals]
+    row = [method] + [pct(v) for v in vals] + [pct(sum(defined) / len(defined)
+                                                   if defined else None)]
+    if level == "defect":
+      row.append(pct(r.get("coco", {}).get("map_50")))
+    rows.append(row)
+  return head, rows
+
+
+def comparison_markdown(reports: Mapping[str, Mapping], title: str,
+                        levels: Sequence[str] = ("defect", "pixel", "image")) -> str:
+  """The adaptation result: one table per level (defect level first, as the paper's)."""
+  out = [f"### {title}", ""]
+  for level in levels:
+    if level == "pixel" and not all("pixel" in r["mean_f1"] for r in reports.values()):
+      continue
+    head, rows = comparison_rows(reports, level)
+    out += [f"F-measure (%), {level} level", "", "| " + " | ".join(head) + " |",
+            "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    out.append("")
+  return "\n".join(out)
