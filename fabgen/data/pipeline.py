@@ -1,0 +1,175 @@
+"""The grain input pipeline: any source -> per-process shard -> shuffle -> repeat -> batch.
+
+grain runs over sample *indices*, and a batch of indices is fetched in one call at the end:
+
+  MapDataset.range(len(source))[p::n]     process p of n reads a disjoint 1/n (complete together)
+    .shuffle(seed)                        a fresh permutation every epoch
+    .repeat(num_epochs)
+    .batch(per_process_batch)
+    .map_with_index(fetch)                source.get_batch / FabricSim's vectorized `records`,
+                                          then an optional fixed-size transform per sample
+    .to_iter_dataset()                    checkpointable: get_state / set_state, orbax handler
+
+Fetching batches of indices (not samples) lets FabricSim render a batch in one jitted call, and
+keeps the iterator state tiny (a position). Random transforms draw from
+`numpy.random.default_rng([seed, process, batch, slot])`: a function of the position in the
+stream only, so a resumed iterator yields exactly the batches of the uninterrupted one.
+`to_global_batch` assembles the per-process numpy batches into global `jax.Array`s.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import grain
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+from PIL import Image
+
+from fabgen.data import tiling
+from fabgen.data.readers import base
+from fabgen.data.readers import records
+
+Transform = Callable[[dict, np.random.Generator], dict]
+
+
+# ---- fixed-size transforms ---------------------------------------------------------------------
+
+def random_crop(hw: tuple[int, int]) -> Transform:
+  """A uniformly placed crop of size hw (zero-padded if the image is smaller); boxes recomputed."""
+  def apply(sample: dict, rng: np.random.Generator) -> dict:
+    h, w = np.asarray(sample["image"]).shape[:2]
+    y = int(rng.integers(0, max(0, h - hw[0]) + 1))
+    x = int(rng.integers(0, max(0, w - hw[1]) + 1))
+    return tiling.crop_sample(sample, y, x, hw)
+  return apply
+
+
+def center_crop(hw: tuple[int, int]) -> Transform:
+  def apply(sample: dict, rng: np.random.Generator) -> dict:
+    del rng
+    h, w = np.asarray(sample["image"]).shape[:2]
+    return tiling.crop_sample(sample, max(0, (h - hw[0]) // 2), max(0, (w - hw[1]) // 2), hw)
+  return apply
+
+
+def resize(hw: tuple[int, int]) -> Transform:
+  """Bilinear image, nearest-neighbour mask (labels stay labels), boxes from the resized mask."""
+  def apply(sample: dict, rng: np.random.Generator) -> dict:
+    del rng
+    image = np.asarray(sample["image"])
+    if image.shape[:2] == tuple(hw):
+      return sample
+    img = np.asarray(Image.fromarray(image).resize((hw[1], hw[0]), Image.BILINEAR))
+    mask = np.asarray(Image.fromarray(np.asarray(sample["instance_mask"], np.int32))
+                      .resize((hw[1], hw[0]), Image.NEAREST)).astype(np.int32)
+    classes = [int(c) for c in np.asarray(sample["instance_class"]) if c >= 0]
+    present = set(np.unique(mask)) - {0}
+    lut = np.zeros(len(classes) + 1, np.int32)
+    keep = [k for k in range(1, len(classes) + 1) if k in present]  # tiny defects may vanish
+    lut[keep] = np.arange(1, len(keep) + 1)
+    out, _ = records.make_sample(img, lut[mask], [classes[k - 1] for k in keep],
+                                 fabric_id=int(np.asarray(sample.get("fabric_id", -1))))
+    return out
+  return apply
+
+
+def make_transform(kind: str | None, hw: Sequence[int] | None) -> Transform | None:
+  """'crop' | 'center' | 'resize' | None by name (what configs name)."""
+  if kind is None or kind == "none":
+    return None
+  if hw is None or len(hw) != 2:
+    raise ValueError(f"transform {kind!r} needs a size (H, W), got {hw!r}")
+  table = {"crop": random_crop, "center": center_crop, "resize": resize}
+  if kind not in table:
+    raise ValueError(f"unknown transform {kind!r}; known: {', '.join(table)}")
+  return table[kind]((int(hw[0]), int(hw[1])))
+
+
+# ---- the dataset -------------------------------------------------------------------------------
+
+def stack(samples: Sequence[dict], source_name: str = "") -> dict[str, np.ndarray]:
+  """Stacks records into a batch, with an error that names mismatched image sizes."""
+  shapes = {np.asarray(s["image"]).shape for s in samples}
+  if len(shapes) > 1:
+    raise ValueError(f"{source_name}: images of different sizes {sorted(shapes)} in one batch; "
+                     f"add a fixed-size transform (crop/center/resize) or tiles")
+  return {k: np.stack([np.asarray(s[k]) for s in samples]) for k in samples[0]}
+
+
+class _Fetch:
+  """Index batch -> sample batch (picklable, so grain may run it in worker processes)."""
+
+  def __init__(self, source: base.Source, transform: Transform | None, seed: int,
+               process_index: int):
+    self.source, self.transform = source, transform
+    self.seed, self.process_index = seed, process_index
+
+  def __call__(self, batch_number: int, indices: np.ndarray) -> dict[str, np.ndarray]:
+    indices = [int(i) for i in np.asarray(indices)]
+    stacked = getattr(self.source, "stacked", None)
+    if self.transform is None and stacked is not None:
+      return stacked(indices)  # FabricSim: one vectorized call
+    samples = self.source.get_batch(indices)
+    if self.transform is not None:
+      samples = [self.transform(s, np.random.default_rng(
+          [self.seed, self.process_index, batch_number, slot])) for slot, s in enumerate(samples)]
+    return stack(samples, self.source.name)
+
+
+def process_shard(num_items: int, process_index: int, process_count: int) -> grain.MapDataset:
+  """Indices process `process_index` of `process_count` reads: a strided, disjoint share."""
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+  if num_items < process_count:
+    raise ValueError(f"{num_items} samples cannot be shared by {process_count} processes")
+  return grain.MapDataset.range(num_items)[process_index::process_count]
+
+
+def make_dataset(source: base.Source, batch_size: int, *, seed: int = 0, shuffle: bool = True,
+                 num_epochs: int | None = None, transform: Transform | None = None,
+                 process_index: int | None = None, process_count: int | None = None,
+                 drop_remainder: bool = True) -> grain.MapDataset:
+  """A grain MapDataset of per-process batches (dicts of numpy arrays) over `source`.
+
+  Args:
+    source: any `fabgen.data.readers` source (wrap in `tiling.TiledSource` for tiles).
+    batch_size: the per-process batch (`global_batch // jax.process_count()`).
+    seed: shuffle and transform seed.
+    num_epochs: None repeats forever.
+    transform: a fixed-size transform (`make_transform`), needed when image sizes differ.
+    process_index, process_count: default to JAX's; each process reads a disjoint share.
+  """
+  pi = jax.process_index() if process_index is None else process_index
+  pc = jax.process_count() if process_count is None else process_count
+  if batch_size <= 0:
+    raise ValueError(f"batch_size must be positive, got {batch_size}")
+  ds = process_shard(len(source), pi, pc)
+  if shuffle:
+    ds = ds.shuffle(seed=seed)
+  if num_epochs != 1:
+    ds = ds.repeat(num_epochs)
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  return ds.map_with_index(_Fetch(source, transform, seed, pi))
+
+
+def make_iterator(dataset: grain.MapDataset, num_threads: int = 0, prefetch: int = 0):
+  """A checkpointable iterator (`get_state`/`set_state`, `grain.checkpoint.CheckpointSave`)."""
+  read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
+  return iter(dataset.to_iter_dataset(read))
+
+
+def to_global_batch(np_batch: Any, mesh: jax.sharding.Mesh,
+                    partition_spec: P = P("data")) -> Any:
+  """Per-process numpy batch -> global jax.Arrays sharded by `partition_spec` over `mesh`."""
+  sharding = NamedSharding(mesh, partition_spec)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), np_batch)
+
+
+def per_process_batch(global_batch: int, process_count: int | None = None) -> int:
+  """The batch each process loads, with an error if the global batch does not divide."""
+  pc = jax.process_count() if process_count is None else process_count
+  if global_batch % pc:
+    raise ValueError(f"global batch {global_batch} is not divisible by {pc} processes")
+  return global_batch // pc
