@@ -1,0 +1,111 @@
+"""Checkpoints: the state, the input iterator's position and the config, together, via orbax.
+
+One orbax `CheckpointManager` under `<workdir>/checkpoints` writes three items per step:
+`state` (orbax StandardSave: sharded arrays, each host writing its shards, asynchronously),
+`data` (grain's own handler: one JSON iterator state per process) and `config` (JSON). Restoring
+takes an abstract target that carries the *current* mesh's shardings, so a run saved on 8
+devices continues on 1 or 4, and the iterator resumes at the exact next batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import grain
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from fabgen.platform import registry
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class Checkpointer:
+  """Keep-N, optionally async orbax checkpoints of (state, data iterator, config)."""
+
+  def __init__(self, workdir: str, every_steps: int, keep: int, asynchronous: bool = True):
+    self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+    options = ocp.CheckpointManagerOptions(
+        save_interval_steps=every_steps, max_to_keep=keep,
+        enable_async_checkpointing=asynchronous, create=True)
+    self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+  @classmethod
+  def from_config(cls, workdir: str, config: ml_collections.ConfigDict) -> "Checkpointer":
+    c = config.checkpoint
+    return cls(workdir, c.every_steps, c.keep, c.get("asynchronous", True))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: Any, data_iterator: Any, config: ml_collections.ConfigDict,
+           force: bool = True) -> bool:
+    """Saves `step` (the trainer decides when); the iterator must be positioned after `step`."""
+    items = {"state": ocp.args.StandardSave(state),
+             "config": ocp.args.JsonSave(json.loads(config.to_json()))}
+    if data_iterator is not None and hasattr(data_iterator, "get_state"):
+      items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+    return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+  def restore(self, abstract_state: Any, data_iterator: Any = None, step: int | None = None):
+    """(state, iterator) at `step` (default latest), state laid out as `abstract_state` says."""
+    step = self.manager.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    restore_data = (data_iterator is not None and hasattr(data_iterator, "set_state")
+                    and "data" in self.item_names(step))
+    if restore_data:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    return restored["state"], (restored["data"] if restore_data else data_iterator)
+
+  def item_names(self, step: int) -> list[str]:
+    return sorted(os.listdir(os.path.join(self.directory, str(step))))
+
+  def config(self, step: int | None = None) -> ml_collections.ConfigDict:
+    """The config saved with `step` (default latest)."""
+    step = self.manager.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    restored = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    return ml_collections.ConfigDict(restored["config"])
+
+  def wait(self):
+    """Blocks until async saves are on disk (before exiting or reading them back)."""
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def restore_latest(workdir: str):
+  """(config, task, state) of the newest checkpoint in `workdir`, on the default device.
+
+  For inference and synthesis on one host: the task is rebuilt from the saved config, the state's
+  shapes from `jax.eval_shape(task.init_state)`, and every array lands on the first device.
+  """
+  directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"workdir {workdir!r} has no checkpoints (no {directory})")
+  ckpt = Checkpointer(workdir, every_steps=1, keep=1_000_000, asynchronous=False)
+  try:
+    step = ckpt.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"workdir {workdir!r} has no finished checkpoint in {directory}")
+    config = ckpt.config(step)
+    task = registry.get_task_class(config.task)(config)
+    abstract = jax.eval_shape(task.init_state, jax.random.key(config.get("seed", 0)))
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                          abstract)
+    state, _ = ckpt.restore(target, None, step)
+    logging.info("restored %s step %d from %s", config.task, step, directory)
+    return config, task, state
+  finally:
+    ckpt.close()

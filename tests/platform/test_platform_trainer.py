@@ -1,0 +1,108 @@
+"""The generic trainer on the reference task: learns, resumes exactly, shards, restores, stops.
+
+All in one process over the 8 forced CPU devices (tests/conftest.py); tiny model, few steps.
+"""
+
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from configs import reference
+from fabgen.platform import checkpoint as checkpoint_lib
+from fabgen.platform import config as config_lib
+from fabgen.platform import faults
+from fabgen.platform import metrics as metrics_lib
+from fabgen.platform import trainer
+
+
+def _config(steps=12, **overrides):
+  c = reference.get_config(f"tiny,steps={steps}")
+  c.checkpoint.every_steps = 6
+  c.checkpoint.asynchronous = False
+  c.summary_every_steps = 0
+  for key, value in overrides.items():
+    node = c
+    parts = key.split(".")
+    for p in parts[:-1]:
+      node = node[p]
+    node[parts[-1]] = value
+  config_lib.validate(c)
+  return c
+
+
+def _losses(workdir):
+  rows = metrics_lib.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+
+
+def _params(workdir):
+  _, _, state = checkpoint_lib.restore_latest(workdir)
+  return jax.device_get(state["params"])
+
+
+def test_reference_task_learns(tmp_path):
+  config = _config(steps=60, **{"checkpoint.every_steps": 1000})
+  result = trainer.train(config, str(tmp_path))
+  losses = _losses(str(tmp_path))
+  assert result["step"] == 60 and sorted(losses) == list(range(1, 61))
+  first, last = np.mean([losses[s] for s in range(1, 6)]), np.mean([losses[s] for s in range(56, 61)])
+  assert last < 0.6 * first, (first, last)
+
+
+def test_resume_equals_uninterrupted_and_restores_onto_other_meshes(tmp_path):
+  full = str(tmp_path / "full")
+  trainer.train(_config(steps=12, **{"mesh.fsdp": 2}), full)  # 8 devices: data=4, fsdp=2
+  reference_losses, reference_params = _losses(full), _params(full)
+
+  # Stopped by a (pre-requested) stop signal after step 1, then resumed on the same 8 devices.
+  part = str(tmp_path / "part")
+  stop = faults.StopSignal()
+  stop.request()
+  out = trainer.train(_config(steps=12), part, stop=stop)
+  assert out["step"] == 1 and out["stopped_by"] == "request"
+  trainer.train(_config(steps=12), part)
+  np.testing.assert_allclose([_losses(part)[s] for s in range(1, 13)],
+                             [reference_losses[s] for s in range(1, 13)], rtol=1e-5, atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               _params(part), reference_params)
+
+  # The step-6 checkpoint saved on 8 devices (data=4, fsdp=2) continues on 1 and on 4 devices.
+  for n in (1, 4):
+    workdir = str(tmp_path / f"mesh{n}")
+    shutil.copytree(full, workdir)
+    shutil.rmtree(os.path.join(workdir, "checkpoints", "12"))
+    trainer.train(_config(steps=12), workdir, devices=jax.devices()[:n])
+    np.testing.assert_allclose([_losses(workdir)[s] for s in range(7, 13)],
+                               [reference_losses[s] for s in range(7, 13)], rtol=1e-4, atol=1e-5)
+
+
+def test_sharded_equals_unsharded(tmp_path):
+  one = trainer.train(_config(steps=5), str(tmp_path / "one"), devices=jax.devices()[:1])
+  eight = trainer.train(_config(steps=5, **{"mesh.fsdp": 4, "fsdp_min_size": 64}),
+                        str(tmp_path / "eight"))
+  np.testing.assert_allclose([_losses(str(tmp_path / "one"))[s] for s in range(1, 6)],
+                             [_losses(str(tmp_path / "eight"))[s] for s in range(1, 6)],
+                             rtol=1e-5, atol=1e-6)
+  assert one["step"] == eight["step"] == 5
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               _params(str(tmp_path / "one")), _params(str(tmp_path / "eight")))
+
+
+def test_nan_stops_naming_step_and_metric_and_keeps_last_good_checkpoint(tmp_path):
+  config = _config(steps=12, **{"loss.nan_at_step": 8})  # state step 8 -> the 9th step
+  with pytest.raises(faults.NonFiniteError, match=r"step 9: metric 'grad_norm'.*step 6") as e:
+    trainer.train(config, str(tmp_path))
+  assert e.value.step == 9
+  ckpt = checkpoint_lib.Checkpointer(str(tmp_path), 6, 3, asynchronous=False)
+  assert ckpt.latest_step() == 6
+  ckpt.close()
+  _, _, state = checkpoint_lib.restore_latest(str(tmp_path))
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(state["params"])))
+
+
+def test_restore_latest_without_checkpoint_names_the_workdir(tmp_path):
+  with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+    checkpoint_lib.restore_latest(str(tmp_path))
