@@ -1,10 +1,12 @@
 """Inference on images of any size: tile with overlap, predict in fixed batches, merge back.
 
 Line-scan fabric images are long strips (4096x256 and larger) while the detector trains on
-256x256 crops. We cut the image into overlapping tiles of the training size, run the
+256x256 crops. We cut the image into overlapping tiles of the training size at the positions
+of `fabgen.data.tiling.tile_grid` (the same grid the training data is tiled with), run the
 detector on fixed-size batches of tiles (one compiled shape, however long the strip), and merge:
 
-* segmentation maps: a weighted average of the overlapping tiles' probabilities; the weight
+* segmentation maps: a weighted average of the overlapping tiles' probabilities (rather than
+  `tiling.stitch`'s plain mean or max); the weight
   falls linearly from the tile centre to `edge_weight` at its border, because a convolutional
   net sees least context at a tile edge (a tile border that is also the image border keeps full
   weight, nothing else covers it);
@@ -30,25 +32,10 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from fabgen.data import tiling
 from fabgen.detector import metrics
 
 PredictFn = Callable[[np.ndarray], Mapping[str, Any]]
-
-
-def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
-  """Start offsets of tiles of size `tile` covering [0, length) with at least `overlap` shared.
-
-  The last tile is aligned to the end, so every tile lies inside the image (`length >= tile`).
-  """
-  if tile <= 0 or not 0 <= overlap < tile:
-    raise ValueError(f"need 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
-  if length < tile:
-    raise ValueError(f"image side {length} is shorter than the tile {tile}; pad it first")
-  if length == tile:
-    return [0]
-  stride = tile - overlap
-  n = int(np.ceil((length - tile) / stride)) + 1
-  return [int(round(i * (length - tile) / (n - 1))) for i in range(n)]
 
 
 def edge_weights(tile_h: int, tile_w: int, at_top: bool, at_bottom: bool, at_left: bool,
@@ -154,8 +141,7 @@ def tiled_predict(predict_fn: PredictFn, image: np.ndarray, tile: tuple[int, int
     raise ValueError(f"tile {tile} must be a multiple of {multiple} on both sides")
   padded = pad_to_multiple(image, multiple, th, tw)
   ph, pw = padded.shape[:2]
-  ys, xs = tile_origins(ph, th, overlap), tile_origins(pw, tw, overlap)
-  origins = [(y, x) for y in ys for x in xs]
+  origins = [(int(y), int(x)) for y, x in tiling.tile_grid(ph, pw, (th, tw), overlap)]
   seg_sum, weight_sum = None, np.zeros((ph, pw), np.float64)
   all_boxes, all_scores, all_labels, all_truncated = [], [], [], []
   batch_size = min(batch_size, len(origins))

@@ -43,15 +43,6 @@ def strip_with_defects(h=250, w=1000):
   return img, defects
 
 
-def test_tile_origins_cover_with_overlap():
-  o = infer.tile_origins(4096, 256, 64)
-  assert o[0] == 0 and o[-1] == 4096 - 256 and len(o) == 21
-  assert all(b - a <= 256 - 64 for a, b in zip(o, o[1:]))
-  assert infer.tile_origins(256, 256, 64) == [0]
-  with pytest.raises(ValueError, match="shorter than the tile"):
-    infer.tile_origins(100, 256, 0)
-
-
 def test_tiled_equals_whole_image():
   img, defects = strip_with_defects()
   tiled = infer.tiled_predict(cc_detector, img, tile=(128, 256), overlap=64, batch_size=4)
