@@ -1,0 +1,50 @@
+"""The adaptation protocol for one held-out FabricSim target fabric (fabgen.adapt.protocol).
+
+  fabgen adapt --config configs/adapt.py --workdir runs/adapt_simple
+  fabgen adapt --config configs/adapt.py:complex --workdir runs/adapt_complex
+  fabgen adapt --config configs/adapt.py --workdir runs/a --config.methods='("cutpaste",)'
+
+Rerunning the same command resumes: finished stages (each a subfolder with result.json) are
+skipped. Variants: `simple` (default) and `complex` name the FabricSim preset; `demo` is the
+CPU-minutes version (configs/demo.py uses it).
+"""
+
+import ml_collections
+
+
+def training(spec: str, *overrides: str) -> ml_collections.ConfigDict:
+  """One model's training: a config spec and `key=value` overrides (data.source is set by adapt)."""
+  return ml_collections.ConfigDict({"spec": spec, "overrides": list(overrides)})
+
+
+def get_config(arg=None):
+  variant = arg or "simple"
+  if variant not in ("simple", "complex", "demo"):
+    raise ValueError(f"configs/adapt.py: unknown variant {variant!r}; use simple, complex, demo")
+  demo = variant == "demo"
+  c = ml_collections.ConfigDict()
+  c.preset = "simple" if demo else variant     # FabricSim preset (its target fabrics are held out)
+  c.seed = 0                                   # FabricSim seed and synthesis seed
+  c.target_fabric = -1                         # a target fabric id; -1 = the first one
+  c.methods = ("cutpaste", "multistage", "r3gan")   # rows of the table after "no adaptation"
+  c.extra_generators = ml_collections.ConfigDict()  # method -> generator stage names, for new methods
+  # Training of every model, on the source fabrics' train split (data.source is set by adapt).
+  c.detector = training("configs/detector.py:small" if demo else "configs/detector.py:base")
+  c.generators = ml_collections.ConfigDict({
+      "stage1": training("configs/stage1.py:tiny" if demo else "configs/stage1.py:64"),
+      "fusion": training("configs/fusion.py:tiny" if demo else "configs/fusion.py:64"),
+      "r3gan": training("configs/r3gan_inpaint.py:tiny" if demo else "configs/r3gan_inpaint.py:64"),
+  })
+  c.synth = ml_collections.ConfigDict()
+  c.synth.num = 96 if demo else 2000           # synthesized images per method
+  c.synth.num_backgrounds = 24 if demo else 0  # target defect-free images used (0 = all)
+  c.synth.batch_size = 16
+  c.finetune = ml_collections.ConfigDict()
+  c.finetune.steps = 150 if demo else 4000     # fine-tuning steps per method
+  c.finetune.lr_factor = 0.3                   # fine-tuning lr = source lr * this
+  c.eval = ml_collections.ConfigDict()
+  c.eval.threshold = 0.5                       # score threshold of the F-measure table
+  c.eval.limit = 48 if demo else 0             # target defect images evaluated (0 = all)
+  c.eval.batch_size = 8
+  c.eval.pictures = 4                          # detection pictures per evaluation
+  return c

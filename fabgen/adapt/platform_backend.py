@@ -1,0 +1,185 @@
+"""The protocol's real work on FabricSim: platform training, `fabgen.synthesis`, evaluation.
+
+Every model trains through `fabgen.platform.trainer.train` from its own config file (a spec such
+as "configs/detector.py:small" plus `key=value` overrides, both taken from the adapt config), so
+the protocol never duplicates a training loop and each stage folder is an ordinary training
+workdir (checkpoints, metrics, config.json) that resumes on its own.
+
+The target fabric is one FabricSim identity from the preset's held-out target fabrics: its
+`target_good` records are the defect-free backgrounds synthesis paints on, its `target_test`
+records (real, simulated defects) are only ever used for evaluation.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Mapping
+
+import ml_collections
+import numpy as np
+
+from fabgen.adapt import evaluation
+from fabgen.adapt import protocol
+from fabgen.data import classes as classes_lib
+
+
+class PlatformBackend(protocol.Backend):
+  """Runs each stage for real; hyperparameters come from the adapt config only."""
+
+  def __init__(self, config: ml_collections.ConfigDict, log: Callable[[str], None] = print):
+    self.config = config
+    self.log = log
+    self.preset = config.preset
+    self.seed = int(config.seed)
+    self._sim = None
+
+  # ---- data ------------------------------------------------------------------------------------
+
+  @property
+  def sim(self):
+    if self._sim is None:
+      from fabgen.data.fabricsim import FabricSim  # pylint: disable=g-import-not-at-top
+      self._sim = FabricSim(self.preset, seed=self.seed)
+    return self._sim
+
+  def source_spec(self, split: str) -> str:
+    return f"fabricsim:{self.preset}:{split}:{self.seed}"
+
+  def _fabric_indices(self, split: str, fabric: int, limit: int) -> list[int]:
+    specs = self.sim.record_specs(split)
+    idx = [i for i in range(len(specs)) if int(specs[i, 0]) == fabric]
+    return idx[:limit] if limit else idx
+
+  def target(self) -> dict:
+    fabrics = [int(f) for f in self.sim.fabric_ids("target_test")]
+    fabric = int(self.config.target_fabric)
+    if fabric < 0:
+      fabric = fabrics[0]
+    if fabric not in fabrics:
+      raise ValueError(f"config.target_fabric={fabric} is not a held-out target fabric of preset "
+                       f"{self.preset!r}; its target fabrics: {fabrics}")
+    good = self._fabric_indices("target_good", fabric, self.config.synth.num_backgrounds)
+    test = self._fabric_indices("target_test", fabric, self.config.eval.limit)
+    if not good or not test:
+      raise ValueError(f"target fabric {fabric} has {len(good)} defect-free and {len(test)} "
+                       f"defect records in preset {self.preset!r}; both must be non-empty")
+    return {"fabric_id": fabric, "good_indices": good, "test_indices": test,
+            "num_good": len(good), "num_test": len(test),
+            "classes": [classes_lib.CLASSES[int(c)] for c in self.sim.class_ids]}
+
+  # ---- training --------------------------------------------------------------------------------
+
+  def _train(self, section: ml_collections.ConfigDict, out_dir: str, extra=()) -> dict:
+    from fabgen.platform import config as config_lib  # pylint: disable=g-import-not-at-top
+    from fabgen.platform import trainer  # pylint: disable=g-import-not-at-top
+    cfg = config_lib.get(section.spec, list(section.overrides) + list(extra))
+    metrics = trainer.train(cfg, out_dir)
+    return {"checkpoint": out_dir, "task": cfg.task, "steps": int(metrics.get("step", 0)),
+            "final_metrics": {k: float(v) for k, v in metrics.items()
+                              if isinstance(v, (int, float)) and k != "step"}}
+
+  def train_detector(self, out_dir: str) -> dict:
+    return self._train(self.config.detector, out_dir,
+                       [f"data.source={self.source_spec('train')}"])
+
+  def train_generator(self, name: str, out_dir: str, done: Mapping[str, dict]) -> dict:
+    if name not in self.config.generators:
+      raise ValueError(f"config.generators has no entry {name!r}; it has "
+                       f"{sorted(self.config.generators)}")
+    return self._train(self.config.generators[name], out_dir,
+                       [f"data.source={self.source_spec('train')}"])
+
+  def finetune(self, detector: dict, synthetic: dict, out_dir: str) -> dict:
+    from fabgen.detector import task as task_lib  # pylint: disable=g-import-not-at-top
+    from fabgen.platform import config as config_lib  # pylint: disable=g-import-not-at-top
+    from fabgen.platform import trainer  # pylint: disable=g-import-not-at-top
+    f = self.config.finetune
+    base = config_lib.get(self.config.detector.spec, list(self.config.detector.overrides)
+                          + [f"data.source={self.source_spec('train')}"])
+    cfg = task_lib.finetune_config(base, detector["checkpoint"], source=synthetic["data"],
+                                   total_steps=f.steps, lr_factor=f.lr_factor)
+    config_lib.validate(cfg)
+    metrics = trainer.train(cfg, out_dir)
+    return {"checkpoint": out_dir, "init_from": detector["checkpoint"], "data": synthetic["data"],
+            "steps": int(metrics.get("step", 0))}
+
+  # ---- synthesis -------------------------------------------------------------------------------
+
+  def synthesize(self, method: str, out_dir: str, done: Mapping[str, dict]) -> dict:
+    from fabgen.synthesis import synthesize  # pylint: disable=g-import-not-at-top
+    if method == "cutpaste":
+      checkpoint = self.source_spec("train")
+    elif method == "multistage":
+      checkpoint = f"{done['stage1']['checkpoint']},{done['fusion']['checkpoint']}"
+    else:
+      gens = protocol.GENERATORS.get(method) or tuple(self.config.extra_generators[method])
+      checkpoint = done[gens[0]]["checkpoint"]
+    target = done["target"]
+    src = self._open(self.source_spec("target_good"))
+    backgrounds = [np.asarray(src[i]["image"]) for i in target["good_indices"]]
+    s = self.config.synth
+    data = os.path.join(out_dir, "data")
+    manifest = synthesize(method, checkpoint, backgrounds, s.num, data, seed=self.seed,
+                          classes=target["classes"], batch_size=s.batch_size,
+                          log=lambda line: self.log(f"  {line}"))
+    return {"data": data, "method": method, "checkpoint": checkpoint,
+            "images": manifest.get("images"), "per_class": manifest.get("per_class")}
+
+  # ---- evaluation ------------------------------------------------------------------------------
+
+  @staticmethod
+  def _open(spec):
+    from fabgen.data.readers import open_source  # pylint: disable=g-import-not-at-top
+    return open_source(spec)
+
+  def evaluate(self, detector: dict, out_dir: str) -> dict:
+    from fabgen.detector import infer  # pylint: disable=g-import-not-at-top
+    from fabgen.detector import plots  # pylint: disable=g-import-not-at-top
+    predict_fn, info = infer.load_predictor(detector["checkpoint"])
+    e = self.config.eval
+    src = self._open(self.source_spec("target_test"))
+    target = protocol.stage_done(os.path.dirname(out_dir), "target") or self.target()
+    ev, kept = evaluation.evaluate(predict_fn, src, threshold=e.threshold, tile=info["tile"],
+                                   batch_size=e.batch_size, indices=target["test_indices"],
+                                   seg_class_ids=info["class_ids"], keep_predictions=e.pictures,
+                                   log=self.log)
+    report = evaluation.write_report(ev, out_dir, title=f"{detector['checkpoint']} on target "
+                                     f"fabric {target['fabric_id']}")
+    if kept:
+      names = list(classes_lib.CLASSES)
+      lut = np.asarray([0] + [c + 1 for c in info["class_ids"]])
+      pics = [plots.draw_detections(s["image"], p["boxes"], p["scores"], p["labels"], names,
+                                    e.threshold, gt_boxes=s["boxes"],
+                                    seg_map=lut[np.argmax(p["seg_probs"], -1)]
+                                    if "seg_probs" in p else None) for s, p in kept]
+      plots.grid(pics, columns=min(len(pics), 4)).save(os.path.join(out_dir, "detections.png"))
+    return evaluation._jsonable(report)  # pylint: disable=protected-access
+
+  def pictures(self, workdir: str, done: Mapping[str, dict]) -> list[str]:
+    """samples.png: real target defects, each method's synthesized defects, detections."""
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    from fabgen.detector import plots  # pylint: disable=g-import-not-at-top
+    target = done["target"]
+    src = self._open(self.source_spec("target_test"))
+    real = [plots.draw_detections(src[i]["image"], np.zeros((0, 4)), [], [], [],
+                                  gt_boxes=src[i]["boxes"]) for i in target["test_indices"][:4]]
+    rows = [("real target defects (white: ground truth)", plots.grid(real, 4))]
+    for name in self.config.methods:
+      sheet = os.path.join(workdir, f"synth_{name}", "data", "contact_sheet.png")
+      if os.path.isfile(sheet):
+        rows.append((f"synthesized: {name}", Image.open(sheet).convert("RGB")))
+    for stage in ["eval_source"] + [f"eval_{m}" for m in self.config.methods]:
+      det = os.path.join(workdir, stage, "detections.png")
+      if os.path.isfile(det):
+        rows.append((f"detections after {stage.removeprefix('eval_')}",
+                     Image.open(det).convert("RGB")))
+    width = max(im.size[0] for _, im in rows)
+    parts = [plots.side_by_side([im], [cap]) for cap, im in rows]
+    out = Image.new("RGB", (width + 12, sum(p.size[1] for p in parts)), "white")
+    y = 0
+    for p in parts:
+      out.paste(p, (0, y))
+      y += p.size[1]
+    path = os.path.join(workdir, "samples.png")
+    out.save(path)
+    return [path]

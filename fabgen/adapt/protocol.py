@@ -1,0 +1,170 @@
+"""The adaptation protocol for one held-out target fabric, resumable stage by stage.
+
+  source detector ─┬─ evaluate on the target's real defects          -> row "no adaptation"
+                   └─ for each method (cutpaste, multistage, r3gan, ...):
+                        synthesize defects on the target's defect-free images
+                        fine-tune the source detector on them
+                        evaluate on the target's real defects         -> row <method>
+
+Generators (stage 1 + fusion for multistage, the single-stage inpainter for r3gan) are trained
+on the source fabrics once, before synthesis. The target fabric contributes only defect-free
+images (`target_good` records of that fabric) until the final evaluation, which uses its real
+defects (`target_test` records of that fabric).
+
+Resumability: every stage runs in its own subfolder of the workdir and, when it finishes, writes
+`<stage>/result.json` last (atomically). A rerun skips every stage that has one and continues
+the first that has not; training stages also resume from their own checkpoints inside, so an
+interrupted run loses at most one checkpoint interval. The table is rebuilt from the result files
+at the end of every run.
+
+The work itself is done by a `Backend` (`platform_backend.PlatformBackend` trains through the
+platform, synthesizes through `fabgen.synthesis`, evaluates through `fabgen.adapt.evaluation`);
+this module only orders, skips, records and reports.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import os
+import time
+from typing import Any, Callable, Mapping
+
+import ml_collections
+
+from fabgen.adapt import table as table_lib
+
+RESULT = "result.json"
+GENERATORS = {"multistage": ("stage1", "fusion"), "r3gan": ("r3gan",), "cutpaste": ()}
+NO_ADAPTATION = "no adaptation"
+
+
+class Backend(abc.ABC):
+  """What the protocol needs done; each call gets its stage folder and returns a JSON-able dict."""
+
+  @abc.abstractmethod
+  def target(self) -> dict:
+    """The target fabric: {"fabric_id", "num_good", "num_test", ...}."""
+
+  @abc.abstractmethod
+  def train_detector(self, out_dir: str) -> dict:
+    """Trains the detector on the source fabrics; returns {"checkpoint": dir, ...}."""
+
+  @abc.abstractmethod
+  def train_generator(self, name: str, out_dir: str, done: Mapping[str, dict]) -> dict:
+    """Trains generator `name` ("stage1", "fusion", "r3gan"); `done` = earlier stages' results."""
+
+  @abc.abstractmethod
+  def synthesize(self, method: str, out_dir: str, done: Mapping[str, dict]) -> dict:
+    """Writes a labelled synthetic set for the target; returns {"data": dir, ...}."""
+
+  @abc.abstractmethod
+  def finetune(self, detector: dict, synthetic: dict, out_dir: str) -> dict:
+    """Fine-tunes the source detector on a synthetic set; returns {"checkpoint": dir, ...}."""
+
+  @abc.abstractmethod
+  def evaluate(self, detector: dict, out_dir: str) -> dict:
+    """Evaluates a detector on the target's real defects; returns the evaluation report."""
+
+  def pictures(self, workdir: str, done: Mapping[str, dict]) -> list[str]:
+    """Optional sample pictures (real vs synthesized defects, detections); returns paths."""
+    del workdir, done
+    return []
+
+
+def _write_json(path: str, obj: Any) -> None:
+  tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(obj, f, indent=1, default=_default)
+  os.replace(tmp, path)
+
+
+def _default(x):
+  if hasattr(x, "tolist"):
+    return x.tolist()
+  raise TypeError(f"{type(x).__name__} is not JSON-serializable")
+
+
+def stage_done(workdir: str, name: str) -> dict | None:
+  """The recorded result of a finished stage, or None if it has not finished."""
+  path = os.path.join(workdir, name, RESULT)
+  if not os.path.isfile(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    try:
+      return json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path} is corrupt ({e}); delete it to rerun stage {name!r}") from None
+
+
+def run_stage(workdir: str, name: str, fn: Callable[[str], dict],
+              log: Callable[[str], None]) -> dict:
+  """Runs `fn(stage_dir)` unless `<stage>/result.json` exists; records its result last."""
+  done = stage_done(workdir, name)
+  if done is not None:
+    log(f"[{name}] done earlier, skipped")
+    return done
+  out = os.path.join(workdir, name)
+  os.makedirs(out, exist_ok=True)
+  log(f"[{name}] running")
+  t0 = time.time()
+  result = dict(fn(out))
+  result["seconds"] = round(time.time() - t0, 1)
+  _write_json(os.path.join(out, RESULT), result)
+  log(f"[{name}] finished in {result['seconds']:.0f}s")
+  return result
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks the protocol's own keys; errors name the key and the bad value."""
+  methods = list(config.methods)
+  if not methods:
+    raise ValueError("config.methods is empty; give at least one synthesis method")
+  if len(set(methods)) != len(methods):
+    raise ValueError(f"config.methods={methods} repeats a method")
+  for m in methods:
+    if m not in GENERATORS and m not in config.get("extra_generators", {}):
+      raise ValueError(f"config.methods: unknown method {m!r}; known: {sorted(GENERATORS)} "
+                       f"(a new method lists its generator stages in config.extra_generators)")
+
+
+def run_protocol(config: ml_collections.ConfigDict, workdir: str, backend: Backend,
+                 log: Callable[[str], None] = print) -> dict:
+  """Runs (or resumes) the protocol in `workdir`; returns {"reports", "table", "wall_s"}."""
+  validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  t0 = time.time()
+  generators = dict(GENERATORS, **{k: tuple(v) for k, v in
+                                   config.get("extra_generators", {}).items()})
+  done: dict[str, dict] = {}
+  done["target"] = run_stage(workdir, "target", lambda d: backend.target(), log)
+  done["detector_source"] = run_stage(workdir, "detector_source", backend.train_detector, log)
+  for method in config.methods:
+    for gen in generators[method]:
+      if gen not in done:
+        done[gen] = run_stage(workdir, gen,
+                              lambda d, g=gen: backend.train_generator(g, d, done), log)
+  reports = {NO_ADAPTATION: run_stage(
+      workdir, "eval_source", lambda d: backend.evaluate(done["detector_source"], d), log)}
+  for method in config.methods:
+    synth = run_stage(workdir, f"synth_{method}",
+                      lambda d, m=method: backend.synthesize(m, d, done), log)
+    done[f"synth_{method}"] = synth
+    tuned = run_stage(workdir, f"finetune_{method}",
+                      lambda d, s=synth: backend.finetune(done["detector_source"], s, d), log)
+    done[f"finetune_{method}"] = tuned
+    reports[method] = run_stage(workdir, f"eval_{method}",
+                                lambda d, t=tuned: backend.evaluate(t, d), log)
+  target = done["target"]
+  title = (f"Adaptation to target fabric {target.get('fabric_id')} "
+           f"({target.get('num_test', '?')} real defect images)")
+  md = table_lib.comparison_markdown(reports, title)
+  pictures = backend.pictures(workdir, done)
+  with open(os.path.join(workdir, "table.md"), "w", encoding="utf-8") as f:
+    f.write(md)
+  wall = round(time.time() - t0, 1)
+  _write_json(os.path.join(workdir, "table.json"),
+              {"reports": reports, "target": target, "pictures": pictures,
+               "wall_s_this_run": wall})
+  log(md)
+  return {"reports": reports, "table": md, "wall_s": wall, "pictures": pictures}
