@@ -28,7 +28,8 @@ class JsonlWriter(metric_writers.MetricWriter):
   def __init__(self, path: str):
     self.path = path
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    self._file = open(path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
+    # Line-buffered: every row is on disk when written (tail -f, a crash loses nothing).
+    self._file = open(path, "a", buffering=1, encoding="utf-8")  # pylint: disable=consider-using-with
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
     row = {"step": int(step)}
