@@ -1,8 +1,8 @@
 """FabricSim as a source: `fabricsim:<preset>:<split>[:seed]`, the same interface as disk data.
 
-Records come from `FabricSim.record` (numpy, deterministic per preset, seed and index); batches
-of consecutive indices go through `FabricSim.records`, which is jitted and vmapped, so a
-pipeline that reads FabricSim in order pays one device call per batch instead of one per image.
+Records come from `FabricSim.record` (numpy, deterministic per preset, seed and index); a batch
+of any indices (shuffled ones included) goes through `FabricSim.render_batch`, which is jitted
+and vmapped, so a pipeline pays one device call per batch instead of one per image.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class FabricSimSource(base.Source):
       raise ValueError(f"fabricsim:{preset}: unknown split {split!r}; splits: "
                        f"{', '.join(self.sim.splits)}")
     self.preset, self.split, self.seed = preset, split, seed
+    self._specs = None
     super().__init__(f"fabricsim:{preset}:{split}:{seed}", range(self.sim.num_records(split)),
                      classes_lib.CLASSES)
 
@@ -55,15 +56,13 @@ class FabricSimSource(base.Source):
     return (int(size), int(size)) if np.ndim(size) == 0 else tuple(int(v) for v in size[:2])
 
   def stacked(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
-    """Stacked records; one vectorized `records` call per run of consecutive indices."""
-    idx = [int(self._entry(i)) for i in indices]
-    runs, start = [], 0
-    for k in range(1, len(idx) + 1):
-      if k == len(idx) or idx[k] != idx[k - 1] + 1:
-        runs.append((idx[start], idx[k - 1] + 1))
-        start = k
-    parts = [self.sim.records(self.split, a, b) for a, b in runs]
-    return {key: np.concatenate([np.asarray(p[key]) for p in parts]) for key in parts[0]}
+    """Stacked records of any indices in one jit(vmap) call (one compile per batch size)."""
+    if self._specs is None:  # (fabric, image index, class) of every record: cheap numpy
+      self._specs = self.sim.record_specs(self.split)
+    idx = np.asarray([int(self._entry(i)) for i in indices], np.int64)
+    specs = self._specs[idx]
+    out = self.sim.render_batch(specs[:, 0], specs[:, 1], specs[:, 2])
+    return {k: np.asarray(v) for k, v in out.items()}
 
   def get_batch(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
     batch = self.stacked(indices)
