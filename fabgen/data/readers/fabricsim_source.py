@@ -7,12 +7,20 @@ and vmapped, so a pipeline pays one device call per batch instead of one per ima
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
 
 from fabgen.data import classes as classes_lib
 from fabgen.data.readers import base
+
+
+@functools.lru_cache(maxsize=8)
+def get_sim(preset: str, seed: int):
+  """One FabricSim per (preset, seed) per process, so its jitted renderers compile once."""
+  from fabgen.data.fabricsim import FabricSim  # pylint: disable=g-import-not-at-top
+  return FabricSim(preset, seed=seed)
 
 
 def parse_spec(spec: str) -> tuple[str, str, int]:
@@ -35,8 +43,7 @@ class FabricSimSource(base.Source):
   layout = "fabricsim"
 
   def __init__(self, preset: str, split: str, seed: int = 0):
-    from fabgen.data.fabricsim import FabricSim  # pylint: disable=g-import-not-at-top
-    self.sim = FabricSim(preset, seed=seed)
+    self.sim = get_sim(preset, int(seed))
     if split not in self.sim.splits:
       raise ValueError(f"fabricsim:{preset}: unknown split {split!r}; splits: "
                        f"{', '.join(self.sim.splits)}")
@@ -55,14 +62,17 @@ class FabricSimSource(base.Source):
     size = self.sim.preset.image_size
     return (int(size), int(size)) if np.ndim(size) == 0 else tuple(int(v) for v in size[:2])
 
-  def stacked(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
+  def stacked(self, indices: Sequence[int], pad_to: int | None = None
+              ) -> dict[str, np.ndarray]:
     """Stacked records of any indices in one jit(vmap) call (one compile per batch size)."""
     if self._specs is None:  # (fabric, image index, class) of every record: cheap numpy
       self._specs = self.sim.record_specs(self.split)
     idx = np.asarray([int(self._entry(i)) for i in indices], np.int64)
     specs = self._specs[idx]
+    if pad_to is not None and len(specs) < pad_to:  # one compiled batch size for a ragged end
+      specs = np.concatenate([specs, np.repeat(specs[-1:], pad_to - len(specs), 0)])
     out = self.sim.render_batch(specs[:, 0], specs[:, 1], specs[:, 2])
-    return {k: np.asarray(v) for k, v in out.items()}
+    return {k: np.asarray(v)[:len(idx)] for k, v in out.items()}
 
   def get_batch(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
     batch = self.stacked(indices)
