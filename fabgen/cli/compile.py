@@ -1,0 +1,103 @@
+"""Ahead-of-time compile a train step for a target mesh; report memory per device.
+
+  fabgen compile --config configs/reference.py:big --mesh data=8
+  fabgen compile --config configs/fusion.py:128 --mesh data=16,fsdp=4 --platform cpu
+  fabgen compile --config configs/reference.py:big --mesh data=4,fsdp=4 --topology v5e:4x4
+
+Nothing is allocated: the state and batch are abstract, so the answer (does it fit?) comes before
+holding the pod. `--platform cpu` compiles on this host with as many forced CPU devices as the
+mesh needs (argument/state bytes are exact, temporaries are XLA:CPU's); `--topology` compiles
+for a TPU slice through `jax.experimental.topologies` where libtpu is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+
+from fabgen.cli import train as train_cli
+
+
+def _parse_mesh(text: str) -> dict[str, int]:
+  sizes = {}
+  for kv in filter(None, text.split(",")):
+    key, _, value = kv.partition("=")
+    if key not in ("data", "fsdp", "tensor") or not value.lstrip("-").isdigit():
+      raise SystemExit(f"fabgen compile: bad --mesh entry {kv!r}; use data=N,fsdp=N,tensor=N")
+    sizes[key] = int(value)
+  return sizes
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--config", required=True, help="config file and variant")
+  parser.add_argument("--mesh", default="", help="target mesh, e.g. data=8,fsdp=2 (no -1)")
+  parser.add_argument("--platform", default="auto", choices=("auto", "cpu"),
+                      help="cpu: compile on forced host devices (any mesh size)")
+  parser.add_argument("--topology", default=None, help="TPU topology, e.g. v5e:4x4 (needs libtpu)")
+  parser.add_argument("--memory-limit-gib", type=float, default=None,
+                      help="exit 1 if the per-device total exceeds this")
+  parser.add_argument("--json", default=None, help="write the report here")
+  plain_parse = parser.parse_args
+
+  def parse_args(args=None, namespace=None):
+    rest, overrides = train_cli.split_overrides(list(sys.argv[2:] if args is None else args))
+    ns = plain_parse(rest, namespace)
+    ns.overrides = overrides
+    return ns
+
+  parser.parse_args = parse_args
+
+
+def run(args: argparse.Namespace) -> int:
+  sizes = _parse_mesh(args.mesh)
+  if args.platform == "cpu":
+    # Must happen before JAX initialises its backends (nothing above imports jax).
+    n = math.prod(v for v in sizes.values() if v > 0) or 1
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    flags = os.environ.get("XLA_FLAGS", "")
+    flags = " ".join(f for f in flags.split() if "force_host_platform_device_count" not in f)
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+  import jax  # pylint: disable=g-import-not-at-top
+  from fabgen.platform import aot  # pylint: disable=g-import-not-at-top
+  from fabgen.platform import config as config_lib  # pylint: disable=g-import-not-at-top
+  try:
+    config = config_lib.get(args.config, getattr(args, "overrides", []))
+  except config_lib.ConfigError as e:
+    print(f"fabgen compile: {e}", file=sys.stderr)
+    return 2
+  devices = None
+  if args.topology:
+    try:
+      from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+      devices = topologies.get_topology_desc(args.topology, "tpu").devices
+    except Exception as e:  # pylint: disable=broad-except
+      print(f"fabgen compile: cannot describe TPU topology {args.topology!r} here: {e}",
+            file=sys.stderr)
+      return 2
+  needed = math.prod(v for v in sizes.values() if v > 0) if sizes else None
+  available = len(devices) if devices is not None else jax.device_count()
+  if needed and needed > available and -1 not in sizes.values():
+    print(f"fabgen compile: mesh {sizes} needs {needed} devices, {available} here; use "
+          f"--platform cpu (forced host devices) or --topology", file=sys.stderr)
+    return 2
+  if needed and needed < available and devices is None:
+    devices = jax.devices()[:needed]
+  report = aot.aot_compile(config, sizes, devices=devices)
+  mem = report["memory"]
+  gib = mem.get("total_bytes_per_device", 0) / 2 ** 30
+  print(f"{config.task}: mesh {report['mesh']} on {report['devices']} x {report['device_kind']}"
+        f" compiled in {report['compile_s']:.1f}s")
+  for key, value in mem.items():
+    print(f"  {key:<32} {value / 2 ** 20:12.2f} MiB")
+  print(f"  state (all devices)              {report['state_bytes_total'] / 2 ** 20:12.2f} MiB")
+  if args.json:
+    with open(args.json, "w", encoding="utf-8") as f:
+      json.dump(report, f, indent=2)
+  if args.memory_limit_gib is not None and gib > args.memory_limit_gib:
+    print(f"fabgen compile: {gib:.2f} GiB per device exceeds --memory-limit-gib "
+          f"{args.memory_limit_gib}", file=sys.stderr)
+    return 1
+  return 0
