@@ -122,3 +122,38 @@ def test_instance_png_without_annotation_is_an_error(tmp_path):
   (tmp_path / "annotations.json").write_text(json.dumps(data))
   with pytest.raises(ReadError, match="00000001.png.*no annotation"):
     open_source(str(tmp_path))[1]
+
+
+def test_reads_the_synthesis_writer_layout(tmp_path):
+  """Folders in `fabgen.synthesis.stream`'s layout (its JSON fields, its labeller) read back."""
+  from fabgen.synthesis import labelling, stream
+  rng = np.random.default_rng(3)
+  os.makedirs(tmp_path / "images")
+  os.makedirs(tmp_path / "masks")
+  images, anns, want = [], [], []
+  for i in range(3):
+    bg = rng.integers(0, 200, (24, 30, 3), dtype=np.uint8)
+    out = bg.copy()
+    out[3:8, 4:9] += 40
+    out[15:18, 20:28] += 50
+    lab = labelling.label_change(out, bg)
+    name = stream.sample_name(i)
+    stream.atomic_write_png(str(tmp_path / "images" / f"{name}.png"), lab.image)
+    stream.atomic_write_png(str(tmp_path / "masks" / f"{name}.png"),
+                            lab.instance_mask.astype(np.uint8))
+    images.append({"id": i, "file_name": f"images/{name}.png", "width": 30, "height": 24,
+                   "mask_file": f"masks/{name}.png"})
+    for (x0, y0, x1, y1), area in zip(lab.boxes.tolist(), lab.areas.tolist()):
+      anns.append({"id": len(anns) + 1, "image_id": i, "category_id": i + 1,
+                   "bbox": [x0, y0, x1 - x0, y1 - y0], "area": area, "iscrowd": 0,
+                   "instance_id": 1})
+    want.append(labelling.to_sample(lab, i + 1))
+  (tmp_path / "annotations.json").write_text(json.dumps({
+      "categories": [{"id": i, "name": n} for i, n in enumerate(classes_lib.CLASSES)],
+      "images": images, "annotations": anns}))
+  src = open_source(str(tmp_path))
+  assert src.class_names == classes_lib.CLASSES
+  for i, w in enumerate(want):
+    got = src[i]
+    for k in ("image", "instance_mask", "instance_class", "boxes", "box_class", "box_instance"):
+      np.testing.assert_array_equal(got[k], w[k], err_msg=f"{i} {k}")
