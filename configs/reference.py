@@ -50,7 +50,7 @@ def get_config(arg=None):
 
 
 def get_sweep(hyper):
-  """Learning-rate x width grid (hyper.product / hyper.sweep, as in big_vision's sweeps)."""
+  """Learning rate x number of classes (hyper.product / hyper.sweep, as big_vision sweeps)."""
   return hyper.product([
       hyper.sweep("config.optim.lr", [1e-3, 3e-3]),
       hyper.sweep("config.model.num_classes", [4, 8]),

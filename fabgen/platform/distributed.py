@@ -7,6 +7,8 @@ process) nothing is initialised. Must run before anything touches a JAX backend.
 
 Explicit variables (what `launch/local.sh` and the tests set):
   FABGEN_COORDINATOR=host:port  FABGEN_NUM_PROCESSES=N  FABGEN_PROCESS_ID=i
+or FABGEN_DISTRIBUTED=1 to let JAX auto-detect the cluster (what `launch/tpu_pod.sh` sets: TPU
+VMs describe the slice through their metadata server, not the environment).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ _initialized = False
 def is_multiprocess_env(environ=None) -> bool:
   """True when the environment describes a run of more than one process."""
   env = os.environ if environ is None else environ
+  if env.get("FABGEN_DISTRIBUTED", "0") not in ("", "0"):
+    return True
   if int(env.get("FABGEN_NUM_PROCESSES", "1")) > 1:
     return True
   if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in env:
