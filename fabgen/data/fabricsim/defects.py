@@ -90,7 +90,6 @@ def defect_fields(inst: Params, defect_class, fabric: Params, image: Params, geo
   warp = b(inst["warp_band"])
   lane = jnp.where(warp, geo["i"][None], geo["j"][None]).astype(jnp.float32)
   along = jnp.where(warp, geo["v"][None], geo["u"][None])
-  across = jnp.where(warp, geo["fu"][None], geo["fv"][None])
   pitch_along = jnp.where(warp, fabric["pitch"][1], fabric["pitch"][0])
   pitch_across = jnp.where(warp, fabric["pitch"][0], fabric["pitch"][1])
   centre_u = image["offset"][0] + (b(inst["cx"]) - geo["x"].shape[1] / 2.0) / fabric["pitch"][0]
@@ -98,10 +97,14 @@ def defect_fields(inst: Params, defect_class, fabric: Params, image: Params, geo
   lane0 = jnp.floor(jnp.where(warp, centre_u, centre_v))
   mid = jnp.where(warp, centre_v, centre_u)
   half = 0.5 * b(inst["length"]) * geo["x"].shape[0] / pitch_along
-  fibre = jnp.floor(across * 6.0).astype(jnp.int32)
-  lane_i = lane.astype(jnp.int32)
-  ext0 = b(inst["fray"]) * (hashing.uniform2(b(inst["seed"]), lane_i * 8 + fibre, 1) - 0.5)
-  ext1 = b(inst["fray"]) * (hashing.uniform2(b(inst["seed"]), lane_i * 8 + fibre, 2) - 0.5)
+  # Frayed ends: each of 6 fibre bundles across a yarn ends at its own (hashed) point.
+  fseed = image["seeds"][3]
+  fray_u = [hashing.uniform2(fseed, geo["i"] * 8 + jnp.floor(geo["fu"] * 6.0).astype(jnp.int32),
+                             e)[None] - 0.5 for e in (1, 2)]
+  fray_v = [hashing.uniform2(fseed + 1, geo["j"] * 8 + jnp.floor(geo["fv"] * 6.0).astype(
+      jnp.int32), e)[None] - 0.5 for e in (1, 2)]
+  ext0 = b(inst["fray"]) * jnp.where(warp, fray_u[0], fray_v[0])
+  ext1 = b(inst["fray"]) * jnp.where(warp, fray_u[1], fray_v[1])
   in_lanes = (lane >= lane0) & (lane < lane0 + b(inst["lanes"]))
   in_len = (along > mid - half + ext0) & (along < mid + half + ext1)
   band = (in_lanes & in_len & active).astype(jnp.float32)
@@ -109,7 +112,6 @@ def defect_fields(inst: Params, defect_class, fabric: Params, image: Params, geo
   len_dist = jnp.abs(along - mid) - half
   band_score = -(jnp.maximum(lane_dist, 0.0) * pitch_across
                  + jnp.maximum(len_dist, 0.0) * pitch_along)
-  del across
   uses_blob = (c == _ID["color_spot"]) | is_oil | (c == _ID["knot"])
   scores = jnp.where(uses_blob, (1.0 - dist) * b(inst["rx"]), band_score)
   scores = jnp.where(active, scores, -1e9)

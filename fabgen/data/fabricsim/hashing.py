@@ -57,6 +57,16 @@ def value_noise(seed, x, y):
   return top + (bottom - top) * fy
 
 
+def value_noise_1d(seed, lane, t):
+  """Smooth 1-D value noise along `t`, independent per integer `lane` (2 hashes, not 4)."""
+  it = jnp.floor(t)
+  ft = _smooth(t - it)
+  it = it.astype(jnp.int32)
+  v0 = uniform2(seed, lane, it)
+  v1 = uniform2(seed, lane, it + 1)
+  return v0 + (v1 - v0) * ft
+
+
 def triangular_noise(seed, a, b):
   """Zero-mean, unit-variance noise from ONE hash: the sum of its two 16-bit halves."""
   h = hash2(seed, a, b)

@@ -85,74 +85,85 @@ def _print_alpha(fabric: Params, geo: Params):
   return jnp.where(kind == 0, dots, jnp.where(kind == 1, waves, blot))
 
 
-def shade(fabric: Params, image: Params, geo: Params, channels: int, with_print: bool,
-          mods: Params | None = None):
-  """Linear-light colour [H, W, channels] of the cloth before the camera, with optional defects.
+def yarns(fabric: Params, geo: Params, channels: int, with_print: bool) -> Params:
+  """Per-pixel yarn fields that no defect changes: cross-sections, fibre texture, colours.
 
-  `mods` (from `defects.py`) holds per-pixel fields in [0, 1]: warp_gone / weft_gone (a yarn is
-  missing here), light (white-stripe lift), tint / tint_rgb (dye spot), knot / knot_shade /
-  shadow (a lump of yarn and its cast shadow), dark / dark_strength (oil).
+  Computed once per frame and shared by the defect-free and the defect render.
   """
   seed = fabric["seed"]
-  i, j, fu, fv, code = geo["i"], geo["j"], geo["fu"], geo["fv"], geo["code"]
-  up = (code & 1) == 1
+  i, j, fu, fv = geo["i"], geo["j"], geo["fu"], geo["fv"]
   # Jittered yarn centres and slub-thickened half widths, in yarn units.
   cu = 0.5 + fabric["jitter"] * (hashing.uniform2(seed, i, 1) - 0.5)
   cv = 0.5 + fabric["jitter"] * (hashing.uniform2(seed, j, 2) - 0.5)
   slen = fabric["slub_length"]
-  slub_u = 1.0 + fabric["slub"] * (2.0 * hashing.value_noise(seed + 3, i * 13.0, geo["v"] / slen)
-                                   - 1.0)
-  slub_v = 1.0 + fabric["slub"] * (2.0 * hashing.value_noise(seed + 4, j * 13.0, geo["u"] / slen)
-                                   - 1.0)
-  hw_u = 0.5 * fabric["width"][0] * slub_u
-  hw_v = 0.5 * fabric["width"][1] * slub_v
+  hw_u = 0.5 * fabric["width"][0] * (1.0 + fabric["slub"] * (
+      2.0 * hashing.value_noise_1d(seed + 3, i, geo["v"] / slen) - 1.0))
+  hw_v = 0.5 * fabric["width"][1] * (1.0 + fabric["slub"] * (
+      2.0 * hashing.value_noise_1d(seed + 4, j, geo["u"] / slen) - 1.0))
   du = (fu - cu) / hw_u
   dv = (fv - cv) / hw_v
-  cov_u = jnp.clip((1.0 - jnp.abs(du)) * hw_u * fabric["pitch"][0] + 0.5, 0.0, 1.0)
-  cov_v = jnp.clip((1.0 - jnp.abs(dv)) * hw_v * fabric["pitch"][1] + 0.5, 0.0, 1.0)
-  warp_gone = weft_gone = None
-  if mods is not None:
-    warp_gone, weft_gone = mods["warp_gone"], mods["weft_gone"]
-    cov_u = cov_u * (1.0 - warp_gone)
-    cov_v = cov_v * (1.0 - weft_gone)
-    up = up & (warp_gone < 0.5)
-    up = up | (weft_gone >= 0.5) & (warp_gone < 0.5)
-  # Top yarn / under yarn, selected per pixel.
-  d_top = jnp.where(up, du, dv)
-  d_bot = jnp.where(up, dv, du)
-  cov_top = jnp.where(up, cov_u, cov_v)
-  cov_bot = jnp.where(up, cov_v, cov_u)
-  local = jnp.where(up, fv, fu)
-  along = jnp.where(up, geo["v"], geo["u"])
-  lane = jnp.where(up, i, j + 7919)
-  cont_prev = jnp.where(up, code & 2, code & 8) > 0
-  cont_next = jnp.where(up, code & 4, code & 16) > 0
-  # Cylindrical cross-section with a side light; fibre streaks and twist along the yarn.
-  nz = jnp.sqrt(jnp.clip(1.0 - d_top * d_top, 0.0, 1.0))
-  prof_top = 0.42 + 0.58 * nz - 0.1 * d_top
-  streak = hashing.value_noise(seed + 5, lane * 8.0 + jnp.floor((d_top + 1.0) * 3.0),
-                               along * 2.2)
-  twist = jnp.sin(6.2831853 * fabric["twist_freq"] * (along + 0.45 * d_top))
-  fibre = 1.0 + fabric["fibre"] * (2.0 * streak - 1.0) + fabric["twist"] * twist
-  a, b = local, 1.0 - local
-  dip = 1.0 - fabric["dip"] * ((~cont_prev) * (1.0 - a) ** 4 + (~cont_next) * (1.0 - b) ** 4
-                               ) * 2.0
-  dip = jnp.clip(dip, 0.2, 1.0)
-  s_top = prof_top * fibre * dip
-  nzb = jnp.sqrt(jnp.clip(1.0 - d_bot * d_bot, 0.0, 1.0))
-  s_bot = (0.5 + 0.5 * nzb) * fabric["under"]
-  # Yarn colours from the stripe/check repeats.
+  # Fibre streaks: 3 lanes across each yarn, each a 1-D noise along it.
+  streak_u = hashing.value_noise_1d(seed + 5, i * 8 + jnp.floor((du + 1.0) * 1.5).astype(
+      jnp.int32), geo["v"] * 2.2)
+  streak_v = hashing.value_noise_1d(seed + 6, j * 8 + jnp.floor((dv + 1.0) * 1.5).astype(
+      jnp.int32), geo["u"] * 2.2)
   warp_rgb = fabric["warp_palette"][_stripe_index(i, fabric["warp_widths"])][..., :channels]
   weft_rgb = fabric["weft_palette"][_stripe_index(j, fabric["weft_widths"])][..., :channels]
   if with_print:
     pa = (fabric["print_amount"] * _print_alpha(fabric, geo))[..., None]
     warp_rgb = warp_rgb * (1.0 - pa) + fabric["print_rgb"][:channels] * warp_rgb * 1.6 * pa
     weft_rgb = weft_rgb * (1.0 - pa) + fabric["print_rgb"][:channels] * weft_rgb * 1.6 * pa
+  cloud = 1.0 + fabric["cloud"] * (2.0 * hashing.value_noise(seed + 6, geo["x"] / 11.0,
+                                                              geo["y"] / 11.0) - 1.0)
+  return {"du": du, "dv": dv, "hw_u": hw_u, "hw_v": hw_v, "streak_u": streak_u,
+          "streak_v": streak_v, "warp_rgb": warp_rgb, "weft_rgb": weft_rgb, "cloud": cloud}
+
+
+def shade(fabric: Params, geo: Params, yarn: Params, mods: Params | None = None):
+  """Linear-light colour [H, W, channels] of the cloth before the camera, with optional defects.
+
+  `yarn` comes from `yarns`. `mods` (from `defects.py`) holds per-pixel fields in [0, 1]:
+  warp_gone / weft_gone (a yarn is missing here), light (white-stripe lift), tint / tint_rgb (dye
+  spot), knot / knot_shade / shadow (a lump of yarn and its cast shadow), dark / dark_strength
+  (oil).
+  """
+  code = geo["code"]
+  up = (code & 1) == 1
+  du, dv, hw_u, hw_v = yarn["du"], yarn["dv"], yarn["hw_u"], yarn["hw_v"]
+  cov_u = jnp.clip((1.0 - jnp.abs(du)) * hw_u * fabric["pitch"][0] + 0.5, 0.0, 1.0)
+  cov_v = jnp.clip((1.0 - jnp.abs(dv)) * hw_v * fabric["pitch"][1] + 0.5, 0.0, 1.0)
+  warp_rgb, weft_rgb = yarn["warp_rgb"], yarn["weft_rgb"]
+  if mods is not None:
+    warp_gone, weft_gone = mods["warp_gone"], mods["weft_gone"]
+    cov_u = cov_u * (1.0 - warp_gone)
+    cov_v = cov_v * (1.0 - weft_gone)
+    up = (up & (warp_gone < 0.5)) | ((weft_gone >= 0.5) & (warp_gone < 0.5))
+  # Top yarn / under yarn, selected per pixel.
+  d_top = jnp.where(up, du, dv)
+  d_bot = jnp.where(up, dv, du)
+  cov_top = jnp.where(up, cov_u, cov_v)
+  cov_bot = jnp.where(up, cov_v, cov_u)
+  local = jnp.where(up, geo["fv"], geo["fu"])
+  along = jnp.where(up, geo["v"], geo["u"])
+  streak = jnp.where(up, yarn["streak_u"], yarn["streak_v"])
+  cont_prev = jnp.where(up, code & 2, code & 8) > 0
+  cont_next = jnp.where(up, code & 4, code & 16) > 0
+  # Cylindrical cross-section with a side light; fibre streaks and twist along the yarn.
+  nz = jnp.sqrt(jnp.clip(1.0 - d_top * d_top, 0.0, 1.0))
+  prof_top = 0.42 + 0.58 * nz - 0.1 * d_top
+  twist = jnp.sin(6.2831853 * fabric["twist_freq"] * (along + 0.45 * d_top))
+  fibre = 1.0 + fabric["fibre"] * (2.0 * streak - 1.0) + fabric["twist"] * twist
+  a2, b2 = (1.0 - local) ** 2, local ** 2
+  dip = 1.0 - 2.0 * fabric["dip"] * ((~cont_prev) * a2 * a2 + (~cont_next) * b2 * b2)
+  s_top = prof_top * fibre * jnp.clip(dip, 0.2, 1.0)
+  nzb = jnp.sqrt(jnp.clip(1.0 - d_bot * d_bot, 0.0, 1.0))
+  s_bot = (0.5 + 0.5 * nzb) * fabric["under"]
   if mods is not None:
     lift = mods["light"][..., None]
     warp_rgb = warp_rgb + (0.97 - warp_rgb) * lift
     weft_rgb = weft_rgb + (0.97 - weft_rgb) * lift * 0.6
     tint = mods["tint"][..., None]
+    channels = warp_rgb.shape[-1]
     warp_rgb = warp_rgb * (1.0 + (mods["tint_rgb"][:channels] - 1.0) * tint)
     weft_rgb = weft_rgb * (1.0 + (mods["tint_rgb"][:channels] - 1.0) * tint)
     # A missing yarn leaves a hole; the yarns crossing it float loose and catch more light.
@@ -164,12 +175,10 @@ def shade(fabric: Params, image: Params, geo: Params, channels: int, with_print:
   gap = fabric["gap"] * 0.5 * (top_rgb + bot_rgb)
   if mods is not None:
     gap = gap * (1.0 - 0.5 * gone)[..., None]
-  cloud = 1.0 + fabric["cloud"] * (2.0 * hashing.value_noise(seed + 6, geo["x"] / 11.0,
-                                                              geo["y"] / 11.0) - 1.0)
   ct, cb = cov_top[..., None], cov_bot[..., None]
   out = ct * top_rgb * s_top[..., None] + (1.0 - ct) * (cb * bot_rgb * s_bot[..., None]
                                                         + (1.0 - cb) * gap)
-  out = out * cloud[..., None]
+  out = out * yarn["cloud"][..., None]
   if mods is not None:
     knot = mods["knot"][..., None]
     lump = jnp.mean(warp_rgb, axis=-1, keepdims=True) * 0.15 + warp_rgb * 0.85
@@ -181,9 +190,9 @@ def shade(fabric: Params, image: Params, geo: Params, channels: int, with_print:
   return out
 
 
-def camera(img, fabric: Params, image: Params, geo: Params, line_scan: bool):
-  """What the sensor records: light falloff, optics blur, exposure and noise; float in [0, 1]."""
-  size = img.shape[0]
+def sensor(fabric: Params, image: Params, geo: Params, channels: int, line_scan: bool) -> Params:
+  """Per-frame light profile and unit sensor noise, shared by a frame's clean and defect renders."""
+  size = geo["x"].shape[0]
   xn, yn = geo["x"] / size - 0.5, geo["y"] / size - 0.5
   light = 1.0 + image["light"][0] * xn * 2.0 - fabric["vignette"] * (xn * xn + yn * yn) * 2.0
   if line_scan:  # a line-scan strip is lit uniformly along the motion; gain varies per column
@@ -191,14 +200,19 @@ def camera(img, fabric: Params, image: Params, geo: Params, line_scan: bool):
         fabric["seed"] + 9, geo["x"].astype(jnp.int32), 0) - 1.0))
   else:
     light = light + image["light"][1] * yn * 2.0
-  img = img * (light * image["exposure"])[..., None]
+  xi, yi = geo["x"].astype(jnp.int32), geo["y"].astype(jnp.int32)
+  seed = image["seeds"][0]
+  noise = jnp.stack([hashing.triangular_noise(seed + c, xi, yi) for c in range(channels)], -1)
+  return {"gain": (light * image["exposure"])[..., None], "noise": noise}
+
+
+def camera(img, fabric: Params, sens: Params):
+  """What the sensor records: light falloff, optics blur, exposure and noise; float in [0, 1]."""
+  img = img * sens["gain"]
   w = fabric["blur"]
   pad = jnp.pad(img, ((1, 1), (1, 1), (0, 0)), mode="edge")
   img = (1 - 2 * w) * pad[1:-1] + w * (pad[:-2] + pad[2:])
   img = (1 - 2 * w) * img[:, 1:-1] + w * (img[:, :-2] + img[:, 2:])
-  xi, yi = geo["x"].astype(jnp.int32), geo["y"].astype(jnp.int32)
-  seed = image["seeds"][0]
-  noise = jnp.stack([hashing.triangular_noise(seed + c, xi, yi) for c in range(img.shape[-1])],
-                    axis=-1)
   # Shot noise grows with the signal: sigma scales from 0.6x (dark) to 1.2x (bright).
-  return jnp.clip(img + noise * fabric["noise"] * (0.6 + 0.6 * jnp.clip(img, 0.0, 1.0)), 0., 1.)
+  return jnp.clip(img + sens["noise"] * fabric["noise"] * (0.6 + 0.6 * jnp.clip(img, 0.0, 1.0)),
+                  0.0, 1.0)

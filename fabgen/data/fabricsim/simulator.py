@@ -55,15 +55,15 @@ def render_image(root: jax.Array, fabric_id, image_index, defect_class,
   fabric = identity.fabric_params(identity.fabric_key(root, fabric_id), preset)
   image = identity.image_params(identity.image_key(root, fabric_id, image_index), fabric)
   geo = render_lib.geometry(fabric, image, size)
-  clean = render_lib.camera(render_lib.shade(fabric, image, geo, channels, with_print), fabric,
-                            image, geo, preset.line_scan)
+  yarn = render_lib.yarns(fabric, geo, channels, with_print)
+  sens = render_lib.sensor(fabric, image, geo, channels, preset.line_scan)
+  clean = render_lib.camera(render_lib.shade(fabric, geo, yarn), fabric, sens)
   dkey = identity.defect_key(root, fabric_id, image_index, jnp.maximum(defect_class, 0))
   k_inst, k_tint = jax.random.split(dkey)
   inst = defects_lib.instance_params(k_inst, defect_class, size, preset.instance_probs)
   mods, scores = defects_lib.defect_fields(inst, defect_class, fabric, image, geo, channels,
                                            k_tint)
-  defect = render_lib.camera(render_lib.shade(fabric, image, geo, channels, with_print, mods),
-                             fabric, image, geo, preset.line_scan)
+  defect = render_lib.camera(render_lib.shade(fabric, geo, yarn, mods), fabric, sens)
   changed = jnp.max(jnp.abs(defect - clean), axis=-1) * 255.0 > CHANGE_THRESHOLD
   changed = changed & (defect_class >= 0)
   label = jnp.argmax(scores, axis=0).astype(jnp.int32) + 1
