@@ -18,10 +18,14 @@ from einops import rearrange
 from flax import nnx
 
 
-def bilinear_sample(value, locations, height: int, width: int):
-  """Samples value [B, nH, H*W, D] at locations [B, nH, N, 2] (x, y in [0, 1]) -> [B, nH, N, D].
+def bilinear_sample(value, locations, height, width, start=0):
+  """Samples value [B, nH, S, D] at locations [B, nH, N, 2] (x, y in [0, 1]) -> [B, nH, N, D].
 
-  Out-of-image corners contribute zero, as grid_sample(padding_mode="zeros").
+  The sampled map is value[:, :, start : start + height * width] (row-major); `height`, `width`
+  and `start` may be arrays broadcastable to [B, nH, N], so one call samples every level of a
+  concatenated multi-level memory (four gathers in all, which keeps compile time and the
+  backward scatter small). Out-of-map corners contribute zero, as
+  grid_sample(padding_mode="zeros").
   """
   px = locations[..., 0] * width - 0.5
   py = locations[..., 1] * height - 0.5
@@ -35,23 +39,25 @@ def bilinear_sample(value, locations, height: int, width: int):
     xi = (x0 + dx).astype(jnp.int32)
     yi = (y0 + dy).astype(jnp.int32)
     inside = (xi >= 0) & (xi < width) & (yi >= 0) & (yi < height)
-    idx = jnp.clip(yi, 0, height - 1) * width + jnp.clip(xi, 0, width - 1)
+    idx = start + jnp.clip(yi, 0, height - 1) * width + jnp.clip(xi, 0, width - 1)
     picked = jnp.take_along_axis(value, idx[..., None], axis=2)
     out = out + picked * (w * inside)[..., None]
   return out
 
 
-def ms_deform_sample(values: Sequence[jax.Array], shapes: Sequence[tuple[int, int]],
-                     locations, weights):
-  """The core op: values per level [B, H_l*W_l, nH, D]; locations [B, Q, nH, L, P, 2];
-  weights [B, Q, nH, L, P] (softmaxed over L*P) -> [B, Q, nH*D]."""
-  out = 0.0
-  for level, (value, (h, w)) in enumerate(zip(values, shapes)):
-    v = rearrange(value, "b s h d -> b h s d")
-    loc = rearrange(locations[:, :, :, level], "b q h p c -> b h (q p) c")
-    sampled = bilinear_sample(v, loc, h, w)                             # [B, nH, Q*P, D]
-    sampled = rearrange(sampled, "b h (q p) d -> b q h p d", p=locations.shape[4])
-    out = out + jnp.sum(sampled * weights[:, :, :, level, :, None], axis=3)
+def ms_deform_sample(value, shapes: Sequence[tuple[int, int]], locations, weights):
+  """The core op: value [B, S, nH, D] (levels concatenated, S = sum H_l*W_l); locations
+  [B, Q, nH, L, P, 2]; weights [B, Q, nH, L, P] (softmaxed over L*P) -> [B, Q, nH*D]."""
+  b, q, nh, nl, npt, _ = locations.shape
+  heights = np.array([h for h, _ in shapes], np.int32)
+  widths = np.array([w for _, w in shapes], np.int32)
+  starts = np.concatenate([[0], np.cumsum(heights * widths)[:-1]]).astype(np.int32)
+  per_level = lambda a: jnp.asarray(np.broadcast_to(a[None, :, None], (q, nl, npt)).reshape(-1))
+  loc = rearrange(locations, "b q h l p c -> b h (q l p) c")
+  sampled = bilinear_sample(rearrange(value, "b s h d -> b h s d"), loc, per_level(heights),
+                            per_level(widths), per_level(starts))        # [B, nH, Q*L*P, D]
+  sampled = rearrange(sampled, "b h (q l p) d -> b q h l p d", q=q, l=nl)
+  out = jnp.sum(sampled * weights[..., None], axis=(3, 4))
   return rearrange(out, "b q h d -> b q (h d)")
 
 
@@ -82,12 +88,10 @@ class MSDeformableAttention(nnx.Module):
     b, q, _ = query.shape
     nh, nl, npt = self.num_heads, self.num_levels, self.num_points
     value = rearrange(self.value_proj(memory), "b s (h d) -> b s h d", h=nh)
-    sizes = [h * w for h, w in shapes]
-    values = jnp.split(value, np.cumsum(sizes)[:-1], axis=1)
     off = self.offsets(query).reshape(b, q, nh, nl, npt, 2)
     attn = jax.nn.softmax(self.weights(query).reshape(b, q, nh, nl * npt), -1)
     attn = attn.reshape(b, q, nh, nl, npt)
     center = reference[:, :, None, None, None, :2]
     size = reference[:, :, None, None, None, 2:]
     locations = center + off / npt * size * 0.5
-    return self.out_proj(ms_deform_sample(values, shapes, locations, attn))
+    return self.out_proj(ms_deform_sample(value, shapes, locations, attn))

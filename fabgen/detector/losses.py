@@ -36,19 +36,15 @@ def gather_matched(pred_boxes, query_idx):
   return jnp.take_along_axis(pred_boxes, query_idx[..., None], axis=1)
 
 
-def set_losses(logits, pred_boxes, target_classes, target_boxes, valid, query_idx, num_boxes,
-               *, vfl_alpha: float = 0.75, vfl_gamma: float = 2.0) -> dict[str, jax.Array]:
-  """Varifocal, L1 and GIoU losses of one prediction set under a given matching.
-
-  logits [B,Q,K]; pred_boxes, target_boxes normalized cxcywh; target_classes [B,T] head class
-  indices; valid [B,T]; query_idx [B,T] from the matcher; num_boxes the global box count.
-  """
+def per_image_terms(logits, pred_boxes, target_classes, target_boxes, valid, query_idx, *,
+                    vfl_alpha: float = 0.75, vfl_gamma: float = 2.0) -> dict[str, jax.Array]:
+  """Unnormalized varifocal, L1 and GIoU sums per image [B] under a given matching."""
   b, q, k = logits.shape
   matched = gather_matched(pred_boxes, query_idx)                        # [B, T, 4]
   vf = valid.astype(jnp.float32)
-  l1 = jnp.sum(jnp.sum(jnp.abs(matched - target_boxes), -1) * vf) / num_boxes
+  l1 = jnp.sum(jnp.sum(jnp.abs(matched - target_boxes), -1) * vf, -1)
   g = box_ops.giou(box_ops.cxcywh_to_xyxy(matched), box_ops.cxcywh_to_xyxy(target_boxes))
-  giou_loss = jnp.sum((1.0 - g) * vf) / num_boxes
+  giou_loss = jnp.sum((1.0 - g) * vf, -1)
   overlap = jax.lax.stop_gradient(box_ops.iou(box_ops.cxcywh_to_xyxy(matched),
                                               box_ops.cxcywh_to_xyxy(target_boxes)))
   # Scatter (query, class) positives; padded targets go to an out-of-range query and are dropped.
@@ -57,8 +53,21 @@ def set_losses(logits, pred_boxes, target_classes, target_boxes, valid, query_id
   ci = jnp.clip(target_classes, 0, k - 1)
   score = jnp.zeros((b, q, k), jnp.float32).at[rows, qi, ci].set(overlap, mode="drop")
   positive = jnp.zeros((b, q, k), bool).at[rows, qi, ci].set(True, mode="drop")
-  vfl = varifocal_loss(logits, score, positive, vfl_alpha, vfl_gamma) / num_boxes
+  vfl = jax.vmap(lambda x, t, m: varifocal_loss(x, t, m, vfl_alpha, vfl_gamma))(
+      logits, score, positive)
   return {"vfl": vfl, "l1": l1, "giou": giou_loss}
+
+
+def set_losses(logits, pred_boxes, target_classes, target_boxes, valid, query_idx, num_boxes,
+               **kwargs) -> dict[str, jax.Array]:
+  """Varifocal, L1 and GIoU losses of one prediction set under a given matching.
+
+  logits [B,Q,K]; pred_boxes, target_boxes normalized cxcywh; target_classes [B,T] head class
+  indices; valid [B,T]; query_idx [B,T] from the matcher; num_boxes the global box count.
+  """
+  terms = per_image_terms(logits, pred_boxes, target_classes, target_boxes, valid, query_idx,
+                          **kwargs)
+  return {k: jnp.sum(v) / num_boxes for k, v in terms.items()}
 
 
 def seg_loss(seg_logits, class_map, fg_weight: float = 1.0):
@@ -88,33 +97,28 @@ def detector_loss(outputs: Mapping[str, jax.Array], targets: Mapping[str, jax.Ar
   classes, tboxes = targets["classes"], targets["boxes"]
   valid = classes >= 0
   num_boxes = jnp.maximum(jnp.sum(valid.astype(jnp.float32)), 1.0)
-
-  def one_set(logits, pboxes):
-    cost = matcher_lib.cost_matrix(jax.lax.stop_gradient(logits), jax.lax.stop_gradient(pboxes),
-                                   classes, tboxes, w_class=cw["class"], w_l1=cw["l1"],
-                                   w_giou=cw["giou"])
-    idx = jax.lax.stop_gradient(matcher_lib.match(cost, valid, matcher))
-    return set_losses(logits, pboxes, classes, tboxes, valid, idx, num_boxes)
-
-  def weighted(terms):
-    return weights["vfl"] * terms["vfl"] + weights["l1"] * terms["l1"] + weights["giou"] * terms[
-        "giou"]
-
-  n_layers = outputs["logits"].shape[0]
-  metrics = {}
-  total = jnp.zeros((), jnp.float32)
-  aux = {"vfl": 0.0, "l1": 0.0, "giou": 0.0}
-  for layer in range(n_layers):
-    terms = one_set(outputs["logits"][layer], outputs["boxes"][layer])
-    total = total + weighted(terms)
-    if layer == n_layers - 1:
-      metrics.update(terms)
-    else:
-      aux = {k: aux[k] + v for k, v in terms.items()}
-  enc = one_set(outputs["enc_logits"], outputs["enc_boxes"])
-  total = total + weighted(enc)
-  metrics.update({f"aux/{k}": v for k, v in aux.items()})
-  metrics.update({f"enc/{k}": v for k, v in enc.items()})
+  # Every decoder layer and the encoder proposals form one stacked batch of S = L + 1 sets, so
+  # the matcher and the loss graph appear once (matching stays per set: each set is its own
+  # images in the stacked batch).
+  logits = jnp.concatenate([outputs["logits"], outputs["enc_logits"][None]], 0)
+  pboxes = jnp.concatenate([outputs["boxes"], outputs["enc_boxes"][None]], 0)
+  n_sets, b = logits.shape[:2]
+  flat = lambda x: x.reshape((n_sets * b,) + x.shape[2:])
+  tile = lambda x: jnp.tile(x, (n_sets,) + (1,) * (x.ndim - 1))
+  logits, pboxes = flat(logits), flat(pboxes)
+  s_classes, s_boxes, s_valid = tile(classes), tile(tboxes), tile(valid)
+  cost = matcher_lib.cost_matrix(jax.lax.stop_gradient(logits), jax.lax.stop_gradient(pboxes),
+                                 s_classes, s_boxes, w_class=cw["class"], w_l1=cw["l1"],
+                                 w_giou=cw["giou"])
+  idx = jax.lax.stop_gradient(matcher_lib.match(cost, s_valid, matcher))
+  terms = per_image_terms(logits, pboxes, s_classes, s_boxes, s_valid, idx)
+  per_set = {k: jnp.sum(v.reshape(n_sets, b), 1) / num_boxes for k, v in terms.items()}
+  weighted = (weights["vfl"] * per_set["vfl"] + weights["l1"] * per_set["l1"]
+              + weights["giou"] * per_set["giou"])
+  total = jnp.sum(weighted)
+  metrics = {k: v[n_sets - 2] for k, v in per_set.items()}          # last decoder layer
+  metrics.update({f"aux/{k}": jnp.sum(v[:n_sets - 2]) for k, v in per_set.items()})
+  metrics.update({f"enc/{k}": v[n_sets - 1] for k, v in per_set.items()})
   if weights.get("seg", 0.0) > 0 and "seg_logits" in outputs:
     seg = seg_loss(outputs["seg_logits"], targets["class_map"], weights.get("fg", 1.0))
     total = total + weights["seg"] * seg

@@ -80,3 +80,26 @@ def test_backbone_weights_round_trip(tmp_path):
                                                          rngs=nnx.Rngs(0)), nnx.Param))
   with pytest.raises(ValueError, match="backbone.safetensors.*has shape"):
     backbone_lib.load_weights(other, path)
+
+
+def test_multilevel_sampling_equals_per_level_reference():
+  rng = np.random.default_rng(2)
+  shapes = [(4, 6), (2, 3)]
+  b, q, nh, npt, d = 2, 3, 2, 2, 4
+  value = jnp.asarray(rng.normal(size=(b, 24 + 6, nh, d)), jnp.float32)
+  loc = jnp.asarray(rng.uniform(-0.1, 1.1, size=(b, q, nh, 2, npt, 2)), jnp.float32)
+  weights = jax.nn.softmax(jnp.asarray(rng.normal(size=(b, q, nh, 2 * npt))), -1)
+  weights = weights.reshape(b, q, nh, 2, npt)
+  got = da.ms_deform_sample(value, shapes, loc, weights)
+  ref = np.zeros((b, q, nh, d), np.float32)
+  start = 0
+  for level, (h, w) in enumerate(shapes):
+    img = np.asarray(value[:, start:start + h * w]).reshape(b, h, w, nh, d)
+    start += h * w
+    for bi, qi, hi, pi in np.ndindex(b, q, nh, npt):
+      x, y = np.asarray(loc[bi, qi, hi, level, pi])
+      sample = [ndimage.map_coordinates(jnp.asarray(img[bi, :, :, hi, c]), [[y * h - 0.5],
+                                        [x * w - 0.5]], order=1, mode="constant", cval=0.0)[0]
+                for c in range(d)]
+      ref[bi, qi, hi] += float(weights[bi, qi, hi, level, pi]) * np.asarray(sample)
+  np.testing.assert_allclose(got, ref.reshape(b, q, nh * d), atol=1e-5)

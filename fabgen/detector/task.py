@@ -1,0 +1,265 @@
+"""`DetectorTask` ("detector"): trains the RT-DETR-style detector + seg head on any source.
+
+The platform (`fabgen.platform.trainer.train`) jits `train_step` with the state donated and the
+batch sharded over the mesh; everything here is a pure function of (state, batch, rng):
+  1. augmentation on device: per-image random horizontal / vertical flips (boxes and masks
+     flipped with the image; fabric has no preferred orientation); random crops happen on the
+     host in the grain pipeline (`config.data.transform = "crop"`);
+  2. targets: global class ids -> head indices (`config.model.class_ids`), boxes -> normalized
+     cxcywh, instance mask -> class map for the seg head;
+  3. loss (fabgen/detector/losses.py), AdamW with warmup + cosine decay and global-norm clipping.
+
+Public API used by evaluation, export and the adaptation protocol:
+  task = DetectorTask(config); state = task.init_state(rng)
+  pred = task.predict(state, images)          # pure, jittable; see `predict`
+  task.num_classes, task.class_ids
+  DetectorTask.restore(workdir) -> (task, state)
+  finetune_config(base_config, init_from, ...) -> config that starts from a trained detector
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from fabgen.data import sample as sample_lib
+from fabgen.detector import boxes as box_ops
+from fabgen.detector import losses as losses_lib
+from fabgen.detector import model as model_lib
+from fabgen.platform.task import Task
+
+
+class RecordsSource:
+  """An in-memory list of sample records as a source (tests, notebooks, synthesized sets)."""
+
+  def __init__(self, records: Sequence[dict], name: str = "records",
+               class_names: Sequence[str] | None = None):
+    from fabgen.data import classes  # pylint: disable=g-import-not-at-top
+    self.records = [dict(r) for r in records]
+    self.name = name
+    self.class_names = tuple(class_names or classes.CLASSES)
+
+  def __len__(self):
+    return len(self.records)
+
+  def __getitem__(self, index):
+    return self.records[int(index)]
+
+  def get_batch(self, indices):
+    return [self.records[int(i)] for i in indices]
+
+
+def head_index(class_ids, global_ids):
+  """Global class ids (any shape, -1 = none) -> head indices; classes the head lacks -> -1."""
+  ids = jnp.asarray(class_ids, jnp.int32)
+  hit = global_ids[..., None] == ids
+  return jnp.where(jnp.any(hit, -1) & (global_ids >= 0), jnp.argmax(hit, -1), -1).astype(jnp.int32)
+
+
+def flip_batch(batch, flip_h, flip_v):
+  """Flips image, instance mask and boxes of each sample where flip_h / flip_v [B] are set."""
+  h, w = batch["image"].shape[1:3]
+
+  def per_sample(image, mask, boxes, fh, fv):
+    image = jnp.where(fh, image[:, ::-1], image)
+    image = jnp.where(fv, image[::-1], image)
+    mask = jnp.where(fh, mask[:, ::-1], mask)
+    mask = jnp.where(fv, mask[::-1], mask)
+    x0, y0, x1, y1 = jnp.moveaxis(boxes, -1, 0)
+    x0, x1 = jnp.where(fh, w - x1, x0), jnp.where(fh, w - x0, x1)
+    y0, y1 = jnp.where(fv, h - y1, y0), jnp.where(fv, h - y0, y1)
+    return image, mask, jnp.stack([x0, y0, x1, y1], -1)
+
+  image, mask, boxes = jax.vmap(per_sample)(batch["image"], batch["instance_mask"],
+                                            batch["boxes"].astype(jnp.float32), flip_h, flip_v)
+  return {**batch, "image": image, "instance_mask": mask, "boxes": boxes}
+
+
+class DetectorTask(Task):
+  """RT-DETR-style detector with a DeepLabV3+ seg head (see configs/detector.py)."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    super().__init__(config)
+    m = config.model
+    if len(m.class_ids) == 0:
+      raise ValueError("config.model.class_ids is empty: the detector needs classes to predict")
+    self.class_ids = tuple(int(c) for c in m.class_ids)
+    self.num_classes = len(self.class_ids)
+    abstract = nnx.eval_shape(lambda: model_lib.DetectorModel.from_config(m, nnx.Rngs(0)))
+    self.graphdef, abstract_state = nnx.split(abstract)
+    self.abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                                 abstract_state)
+    o = config.optim
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, o.lr, max(1, min(o.warmup_steps, config.total_steps - 1)),
+        max(2, config.total_steps), o.lr * o.end_lr_factor)
+    self.schedule = schedule
+    self.optimizer = optax.chain(optax.clip_by_global_norm(o.clip_norm),
+                                 optax.adamw(schedule, b1=0.9, b2=0.999,
+                                             weight_decay=o.weight_decay))
+    self.source = None  # built lazily from config.data.source, or set by a caller
+    self._initial_params = self._load_initial_params()
+
+  # ---- networks --------------------------------------------------------------------------------
+
+  def model(self, params) -> model_lib.DetectorModel:
+    """The NNX module with weights `params` (a pure dict); traceable inside jit/grad."""
+    state = jax.tree.map(lambda x: x, self.abstract)
+    nnx.replace_by_pure_dict(state, params)
+    return nnx.merge(self.graphdef, state)
+
+  def _fresh_params(self, rng):
+    model = model_lib.DetectorModel.from_config(self.config.model, nnx.Rngs(params=rng))
+    return nnx.to_pure_dict(nnx.state(model))
+
+  def _load_initial_params(self):
+    """Params of `config.init_from` (a detector workdir / export) or a backbone file, or None."""
+    init_from = self.config.get("init_from", "")
+    weights = self.config.model.get("backbone_weights", "")
+    if not init_from and not weights:
+      return None
+    params = jax.device_get(self._fresh_params(jax.random.key(self.config.seed)))
+    if init_from:
+      _, state = DetectorTask.restore(init_from)
+      loaded = jax.device_get(state["params"])
+      shapes = jax.tree.map(np.shape, params)
+      if jax.tree.map(np.shape, loaded) != shapes:
+        raise ValueError(f"config.init_from={init_from!r} holds a detector of another size "
+                         f"(different model config or class_ids) than this config")
+      params = loaded
+    if weights:
+      from fabgen.detector import backbone  # pylint: disable=g-import-not-at-top
+      params["backbone"] = jax.device_get(backbone.load_weights(params["backbone"], weights))
+    return params
+
+  def init_state(self, rng):
+    if self._initial_params is not None:
+      params = jax.tree.map(jnp.asarray, self._initial_params)
+    else:
+      params = self._fresh_params(rng)
+    return {"step": jnp.zeros((), jnp.int32), "params": params,
+            "opt_state": self.optimizer.init(params)}
+
+  # ---- targets and step ------------------------------------------------------------------------
+
+  def targets(self, batch):
+    """Head-space targets: classes [B,T], boxes normalized cxcywh [B,T,4], class_map [B,H,W]."""
+    h, w = batch["image"].shape[1:3]
+    classes = head_index(self.class_ids, batch["box_class"].astype(jnp.int32))
+    xyxy = box_ops.normalize_xyxy(batch["boxes"], h, w)
+    boxes = jnp.where(classes[..., None] >= 0, box_ops.xyxy_to_cxcywh(xyxy), 0.0)
+    inst_head = head_index(self.class_ids, batch["instance_class"].astype(jnp.int32))  # [B,I]
+    mask = batch["instance_mask"].astype(jnp.int32)
+    per_pixel = jnp.take_along_axis(inst_head, jnp.clip(mask - 1, 0).reshape(mask.shape[0], -1),
+                                    axis=1).reshape(mask.shape)
+    class_map = jnp.where(mask > 0, per_pixel + 1, 0)
+    return {"classes": classes, "boxes": boxes, "class_map": class_map}
+
+  def loss(self, params, batch):
+    """(total loss, metrics) of the model on a (augmented) batch."""
+    outputs = self.model(params)(batch["image"])
+    c = self.config.loss
+    weights = {"vfl": c.vfl, "l1": c.l1, "giou": c.giou, "seg": c.seg, "fg": c.seg_fg_weight}
+    return losses_lib.detector_loss(
+        outputs, self.targets(batch), weights=weights, matcher=c.matcher,
+        cost_weights={"class": c.cost_class, "l1": c.cost_l1, "giou": c.cost_giou})
+
+  def augment(self, batch, rng):
+    a = self.config.data
+    b = batch["image"].shape[0]
+    kh, kv = jax.random.split(rng)
+    flip_h = jax.random.bernoulli(kh, a.flip_prob, (b,)) if a.hflip else jnp.zeros((b,), bool)
+    flip_v = jax.random.bernoulli(kv, a.flip_prob, (b,)) if a.vflip else jnp.zeros((b,), bool)
+    return flip_batch(batch, flip_h, flip_v)
+
+  def train_step(self, state, batch, rng):
+    batch = self.augment(batch, rng)
+    (_, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(state["params"], batch)
+    updates, opt_state = self.optimizer.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    metrics = {**metrics, "grad_norm": optax.tree.norm(grads),
+               "lr": self.schedule(state["step"])}
+    return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
+
+  # ---- inference -------------------------------------------------------------------------------
+
+  def predict(self, state, images) -> dict[str, jax.Array]:
+    """uint8 [B,H,W,3] (H, W multiples of 32) -> predictions of the last decoder layer.
+
+    boxes float32 [B,Q,4] pixel xyxy, scores [B,Q] (max class probability), labels int32 [B,Q]
+    (global class ids), class_probs [B,Q,K], seg_probs float32 [B,H,W,K+1] (0 = background).
+    Pure and jittable.
+    """
+    h, w = images.shape[1:3]
+    outputs = self.model(state["params"])(images)
+    return model_lib.postprocess(outputs, h, w, self.class_ids)
+
+  @staticmethod
+  def restore(workdir: str) -> tuple["DetectorTask", Any]:
+    """(task, state) of the newest checkpoint in a detector training workdir (or its export/)."""
+    from fabgen.synthesis import restore as restore_lib  # pylint: disable=g-import-not-at-top
+    from fabgen.synthesis.base import SynthesisError  # pylint: disable=g-import-not-at-top
+    try:
+      return restore_lib.restore_task(workdir, "detector")
+    except SynthesisError as e:
+      raise ValueError(str(e)) from e
+
+  # ---- input -----------------------------------------------------------------------------------
+
+  def build_source(self):
+    from fabgen.data.readers import open_source  # pylint: disable=g-import-not-at-top
+    return open_source(self.config.data.source)
+
+  def dataset(self, process_index, process_count, seed):
+    from fabgen.data import pipeline  # pylint: disable=g-import-not-at-top
+    if self.source is None:
+      self.source = self.build_source()
+    d = self.config.data
+    size = (self.config.image_size, self.config.image_size)
+    transform = pipeline.make_transform(d.transform, size)
+    ds = pipeline.make_dataset(self.source, self.config.batch_size // process_count, seed=seed,
+                               transform=transform, process_index=process_index,
+                               process_count=process_count)
+    return ds.map(_select_keys).to_iter_dataset()
+
+  def param_count_tree(self, state):
+    return state["params"]
+
+
+_KEYS = ("image", "instance_mask", "instance_class", "boxes", "box_class")
+
+
+def _select_keys(batch):
+  """Only what the step reads (fewer host->device bytes; extra reader keys never retrace)."""
+  missing = [k for k in _KEYS if k not in batch]
+  if missing:
+    raise KeyError(f"detector batch lacks keys {missing}; a sample needs {sample_lib.KEYS}")
+  return {k: batch[k] for k in _KEYS}
+
+
+def finetune_config(base_config: ml_collections.ConfigDict, init_from: str, *,
+                    source: str | None = None, total_steps: int | None = None,
+                    lr_factor: float = 0.1, warmup_steps: int | None = None,
+                    ) -> ml_collections.ConfigDict:
+  """A config that fine-tunes the detector trained in `init_from` (fewer steps, lower lr).
+
+  The model section (sizes, class_ids) must be the one `init_from` was trained with; the
+  optimizer starts afresh on the new data (`source`, e.g. a synthesized set's folder).
+  """
+  config = copy.deepcopy(base_config)
+  with config.unlocked():
+    config.init_from = init_from
+    if source is not None:
+      config.data.source = source
+    config.total_steps = total_steps or max(1, base_config.total_steps // 5)
+    config.optim.lr = base_config.optim.lr * lr_factor
+    config.optim.warmup_steps = (warmup_steps if warmup_steps is not None
+                                 else max(1, config.total_steps // 20))
+  return config
