@@ -43,13 +43,29 @@ def _params(workdir):
   return jax.device_get(state["params"])
 
 
-def test_reference_task_learns(tmp_path):
-  config = _config(steps=60, **{"checkpoint.every_steps": 1000})
+def _event_tags(workdir):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tags = set()
+  for name in os.listdir(workdir):
+    if name.startswith("events.out.tfevents"):
+      for event in tf.compat.v1.train.summary_iterator(os.path.join(workdir, name)):
+        tags.update(v.tag for v in event.summary.value)
+  return tags
+
+
+def test_reference_task_learns_and_writes_summaries(tmp_path):
+  config = _config(steps=60, **{"checkpoint.every_steps": 1000, "summary_every_steps": 30})
   result = trainer.train(config, str(tmp_path))
   losses = _losses(str(tmp_path))
   assert result["step"] == 60 and sorted(losses) == list(range(1, 61))
   first, last = np.mean([losses[s] for s in range(1, 6)]), np.mean([losses[s] for s in range(56, 61)])
   assert last < 0.6 * first, (first, last)
+  rows = metrics_lib.read_jsonl(os.path.join(str(tmp_path), "metrics.jsonl"))
+  evals = {r["step"]: r["eval/accuracy_ema"] for r in rows if "eval/accuracy_ema" in r}
+  assert sorted(evals) == [30, 60] and evals[60] > 0.5  # 4 classes: chance is 0.25
+  assert any("steps_per_sec" in r for r in rows)  # clu ReportProgress
+  tags = _event_tags(str(tmp_path))
+  assert {"train/loss", "eval/accuracy_ema", "eval/inputs", "parameter_overview"} <= tags, tags
 
 
 def test_resume_equals_uninterrupted_and_restores_onto_other_meshes(tmp_path):
