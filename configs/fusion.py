@@ -1,61 +1,68 @@
 """Stage 2: the defect-fusion network T against the seam-weighted discriminator D_T.
 
-  fabgen train --config configs/fusion.py:tiny --workdir /tmp/fusion_tiny   # CPU, minutes
+  fabgen train --config configs/fusion.py:tiny --workdir /tmp/fusion_tiny           # CPU, ~1 min
   fabgen train --config configs/fusion.py:64 --workdir runs/fusion64
   fabgen train --config configs/fusion.py:128,objective=rpgan --workdir runs/fusion128_rpgan
+  fabgen train --config configs/fusion.py:64,donors=runs/stage1_64 --workdir runs/fusion64_s1
+  python -m benchmarks.bench_stage2
 
-Variants: tiny (32x32 crops, CPU tests), 64, 128. `objective=rpgan` switches the paper's
-log-loss to RpGAN + R1 + R2; `donors=<stage1 workdir>` uses stage-1 patches instead of real crops.
+Variants: tiny (32x32 crops of `fabricsim:tiny:train`, narrow nets: tests and CPUs), 64, 128.
+Options: objective in {nsgan (the paper's log-loss, default), rpgan, hinge, wgan} (rpgan adds
+R1 + R2), donors ("real" crops, or a stage-1 workdir whose patches are pasted), source (any
+`open_source` spec), steps, batch.
 """
 
-import ml_collections
+from fabgen.platform import config as config_lib
 
-
-def _base():
-  """The platform's common fields (mesh, checkpointing, logging) when available."""
-  try:
-    from fabgen.platform.config import base_config  # pylint: disable=g-import-not-at-top
-    return base_config()
-  except ImportError:
-    return ml_collections.ConfigDict()
+VARIANTS = ("tiny", "64", "128")
 
 
 def get_config(arg=None):
-  """`arg`: comma-separated variant and key=value options, e.g. "tiny,objective=rpgan"."""
-  opts = dict(kv.split("=", 1) if "=" in kv else ("variant", kv)
-              for kv in (arg or "64").split(",") if kv)
-  variant = opts.get("variant", "64")
-  config = _base()
-  config.task = "fusion"
-  config.seed = 0
-  size = {"tiny": 32, "64": 64, "128": 128}[variant]
-  config.image_size = size                      # side of the crops T sees (and fuses)
-  config.batch_size = 8 if variant == "tiny" else 32
-  config.num_steps = 200 if variant == "tiny" else 50_000
-  config.ema_half_life = 500 if variant == "tiny" else 10_000  # in images
+  """`arg`: variant plus key=value options, e.g. "tiny,objective=rpgan,steps=20"."""
+  o = config_lib.parse_arg(arg, variant="64", objective="nsgan", donors="real", source="",
+                           steps=0, batch=0)
+  if o.variant not in VARIANTS:
+    raise ValueError(f"configs/fusion.py: unknown variant {o.variant!r}; use {', '.join(VARIANTS)}")
+  tiny = o.variant == "tiny"
+  size = {"tiny": 32, "64": 64, "128": 128}[o.variant]
+  c = config_lib.base_config()
+  c.task = "fusion"
+  c.seed = 0
+  c.image_size = size                         # side of the crops T sees (and fuses)
+  c.total_steps = o.steps or (40 if tiny else 50_000)
+  c.batch_size = o.batch or (8 if tiny else 32)
+  c.ema_half_life = 500 if tiny else 10_000   # in images
 
-  config.model = ml_collections.ConfigDict()
-  config.model.widths = (16, 32) if variant == "tiny" else (32, 64, 128, 256)[: 3 + (size > 64)]
-  config.model.d_widths = (16, 32) if variant == "tiny" else (32, 64, 128)
-  config.model.blocks = 1 if variant == "tiny" else 2
+  m = c.model
+  m.widths = (16, 32) if tiny else (32, 64, 128, 256)[: 3 + (size > 64)]  # T, per 2x level
+  m.d_widths = (16, 32) if tiny else (32, 64, 128)  # D_T, logit map at 1/2^(n-1) resolution
+  m.blocks = 1 if tiny else 2        # R3GAN residual blocks per level
+  m.expansion = 2                    # inverted bottleneck: hidden = expansion * width
+  m.group_width = 8 if tiny else 16  # channels per grouped-3x3 group
+  m.conv_impl = "auto"               # grouped conv formulation: auto | xla | custom | einsum
 
-  config.loss = ml_collections.ConfigDict()
-  config.loss.objective = opts.get("objective", "nsgan")  # paper default; or "rpgan"
-  config.loss.seam_radius = 2 if variant == "tiny" else 3  # half-width of the seam band, px
-  config.loss.seam_weight = 4.0       # extra D weight on the seam band (weight = 1 + this)
-  config.loss.l1_weight = 10.0        # keeps T(x) = x away from the window
-  config.loss.r1_gamma = 1.0          # used by rpgan only
-  config.loss.r2_gamma = 1.0
+  lo = c.loss
+  lo.objective = o.objective         # nsgan (paper) | rpgan | hinge | wgan
+  lo.seam_radius = 2 if tiny else 3  # half-width of the seam band, px
+  lo.seam_weight = 4.0               # extra D weight on the seam band (weight = 1 + this)
+  lo.l1_weight = 10.0                # keeps T(x) = x away from the window
+  lo.r1_gamma = 1.0                  # R1 / R2 weights; applied when objective == rpgan
+  lo.r2_gamma = 1.0
 
-  config.optim = ml_collections.ConfigDict()
-  config.optim.lr_t = 2e-4
-  config.optim.lr_d = 2e-4
-  config.optim.b2 = 0.99
+  op = c.optim
+  op.lr_t = 1e-3 if tiny else 2e-4
+  op.lr_d = 1e-3 if tiny else 2e-4
+  op.b2 = 0.99
 
-  config.data = ml_collections.ConfigDict()
-  config.data.source = opts.get("source", "fabricsim:simple:train")
-  config.data.max_records = 64 if variant == "tiny" else 4000
-  config.data.max_per_class = 16 if variant == "tiny" else 512
-  config.data.margin = 2 if variant == "tiny" else 3  # window = dilate(defect mask, margin)
-  config.data.donors = opts.get("donors", "real")      # "real" or a stage-1 workdir
-  return config
+  d = c.data
+  d.source = o.source or ("fabricsim:tiny:train" if tiny else "fabricsim:simple:train")
+  d.max_records = 24 if tiny else 4000       # source records scanned for defect crops
+  d.max_per_class = 16 if tiny else 512      # crops kept per class (real and donor banks)
+  d.margin = 2 if tiny else 3                # window = dilate(defect mask, margin)
+  d.donors = o.donors                        # "real" or a stage-1 workdir
+
+  c.checkpoint.every_steps = 20 if tiny else 2000
+  c.log_every_steps = 5 if tiny else 100
+  c.fsdp_min_size = 256 if tiny else 2 ** 14
+  return c
+

@@ -1,60 +1,65 @@
 """The single-stage R3GAN inpainting generator G(z, background, mask, class) (method `r3gan`).
 
-  fabgen train --config configs/r3gan_inpaint.py:tiny --workdir /tmp/r3gan_tiny   # CPU, minutes
+  fabgen train --config configs/r3gan_inpaint.py:tiny --workdir /tmp/r3gan_tiny     # CPU, ~1 min
   fabgen train --config configs/r3gan_inpaint.py:64 --workdir runs/r3gan64
   fabgen synthesize --method r3gan --checkpoint runs/r3gan64 --backgrounds ... --num 1000 --out o/
+  python -m benchmarks.bench_stage2
 
-Variants: tiny (32x32 windows, CPU tests), 64, 128. Trained with the stage-1 recipe: RpGAN + R1
-+ R2 (`objective=nsgan` switches to the paper's log-loss for the ablation).
+Variants: tiny (32x32 windows of `fabricsim:tiny:train`: tests and CPUs), 64, 128. Trained with
+the stage-1 recipe: RpGAN + R1 + R2 (`objective=nsgan|hinge|wgan` for the ablation). Options:
+objective, source (any `open_source` spec), steps, batch.
 """
 
-import ml_collections
+from fabgen.platform import config as config_lib
 
-
-def _base():
-  """The platform's common fields (mesh, checkpointing, logging) when available."""
-  try:
-    from fabgen.platform.config import base_config  # pylint: disable=g-import-not-at-top
-    return base_config()
-  except ImportError:
-    return ml_collections.ConfigDict()
+VARIANTS = ("tiny", "64", "128")
 
 
 def get_config(arg=None):
-  """`arg`: comma-separated variant and key=value options, e.g. "tiny,objective=nsgan"."""
-  opts = dict(kv.split("=", 1) if "=" in kv else ("variant", kv)
-              for kv in (arg or "64").split(",") if kv)
-  variant = opts.get("variant", "64")
-  config = _base()
-  config.task = "r3gan_inpaint"
-  config.seed = 0
-  size = {"tiny": 32, "64": 64, "128": 128}[variant]
-  config.image_size = size                   # side of the window G paints into
-  config.batch_size = 8 if variant == "tiny" else 32
-  config.num_steps = 200 if variant == "tiny" else 100_000
-  config.ema_half_life = 500 if variant == "tiny" else 10_000  # in images
+  """`arg`: variant plus key=value options, e.g. "tiny,objective=nsgan,steps=20"."""
+  o = config_lib.parse_arg(arg, variant="64", objective="rpgan", source="", steps=0, batch=0)
+  if o.variant not in VARIANTS:
+    raise ValueError(f"configs/r3gan_inpaint.py: unknown variant {o.variant!r}; use "
+                     f"{', '.join(VARIANTS)}")
+  tiny = o.variant == "tiny"
+  size = {"tiny": 32, "64": 64, "128": 128}[o.variant]
+  c = config_lib.base_config()
+  c.task = "r3gan_inpaint"
+  c.seed = 0
+  c.image_size = size                        # side of the window G paints into
+  c.total_steps = o.steps or (40 if tiny else 100_000)
+  c.batch_size = o.batch or (8 if tiny else 32)
+  c.ema_half_life = 500 if tiny else 10_000  # in images
 
-  config.model = ml_collections.ConfigDict()
-  config.model.widths = (16, 32) if variant == "tiny" else (32, 64, 128, 256)[: 3 + (size > 64)]
-  config.model.d_widths = (16, 32) if variant == "tiny" else (32, 64, 128)
-  config.model.blocks = 1 if variant == "tiny" else 2
-  config.model.noise_channels = 2 if variant == "tiny" else 4  # z, as spatial noise maps
+  m = c.model
+  m.widths = (16, 32) if tiny else (32, 64, 128, 256)[: 3 + (size > 64)]  # G, per 2x level
+  m.d_widths = (16, 32) if tiny else (32, 64, 128)   # patch D, logit map at 1/2^(n-1) res.
+  m.blocks = 1 if tiny else 2          # R3GAN residual blocks per level
+  m.expansion = 2                      # inverted bottleneck: hidden = expansion * width
+  m.group_width = 8 if tiny else 16    # channels per grouped-3x3 group
+  m.conv_impl = "auto"                 # grouped conv formulation: auto | xla | custom | einsum
+  m.noise_channels = 2 if tiny else 4  # z, as spatial noise maps
+  m.mask_bank_size = 32 if tiny else 1024  # real defect shapes kept in the state for synthesis
 
-  config.loss = ml_collections.ConfigDict()
-  config.loss.objective = opts.get("objective", "rpgan")
-  config.loss.margin = 2 if variant == "tiny" else 3   # G paints inside dilate(mask, margin)
-  config.loss.seam_radius = 2 if variant == "tiny" else 3
-  config.loss.seam_weight = 4.0
-  config.loss.r1_gamma = 1.0
-  config.loss.r2_gamma = 1.0
+  lo = c.loss
+  lo.objective = o.objective           # rpgan (R3GAN, default) | nsgan | hinge | wgan
+  lo.margin = 2 if tiny else 3         # G paints inside dilate(mask, margin)
+  lo.seam_radius = 2 if tiny else 3    # half-width of the seam band, px
+  lo.seam_weight = 4.0                 # extra D weight on the seam band (weight = 1 + this)
+  lo.r1_gamma = 1.0                    # R1 / R2 weights; applied when objective == rpgan
+  lo.r2_gamma = 1.0
 
-  config.optim = ml_collections.ConfigDict()
-  config.optim.lr_g = 2e-4
-  config.optim.lr_d = 2e-4
-  config.optim.b2 = 0.99
+  op = c.optim
+  op.lr_g = 1e-3 if tiny else 2e-4
+  op.lr_d = 1e-3 if tiny else 2e-4
+  op.b2 = 0.99
 
-  config.data = ml_collections.ConfigDict()
-  config.data.source = opts.get("source", "fabricsim:simple:train")
-  config.data.max_records = 64 if variant == "tiny" else 4000
-  config.data.max_per_class = 16 if variant == "tiny" else 512
-  return config
+  d = c.data
+  d.source = o.source or ("fabricsim:tiny:train" if tiny else "fabricsim:simple:train")
+  d.max_records = 24 if tiny else 4000
+  d.max_per_class = 16 if tiny else 512
+
+  c.checkpoint.every_steps = 20 if tiny else 2000
+  c.log_every_steps = 5 if tiny else 100
+  c.fsdp_min_size = 256 if tiny else 2 ** 14
+  return c

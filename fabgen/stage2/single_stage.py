@@ -51,10 +51,23 @@ def inpaint(g_fn, background, mask, class_ids, key, margin: int, noise_channels:
   return blanked + painted * r[..., None]
 
 
-def mask_bank(images: np.ndarray, masks: np.ndarray, classes: np.ndarray):
-  """The masks a trained single-stage model samples from at synthesis (shapes of real defects)."""
-  del images
-  return {"masks": jnp.asarray(masks, jnp.float32), "classes": jnp.asarray(classes, jnp.int32)}
+def mask_bank(crops: tuple, size: int) -> dict[str, np.ndarray]:
+  """The real defect shapes a trained model samples from at synthesis, in a fixed-size bank.
+
+  The bank lives in the training state (one checkpoint is everything the `r3gan` method needs);
+  its shape is fixed by `size`, not by how many crops the data held, so a checkpoint's layout does
+  not depend on the data. Crops are taken round-robin over classes; unused rows have class -1.
+  """
+  _, masks, classes = crops
+  classes = np.asarray(classes, np.int32)
+  by_class = [np.flatnonzero(classes == c) for c in np.unique(classes)]
+  order = [int(idx[k]) for k in range(max((len(i) for i in by_class), default=0))
+           for idx in by_class if k < len(idx)][:size]
+  out_masks = np.zeros((size,) + np.asarray(masks).shape[1:], np.float32)
+  out_classes = np.full((size,), -1, np.int32)
+  out_masks[:len(order)] = np.asarray(masks, np.float32)[order]
+  out_classes[:len(order)] = classes[order]
+  return {"masks": out_masks, "classes": out_classes}
 
 
 def crop_dataset(crops: tuple, batch_size: int, process_index: int, process_count: int,

@@ -21,6 +21,7 @@ from fabgen.data import classes as classes_lib
 from fabgen.platform import ema as ema_lib
 from fabgen.platform import schedules
 from fabgen.platform.task import Task
+from fabgen.stage2 import config_checks
 from fabgen.stage2 import data as data_lib
 from fabgen.stage2 import fusion
 from fabgen.stage2 import losses
@@ -33,6 +34,7 @@ class SingleStageTask(Task):
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
+    config_checks.validate_inpaint(config)
     self.g_def, self.g_abs, _ = fusion.split_params(nnx.eval_shape(self._make_g))
     self.d_def, self.d_abs, _ = fusion.split_params(nnx.eval_shape(self._make_d))
     o = config.optim
@@ -71,11 +73,9 @@ class SingleStageTask(Task):
     kg, kd = jax.random.split(rng)
     g = nnx.to_pure_dict(nnx.state(self._make_g(kg)))
     d = nnx.to_pure_dict(nnx.state(self._make_d(kd)))
-    _, masks, classes = self.get_crops()
     return {"step": jnp.zeros((), jnp.int32), "g": g, "d": d, "g_ema": jax.tree.map(jnp.copy, g),
             "opt_g": self.opt_g.init(g), "opt_d": self.opt_d.init(d),
-            "mask_bank": {"masks": jnp.asarray(masks, jnp.float32),
-                          "classes": jnp.asarray(classes, jnp.int32)}}
+            "mask_bank": single_stage.mask_bank(self.get_crops(), self.config.model.mask_bank_size)}
 
   def generate(self, g_params, background, mask, class_ids, key):
     """Signed composite for signed backgrounds (used by training and by synthesis)."""

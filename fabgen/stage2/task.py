@@ -22,6 +22,7 @@ from flax import nnx
 from fabgen.platform import ema as ema_lib
 from fabgen.platform import schedules
 from fabgen.platform.task import Task
+from fabgen.stage2 import config_checks
 from fabgen.stage2 import data as data_lib
 from fabgen.stage2 import fusion
 from fabgen.stage2 import losses
@@ -53,6 +54,7 @@ class FusionTask(Task):
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
+    config_checks.validate_fusion(config)
     m = config.model
     abstract_t = nnx.eval_shape(lambda: fusion.FusionNet(m.widths, m.blocks, rngs=nnx.Rngs(0)))
     abstract_d = nnx.eval_shape(lambda: fusion.PatchDiscriminator(

@@ -27,7 +27,7 @@ class R3GANSynthesizer(base.Synthesizer):
     self.task = task
     self.patch_size = int(task.config.image_size)
     bank = task_state["mask_bank"]
-    self.class_ids = tuple(sorted(set(int(c) for c in jax.device_get(bank["classes"]))))
+    self.class_ids = tuple(sorted(set(int(c) for c in jax.device_get(bank["classes"]) if c >= 0)))
     self.state = {"g": task_state["g_ema"], "masks": bank["masks"], "classes": bank["classes"]}
 
   @classmethod
