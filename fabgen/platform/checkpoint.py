@@ -58,14 +58,28 @@ class Checkpointer:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
     items = {"state": ocp.args.StandardRestore(abstract_state)}
     restore_data = (data_iterator is not None and hasattr(data_iterator, "set_state")
-                    and "data" in self.item_names(step))
+                    and self._has_data_state(step))
     if restore_data:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
     restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     return restored["state"], (restored["data"] if restore_data else data_iterator)
 
-  def item_names(self, step: int) -> list[str]:
-    return sorted(os.listdir(os.path.join(self.directory, str(step))))
+  def _has_data_state(self, step: int) -> bool:
+    """Whether `step` holds this process's iterator state (same process count as when saved).
+
+    The state arrays reshard onto any mesh, but an input position is per process: restored on
+    another number of processes, the run keeps the weights and restarts the input order.
+    """
+    data_dir = os.path.join(self.directory, str(step), "data")
+    if not os.path.isdir(data_dir):
+      return False
+    name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+    if os.path.exists(os.path.join(data_dir, name)):
+      return True
+    logging.warning("checkpoint %d in %s was written by another number of processes (%s); the "
+                    "state is restored, the input iterator restarts from its beginning",
+                    step, self.directory, sorted(os.listdir(data_dir)))
+    return False
 
   def config(self, step: int | None = None) -> ml_collections.ConfigDict:
     """The config saved with `step` (default latest)."""

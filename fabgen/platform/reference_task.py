@@ -24,6 +24,7 @@ from flax import nnx
 from fabgen.platform import ema as ema_lib
 from fabgen.platform import precision as precision_lib
 from fabgen.platform import schedules
+from fabgen.platform import sharding as sharding_lib
 from fabgen.platform.task import Task
 
 
@@ -143,7 +144,7 @@ class ReferenceTask(Task):
     batch = self.eval_batch()
     out = {}
     for name in ("params", "ema"):
-      params = jax.device_get(state[name])
+      params = sharding_lib.to_host(state[name])
       logits = self.apply(params, jnp.asarray(batch["image"]))
       out[f"eval/accuracy_{name}"] = float(jnp.mean(jnp.argmax(logits, -1) == batch["label"]))
     if writer is not None:  # the platform writes the returned scalars

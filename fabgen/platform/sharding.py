@@ -143,3 +143,17 @@ def with_shardings(abstract_state, shardings):
   """ShapeDtypeStructs carrying shardings: the restore target for orbax and AOT compiles."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                       abstract_state, shardings)
+
+
+def to_host(tree):
+  """Numpy copy of a (possibly sharded, possibly multi-process) pytree, on every process.
+
+  For host-side evaluation (`Task.evaluate`): fully addressable or replicated arrays are fetched
+  directly, arrays sharded across processes are all-gathered first.
+  """
+  def fetch(x):
+    if not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated:
+      return np.asarray(jax.device_get(x))
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return jax.tree.map(fetch, tree)

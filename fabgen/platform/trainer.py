@@ -12,6 +12,7 @@ is checkpointed, so a resumed run computes exactly the steps an uninterrupted on
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -81,7 +82,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   mesh = mesh_lib.make_mesh(config.mesh, devices)
   logging.info("mesh: %s", mesh_lib.describe(mesh))
   n_batch = mesh.shape["data"] * mesh.shape["fsdp"]
-  if config.batch_size % (n_batch * 1) or config.batch_size % jax.process_count():
+  if config.batch_size % n_batch or config.batch_size % jax.process_count():
     raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the data x "
                      f"fsdp mesh axes ({n_batch}) and the process count ({jax.process_count()})")
 
@@ -126,8 +127,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   last = {}
   last_good_ckpt = start if start > 0 else None
   summary_every = config.get("summary_every_steps", 0)
-  own_stop = stop is None
-  stop = stop or faults.StopSignal()
+  # Signals are caught only while the loop runs, by a handler installed here unless the caller
+  # passes its own StopSignal (already entered, or driven by `request()`).
+  signals = contextlib.nullcontext(stop) if stop is not None else faults.StopSignal()
 
   def check(until_step):
     """Fetches and NaN-checks every pending step's metrics up to `until_step`."""
@@ -141,54 +143,50 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
         raise faults.NonFiniteError(s, bad[0], bad[1], last_good_ckpt, ckpt.directory)
 
   stopped_by = None
+  t0 = time.time()
   try:
-    if own_stop:
-      stop.__enter__()
-    t0 = time.time()
-    while step < config.total_steps:
-      local = next(data_iter)
-      batch = sharding_lib.global_batch(local, mesh, task.batch_axes())
-      if step_fn is None:
-        step_fn = build_step(task, state_shardings, mesh, batch_shardings(task, mesh, local))
-      state, metrics = step_fn(state, batch, step_rng)
-      step += 1
-      pending.append((step, metrics))
-      check(step - 1)
+    with signals as stop:
+      while step < config.total_steps:
+        local = next(data_iter)
+        batch = sharding_lib.global_batch(local, mesh, task.batch_axes())
+        if step_fn is None:
+          step_fn = build_step(task, state_shardings, mesh, batch_shardings(task, mesh, local))
+        state, metrics = step_fn(state, batch, step_rng)
+        step += 1
+        pending.append((step, metrics))
+        check(step - 1)
 
-      is_last = step == config.total_steps
-      stopping = stop.should_stop()
-      log_due = step % config.log_every_steps == 0 or is_last
-      ckpt_due = is_last or stopping or step % config.checkpoint.every_steps == 0
-      eval_due = is_last or (summary_every > 0 and step % summary_every == 0)
-      if log_due or ckpt_due or eval_due:
-        check(step)
-      if log_due:
-        writer.write_scalars(step, {f"train/{k}": v for k, v in last.items()})
-      progress(step, last if log_due else None)
-      if eval_due:
-        with progress.timed("evaluate"):
-          scalars = task.evaluate(state, step, writer, workdir) or {}
-        numeric = {k: float(v) for k, v in scalars.items() if np.ndim(v) == 0}
-        if numeric:
-          writer.write_scalars(step, numeric)
-      if ckpt_due:
-        with progress.timed("checkpoint"):
-          ckpt.save(step, state, data_iter, config)
-        last_good_ckpt = step
-      if stopping and not is_last:
-        stopped_by = stop.signal_name or "signal"
-        logging.warning("%s received: checkpoint at step %d written, stopping", stopped_by, step)
-        break
-    check(step)
-    elapsed = time.time() - t0
-    logging.info("trained steps %d..%d in %.1fs", start, step, elapsed)
+        is_last = step == config.total_steps
+        stopping = stop.should_stop()
+        log_due = step % config.log_every_steps == 0 or is_last
+        ckpt_due = is_last or stopping or step % config.checkpoint.every_steps == 0
+        eval_due = is_last or (summary_every > 0 and step % summary_every == 0)
+        if log_due or ckpt_due or eval_due:
+          check(step)
+        if log_due:
+          writer.write_scalars(step, {f"train/{k}": v for k, v in last.items()})
+        progress(step, last if log_due else None)
+        if eval_due:
+          with progress.timed("evaluate"):
+            scalars = task.evaluate(state, step, writer, workdir) or {}
+          numeric = {k: float(v) for k, v in scalars.items() if np.ndim(v) == 0}
+          if numeric:
+            writer.write_scalars(step, numeric)
+        if ckpt_due:
+          with progress.timed("checkpoint"):
+            ckpt.save(step, state, data_iter, config)
+          last_good_ckpt = step
+        if stopping and not is_last:
+          stopped_by = stop.signal_name or "signal"
+          logging.warning("%s received: checkpoint at step %d written, stopping", stopped_by, step)
+          break
+      check(step)
   finally:
-    if own_stop:
-      stop.__exit__(None, None, None)
     ckpt.close()
     writer.flush()
     writer.close()
     progress.close()
+  logging.info("trained steps %d..%d in %.1fs", start, step, time.time() - t0)
 
   result: dict[str, Any] = dict(last)
   result["step"] = step

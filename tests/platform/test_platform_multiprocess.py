@@ -61,3 +61,11 @@ def test_two_processes_agree_with_one(tmp_path):
   np.testing.assert_allclose([two_losses[s] for s in range(1, 7)],
                              [one_losses[s] for s in range(1, 7)], rtol=1e-5, atol=1e-6)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints")))[:2] == ["3", "6"]
+
+  # The 2-process checkpoint (4 devices, fsdp=2) continues in this one process on 1 device: the
+  # weights reshard; the per-process input position cannot carry over, so the input restarts.
+  config = reference.get_config("tiny,steps=8")
+  config_lib.apply_overrides(config, OVERRIDES)
+  result = trainer.train(config, workdir, devices=jax.devices()[:1])
+  assert result["step"] == 8 and np.isfinite(result["loss"])
+  assert sorted(_losses(workdir)) == list(range(1, 9))
