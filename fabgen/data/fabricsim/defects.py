@@ -72,79 +72,85 @@ def instance_params(key: jax.Array, defect_class, size: int, instance_probs) -> 
 
 def defect_fields(inst: Params, defect_class, fabric: Params, image: Params, geo: Params,
                   channels: int, tint_key: jax.Array) -> tuple[Params, jax.Array]:
-  """(mods for `render.shade`, scores [K, H, W]) of the active instances of `defect_class`."""
+  """(mods for `render.shade`, scores [K, H, W]) of the active instances of `defect_class`.
+
+  Per slot only cheap affine coordinates, band tests and a score are computed; the shading
+  fields (blob edge, knot dome, shadow) are computed once, from the slot that wins each pixel.
+  """
   b = lambda a: a[:, None, None]
   x, y = geo["x"][None], geo["y"][None]
   c = defect_class
   active = b(inst["active"])
-  # --- blobs (colour spot, oil stain, knot) --------------------------------------------------
-  dx, dy = x - b(inst["cx"]), y - b(inst["cy"])
-  ca, sa = jnp.cos(b(inst["angle"])), jnp.sin(b(inst["angle"]))
-  ex, ey = (ca * dx + sa * dy) / b(inst["rx"]), (-sa * dx + ca * dy) / b(inst["ry"])
-  rough = hashing.value_noise(image["seeds"][1], geo["x"] / 5.0, geo["y"] / 5.0)[None]
-  dist = jnp.sqrt(ex * ex + ey * ey) * (1.0 + b(inst["irregular"]) * (rough - 0.5))
-  is_oil = c == _ID["oil_stain"]
-  edge = jnp.where(is_oil, 0.3, 0.82)
-  blob = _smoothstep(1.0, edge, dist) * active
-  # --- bands (broken end / yarn, white stripe), in yarn coordinates -------------------------
+  # --- per slot: blob frame (colour spot, oil stain, knot) ----------------------------------
+  ca, sa = jnp.cos(inst["angle"]), jnp.sin(inst["angle"])
+  ex = b(ca / inst["rx"]) * x + b(sa / inst["rx"]) * y - b((ca * inst["cx"] + sa * inst["cy"])
+                                                            / inst["rx"])
+  ey = b(-sa / inst["ry"]) * x + b(ca / inst["ry"]) * y + b((sa * inst["cx"] - ca * inst["cy"])
+                                                             / inst["ry"])
+  r2 = ex * ex + ey * ey
+  # --- per slot: bands (broken end / yarn, white stripe), in yarn coordinates ---------------
   warp = b(inst["warp_band"])
   lane = jnp.where(warp, geo["i"][None], geo["j"][None]).astype(jnp.float32)
   along = jnp.where(warp, geo["v"][None], geo["u"][None])
-  pitch_along = jnp.where(warp, fabric["pitch"][1], fabric["pitch"][0])
-  pitch_across = jnp.where(warp, fabric["pitch"][0], fabric["pitch"][1])
-  centre_u = image["offset"][0] + (b(inst["cx"]) - geo["x"].shape[1] / 2.0) / fabric["pitch"][0]
-  centre_v = image["offset"][1] + (b(inst["cy"]) - geo["y"].shape[0] / 2.0) / fabric["pitch"][1]
-  lane0 = jnp.floor(jnp.where(warp, centre_u, centre_v))
-  mid = jnp.where(warp, centre_v, centre_u)
-  half = 0.5 * b(inst["length"]) * geo["x"].shape[0] / pitch_along
+  pitch_along = jnp.where(inst["warp_band"], fabric["pitch"][1], fabric["pitch"][0])
+  pitch_across = jnp.where(inst["warp_band"], fabric["pitch"][0], fabric["pitch"][1])
+  size = geo["x"].shape[0]
+  centre_u = image["offset"][0] + (inst["cx"] - size / 2.0) / fabric["pitch"][0]
+  centre_v = image["offset"][1] + (inst["cy"] - size / 2.0) / fabric["pitch"][1]
+  lane0 = b(jnp.floor(jnp.where(inst["warp_band"], centre_u, centre_v)))
+  mid = b(jnp.where(inst["warp_band"], centre_v, centre_u))
+  half = b(0.5 * inst["length"] * size / pitch_along)
   # Frayed ends: each of 6 fibre bundles across a yarn ends at its own (hashed) point.
   fseed = image["seeds"][3]
   fray_u = [hashing.uniform2(fseed, geo["i"] * 8 + jnp.floor(geo["fu"] * 6.0).astype(jnp.int32),
-                             e)[None] - 0.5 for e in (1, 2)]
+                             e) - 0.5 for e in (1, 2)]
   fray_v = [hashing.uniform2(fseed + 1, geo["j"] * 8 + jnp.floor(geo["fv"] * 6.0).astype(
-      jnp.int32), e)[None] - 0.5 for e in (1, 2)]
-  ext0 = b(inst["fray"]) * jnp.where(warp, fray_u[0], fray_v[0])
-  ext1 = b(inst["fray"]) * jnp.where(warp, fray_u[1], fray_v[1])
-  in_lanes = (lane >= lane0) & (lane < lane0 + b(inst["lanes"]))
-  in_len = (along > mid - half + ext0) & (along < mid + half + ext1)
-  band = (in_lanes & in_len & active).astype(jnp.float32)
-  lane_dist = jnp.maximum(lane0 - lane, lane - lane0 - b(inst["lanes"]) + 1.0)
-  len_dist = jnp.abs(along - mid) - half
-  band_score = -(jnp.maximum(lane_dist, 0.0) * pitch_across
-                 + jnp.maximum(len_dist, 0.0) * pitch_along)
+      jnp.int32), e) - 0.5 for e in (1, 2)]
+  ext0 = b(inst["fray"]) * jnp.where(warp, fray_u[0][None], fray_v[0][None])
+  ext1 = b(inst["fray"]) * jnp.where(warp, fray_u[1][None], fray_v[1][None])
+  lanes = b(inst["lanes"])
+  in_lanes = (lane >= lane0) & (lane < lane0 + lanes)
+  offset = along - mid
+  band = in_lanes & (offset > ext0 - half) & (offset < half + ext1) & active
+  lane_gap = jnp.maximum(jnp.maximum(lane0 - lane, lane - lane0 - lanes + 1.0), 0.0)
+  band_score = -(lane_gap * b(pitch_across)
+                 + jnp.maximum(jnp.abs(offset) - half, 0.0) * b(pitch_along))
+  is_oil = c == _ID["oil_stain"]
   uses_blob = (c == _ID["color_spot"]) | is_oil | (c == _ID["knot"])
-  scores = jnp.where(uses_blob, (1.0 - dist) * b(inst["rx"]), band_score)
+  scores = jnp.where(uses_blob, (1.0 - r2) * b(inst["rx"]), band_score)
   scores = jnp.where(active, scores, -1e9)
-  # --- combine the slots into the shading fields --------------------------------------------
-  blob_all = blob.max(0)
-  band_warp = (band * warp).max(0)
-  band_weft = (band * ~warp).max(0)
+  # --- once per pixel, from the winning slot -----------------------------------------------
+  win = jax.nn.one_hot(jnp.argmax(scores, 0), K, axis=0, dtype=jnp.float32)
+  ex_w, ey_w = jnp.sum(ex * win, 0), jnp.sum(ey * win, 0)
+  any_active = jnp.any(inst["active"])
+  rough = hashing.value_noise(image["seeds"][1], geo["x"] / 5.0, geo["y"] / 5.0)
+  dist = jnp.sqrt(ex_w * ex_w + ey_w * ey_w) * (1.0 + inst["irregular"][0] * (rough - 0.5))
+  blob = _smoothstep(1.0, jnp.where(is_oil, 0.3, 0.82), dist) * any_active
+  band_warp = jnp.any(band & warp, 0).astype(jnp.float32)
+  band_weft = jnp.any(band & ~warp, 0).astype(jnp.float32)
   strength = inst["strength"][0]
-  zero = jnp.zeros_like(blob_all)
+  zero = jnp.zeros_like(blob)
   tint_rgb = jax.random.uniform(tint_key, (3,), minval=0.35, maxval=1.25)
   if channels == 1:  # greyscale: a dye spot is darker (or, rarely, bleached lighter)
     tint_rgb = jnp.full((3,), jnp.where(strength < 0.85, 0.45 + 0.35 * strength, 1.35))
-  # Knot: a dome lit from the upper left, and its shadow to the lower right.
-  nearest = jax.nn.one_hot(jnp.argmax(blob, 0), K, axis=0)
-  kx, ky = jnp.sum(ex * nearest, 0), jnp.sum(ey * nearest, 0)
-  knot_nz = jnp.sqrt(jnp.clip(1.0 - (kx * kx + ky * ky), 0.0, 1.0))
-  knot_fibre = 1.0 + 0.25 * (hashing.value_noise(image["seeds"][2], geo["x"] * 0.9 + geo["y"] * 0.5,
-                                                 geo["y"] * 0.9 - geo["x"] * 0.4) - 0.5)
-  knot_shade = (0.5 + 0.55 * knot_nz - 0.22 * (kx + ky)) * knot_fibre
-  shadow_dist = jnp.sqrt((ex - 0.45) ** 2 + (ey - 0.45) ** 2)
-  shadow = (_smoothstep(1.35, 0.7, shadow_dist) * active).max(0) * 0.45
+  # Knot: a dome lit from the upper left, swirled fibres, and its shadow to the lower right.
+  knot_nz = jnp.sqrt(jnp.clip(1.0 - (ex_w * ex_w + ey_w * ey_w), 0.0, 1.0))
+  knot_fibre = 1.0 + 0.12 * jnp.sin(9.0 * ex_w + 5.0 * ey_w + 6.0 * rough) + 0.1 * (rough - 0.5)
+  knot_shade = (0.5 + 0.55 * knot_nz - 0.22 * (ex_w + ey_w)) * knot_fibre
+  shadow_dist = jnp.sqrt((ex_w - 0.45) ** 2 + (ey_w - 0.45) ** 2)
+  shadow = _smoothstep(1.35, 0.7, shadow_dist) * any_active * 0.45
   is_knot = c == _ID["knot"]
   mods = {
       "warp_gone": jnp.where(c == _ID["broken_end"], band_warp, zero),
       "weft_gone": jnp.where(c == _ID["broken_yarn"], band_weft, zero),
       "light": jnp.where(c == _ID["white_stripe"], (band_warp + band_weft) * (0.45 + 0.4 * strength),
                          zero),
-      "tint": jnp.where(c == _ID["color_spot"], blob_all, zero),
+      "tint": jnp.where(c == _ID["color_spot"], blob, zero),
       "tint_rgb": tint_rgb,
-      "knot": jnp.where(is_knot, blob_all, zero),
+      "knot": jnp.where(is_knot, blob, zero),
       "knot_shade": knot_shade,
-      "shadow": jnp.where(is_knot, shadow * (1.0 - blob_all), zero),
-      "dark": jnp.where(is_oil, blob_all, zero),
+      "shadow": jnp.where(is_knot, shadow * (1.0 - blob), zero),
+      "dark": jnp.where(is_oil, blob, zero),
       "dark_strength": 0.3 + 0.35 * strength,
   }
   return mods, scores
