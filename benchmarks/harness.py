@@ -106,11 +106,13 @@ def benchmark_task(config, *, steps: int = 10, warmup: int = 2, batch: Mapping |
   """
   mesh, task, batch, init_rng, step_rng, _, shardings, step_fn = _setup(
       config, task, batch, devices)
-  state = jax.jit(task.init_state, out_shardings=shardings)(init_rng)
+  with jax.set_mesh(mesh):
+    state = jax.jit(task.init_state, out_shardings=shardings)(init_rng)
   global_batch = sharding_lib.global_batch(batch, mesh, task.batch_axes())
 
   t = time.perf_counter()
-  compiled = step_fn.lower(state, global_batch, step_rng).compile()
+  with jax.set_mesh(mesh):
+    compiled = step_fn.lower(state, global_batch, step_rng).compile()
   compile_s = time.perf_counter() - t
   for _ in range(warmup):
     state, metrics = compiled(state, global_batch, step_rng)

@@ -71,8 +71,9 @@ def aot_compile(config, mesh_sizes: Mapping[str, int] | None = None, *, task=Non
   rng = jax.ShapeDtypeStruct(step_rng.shape, step_rng.dtype,
                              sharding=sharding_lib.replicated(mesh))
   t = time.perf_counter()
-  compiled = step_fn.lower(sharding_lib.with_shardings(abstract, shardings), abstract_batch,
-                           rng).compile()
+  with jax.set_mesh(mesh):
+    compiled = step_fn.lower(sharding_lib.with_shardings(abstract, shardings), abstract_batch,
+                             rng).compile()
   compile_s = time.perf_counter() - t
   param_bytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(abstract))
   return {"task": config.task, "mesh": {k: int(v) for k, v in mesh.shape.items()},

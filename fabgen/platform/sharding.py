@@ -115,6 +115,27 @@ def batch_sharding(mesh: jax.sharding.Mesh, axes: Mapping[str, Any] | None = Non
   return NamedSharding(mesh, P(mesh_lib.BATCH_AXES))
 
 
+def constrain(x: jax.Array, *names, logical_axis_rules=(("batch", ("data", "fsdp")),)):
+  """Activation sharding constraint by logical (or mesh) axis names, one per dim.
+
+  Inside the platform's jitted step the mesh is set (`jax.set_mesh`), so a model may say
+  `constrain(h, "batch", None, None, "channels", logical_axis_rules=rules)`; outside any mesh
+  (host-side evaluation, unit tests) it is a no-op, so model code runs unchanged everywhere.
+  Axes the current mesh does not have, or that do not divide the dim, are left unsharded.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return x
+  logical = dict((k, tuple(v) if isinstance(v, list) else v) for k, v in logical_axis_rules)
+  spec = []
+  for dim, name in zip(x.shape, names):
+    axes = _logical_to_mesh(name, logical) if name is not None else None
+    group = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    size = int(np.prod([mesh.shape.get(a, 0) for a in group])) if group else 1
+    spec.append(axes if group and size > 0 and dim % size == 0 else None)
+  return jax.lax.with_sharding_constraint(x, P(*spec))
+
+
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 

@@ -103,7 +103,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     logging.info("resumed from step %d in %s", start, ckpt.directory)
   else:
     start = 0
-    state = jax.jit(task.init_state, out_shardings=state_shardings)(init_rng)
+    with jax.set_mesh(mesh):
+      state = jax.jit(task.init_state, out_shardings=state_shardings)(init_rng)
     if primary:
       with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
         f.write(config.to_json(indent=2))
@@ -145,7 +146,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   stopped_by = None
   t0 = time.time()
   try:
-    with signals as stop:
+    # The mesh is set while steps trace, so tasks may constrain activations by axis name.
+    with signals as stop, jax.set_mesh(mesh):
       while step < config.total_steps:
         local = next(data_iter)
         batch = sharding_lib.global_batch(local, mesh, task.batch_axes())

@@ -86,3 +86,29 @@ def test_sweep_expands_the_grid():
   assert sum("--config.optim.lr=0.001" in c for c in flat) == 2
   assert all(c.endswith("--config.total_steps=3") for c in flat)
   assert len({c[c.index("--workdir") + 1] for c in commands}) == 4
+
+
+def test_constrain_shards_activations_under_the_mesh_and_is_a_noop_outside():
+  x = jnp.ones((8, 4, 4, 6))
+  assert sharding_lib.constrain(x, "batch", None, None, "channels") is x
+  mesh = mesh_lib.make_mesh({"data": 4, "fsdp": 2, "tensor": 1})
+  rules = [("batch", ("data", "fsdp")), ("channels", "tensor")]
+  with jax.set_mesh(mesh):
+    y = jax.jit(lambda a: sharding_lib.constrain(a * 2, "batch", None, None, "channels",
+                                                 logical_axis_rules=rules))(x)
+  assert y.sharding.spec[0] == ("data", "fsdp")  # tensor has size 1: channels stay whole
+  assert y.addressable_shards[0].data.shape == (1, 4, 4, 6)
+  np.testing.assert_allclose(y, 2.0)
+
+
+def test_cli_compile_and_train_report_bad_input(capsys, tmp_path):
+  from fabgen.cli import main as cli  # pylint: disable=g-import-not-at-top
+  rc = cli.main(["compile", "--config", "configs/reference.py:tiny", "--mesh", "data=2,fsdp=2",
+                 "--json", str(tmp_path / "aot.json"), "--config.fsdp_min_size=64"])
+  out = capsys.readouterr().out
+  assert rc == 0 and "total_bytes_per_device" in out and (tmp_path / "aot.json").exists()
+  rc = cli.main(["train", "--config", "configs/reference.py:tiny", "--workdir", str(tmp_path),
+                 "--config.optim.lrr=1"])
+  assert rc == 2 and "'lrr'" in capsys.readouterr().err
+  rc = cli.main(["compile", "--config", "configs/reference.py:tiny", "--mesh", "data=64"])
+  assert rc == 2 and "needs 64 devices" in capsys.readouterr().err
