@@ -23,7 +23,8 @@ def test_rpgan_matches_hand_computed_value():
 
 
 @pytest.mark.parametrize("kind,d_ref,g_ref", [
-    ("nsgan", lambda r, f: np.mean(_softplus(-r) + _softplus(f)), lambda r, f: np.mean(_softplus(-f))),
+    ("nsgan", lambda r, f: np.mean(_softplus(-r) + _softplus(f)),
+     lambda r, f: np.mean(_softplus(-f))),
     ("hinge", lambda r, f: np.mean(np.maximum(0, 1 - r) + np.maximum(0, 1 + f)),
      lambda r, f: -np.mean(f)),
     ("wgan", lambda r, f: np.mean(f - r), lambda r, f: -np.mean(f)),

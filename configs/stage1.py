@@ -1,0 +1,104 @@
+"""Stage 1: the texture-conditioned R3GAN defect generator (Gram of VGG19 features -> patch+mask).
+
+  fabgen train --config configs/stage1.py:tiny --workdir /tmp/stage1_tiny         # CPU, minutes
+  fabgen train --config configs/stage1.py:64 --workdir runs/stage1_64             # GPU / TPU
+  fabgen train --config configs/stage1.py:128,vgg=/data/vgg19.safetensors --workdir runs/s1_128
+  fabgen train --config configs/stage1.py:64,loss=hinge,r2=False --workdir runs/ablate_hinge
+  python -m benchmarks.bench_stage1                                  # incl. :r3gan_compare
+
+Variants: tiny (16px patches, narrow nets, a width-1/8 random VGG: tests and CPUs), 64, 128,
+r3gan_compare (unconditional 64x64 with R3GAN's widths [256, 256, 256, 128, 64] from 4x4 up,
+2 blocks per stage, expansion 2, group width 16, noise 64, batch 16: one-to-one with the official
+implementation's step). Options: loss in {rpgan, nsgan, hinge, wgan}, r1, r2, gamma,
+lazy_interval, ema, vgg (a torchvision VGG19 state dict as .safetensors/.npz/.pth; empty =
+fixed random filters),
+source, steps, batch.
+"""
+
+import ml_collections
+
+from fabgen.platform import config as config_lib
+
+
+def get_config(arg=None):
+  """`arg`: variant plus key=value options, e.g. "tiny,loss=hinge,gamma=0.5"."""
+  o = config_lib.parse_arg(arg, variant="64", loss="rpgan", r1=True, r2=True, gamma=0.0,
+                           lazy_interval=1, ema=True, vgg="", source="", steps=0, batch=0,
+                           background=False)
+  if o.variant not in ("tiny", "64", "128", "r3gan_compare"):
+    raise ValueError(f"configs/stage1.py: unknown variant {o.variant!r}; use tiny, 64, 128 or "
+                     f"r3gan_compare")
+  tiny = o.variant == "tiny"
+  size = {"tiny": 16, "64": 64, "128": 128, "r3gan_compare": 64}[o.variant]
+  c = config_lib.base_config()
+  c.task = "stage1"
+  c.seed = 0
+  c.patch_size = size
+  c.total_steps = o.steps or (150 if tiny else 200_000)
+  c.batch_size = o.batch or (8 if tiny else 16 if o.variant == "r3gan_compare" else 64)
+
+  m = c.model
+  m.conditional = o.variant != "r3gan_compare"  # r3gan_compare: unconditional, as the paper's
+  m.noise_dim = 16 if tiny else 64
+  if tiny:
+    m.g_widths, m.d_widths = (32, 32, 16), (16, 32, 32)
+  elif size == 64:
+    m.g_widths, m.d_widths = (256, 256, 256, 128, 64), (64, 128, 256, 256, 256)
+  else:
+    m.g_widths, m.d_widths = (256, 256, 256, 256, 128, 64), (64, 128, 256, 256, 256, 256)
+  m.blocks = 1 if tiny else 2          # residual blocks per stage (int or one per stage)
+  m.expansion = 2                      # inverted bottleneck: hidden = expansion * width
+  m.group_width = 8 if tiny else 16    # channels per 3x3 group (cardinality = hidden / this)
+  m.embed_dim = 32 if tiny else 128    # G's condition embedding (concat to z) and D's projection
+  m.gram_dim = 32 if tiny else 128     # learned embedding of the Gram features
+  m.class_dim = 8 if tiny else 32      # learned embedding of the defect class
+  m.cond_hidden = 64 if tiny else 512  # hidden width of the Gram-feature MLP
+  m.num_classes = 6                    # global class ids (fabgen.data.classes)
+  m.background_input = o.background    # G also sees the defect-free crop (extra channels)
+  m.conv_impl = "auto"                 # grouped conv formulation: auto | xla | custom | einsum
+
+  c.condition = ml_collections.ConfigDict()
+  cd = c.condition
+  cd.taps = ("relu1_1", "relu2_1", "relu3_1") if tiny else (
+      "relu1_1", "relu2_1", "relu3_1", "relu4_1")
+  cd.pool = 16 if tiny else 32     # Grams pooled to at most pool x pool channel blocks
+  cd.kind = "triangle"             # "triangle" (upper triangle) or "diag"
+  cd.weights = o.vgg               # torchvision VGG19 state dict; "" = fixed random filters
+  cd.seed = 0                      # of the random filters
+  cd.width_scale = 0.125 if tiny else 1.0
+
+  lo = c.loss
+  lo.kind = o.loss                 # rpgan | nsgan | hinge | wgan
+  lo.r1 = o.r1                     # zero-centred penalty on real
+  lo.r2 = o.r2                     # ... and on fake (R3GAN needs both)
+  lo.gamma = o.gamma or (1.0 if tiny else 2.0 if size == 64 else 4.0)  # gamma/2 * (R1 + R2)
+  lo.gamma_end_ratio = 0.1         # gamma is cosine-annealed to this fraction
+  lo.lazy_interval = o.lazy_interval  # >1: penalties every k steps with weight k * gamma
+
+  op = c.optim
+  op.lr, op.end_lr = (1e-3, 2e-4) if tiny else (2e-4, 5e-5)
+  op.b2_start, op.b2_end = 0.9, 0.99
+  op.schedule_steps = 0            # length of the cosine schedules; 0 = total_steps
+
+  c.ema = ml_collections.ConfigDict()
+  c.ema.enabled = o.ema
+  c.ema.half_life = 500 if tiny else 500_000  # images
+  c.ema.ramp = 0.05                # half-life <= ramp * images seen
+
+  d = c.data
+  d.source = o.source or ("fabricsim:tiny:train" if tiny else "fabricsim:simple:train")
+  d.eval_source = "" if tiny else d.source.replace(":train", ":test")
+  d.max_records = 24 if tiny else 100_000
+  d.max_per_class = 0              # 0 = no cap
+  d.class_ids = ()                 # () = every class the source has
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_fabrics = 4           # sample grid rows (distinct fabrics)
+  c.eval.num_draws = 6             # sample grid columns (noise draws)
+  c.eval.kid_samples = 64 if tiny else 2000
+  c.eval.batch = 16 if tiny else 64
+
+  c.checkpoint.every_steps = 50 if tiny else 5000
+  c.log_every_steps = 10 if tiny else 100
+  c.summary_every_steps = 0 if tiny else 5000
+  return c

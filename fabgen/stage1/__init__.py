@@ -1,0 +1,1 @@
+"""Stage 1: p(defect | texture), a Gram-conditioned R3GAN that paints defect patches + masks."""

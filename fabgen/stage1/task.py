@@ -1,0 +1,192 @@
+"""`Stage1Task` ("stage1"): the texture-conditioned R3GAN defect generator, as a platform Task.
+
+State (one pytree, one checkpoint): G params, D params, G's EMA, both Adam states, step.
+One step (pure; the platform jits it with shardings and donation):
+  D: loss(kind) on (real patch+mask, G's patch+mask) under the same condition, + gamma/2 R1
+     + gamma/2 R2 from one joint VJP over [real; fake] (or every `lazy_interval` steps with the
+     weight scaled by the interval);
+  G: loss(kind) with the updated D; EMA of G with a ramped half-life counted in images.
+R3GAN's schedules: Adam beta1 = 0, beta2 cosine 0.9 -> 0.99, lr cosine 2e-4 -> 5e-5, gamma
+cosine from its start to a tenth of it, all over `optim.schedule_steps` (0 = total_steps).
+
+Ablations are config switches: loss.kind in {rpgan, nsgan, hinge, wgan}, loss.r1 / loss.r2 on
+or off, loss.gamma, loss.lazy_interval, ema.enabled. The base gamma and the step rng are
+*traced* arguments of `step_with`, which is what `fabgen.gan.grid` vmaps over.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from fabgen.gan import losses
+from fabgen.platform import ema as ema_lib
+from fabgen.platform import schedules
+from fabgen.platform.task import Task
+from fabgen.stage1 import condition as condition_lib
+from fabgen.stage1 import data as data_lib
+from fabgen.stage1 import model as model_lib
+
+
+def to_signed(images: jax.Array) -> jax.Array:
+  """uint8 [0, 255] -> float32 [-1, 1]."""
+  return images.astype(jnp.float32) / 127.5 - 1.0
+
+
+class Stage1Task(Task):
+  """Conditional R3GAN on (defect patch, mask | Gram of defect-free texture, class)."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    super().__init__(config)
+    if config.loss.kind not in losses.LOSSES:
+      raise ValueError(f"config.loss.kind={config.loss.kind!r} is not one of {losses.LOSSES}")
+    c = config.condition
+    self.conditioner = condition_lib.GramFeatures(c.taps, c.pool, c.kind, c.weights or None,
+                                                  c.seed, c.width_scale)
+    self.g, self.d = model_lib.networks(config.model, self.conditioner.dim)
+    o = config.optim
+    steps = o.schedule_steps or config.total_steps
+    self.lr = schedules.cosine(o.lr, o.end_lr, steps)
+    self.b2 = schedules.cosine(o.b2_start, o.b2_end, steps)
+    self.gamma_shape = schedules.cosine(1.0, config.loss.gamma_end_ratio, steps)
+    self.opt_g = schedules.adam(self.lr, b1=0.0, b2=self.b2)
+    self.opt_d = schedules.adam(self.lr, b1=0.0, b2=self.b2)
+    self.train_set = None  # PatchSets, built on first use (or set by tests / notebooks)
+    self.eval_set = None
+
+  # ---- networks --------------------------------------------------------------------------------
+
+  def generate(self, g_params, z, cond, class_ids, texture=None):
+    """(rgb signed [B,P,P,3], mask [B,P,P]) from noise, condition features and classes."""
+    return self.g.apply(g_params, z, cond, class_ids, texture)
+
+  def discriminate(self, d_params, x4, cond, class_ids):
+    return self.d.apply(d_params, x4, cond, class_ids)
+
+  def init_state(self, rng):
+    kg, kd = jax.random.split(rng)
+    g, d = self.g.init(kg), self.d.init(kd)
+    return {"step": jnp.zeros((), jnp.int32), "g": g, "d": d, "g_ema": jax.tree.map(jnp.copy, g),
+            "opt_g": self.opt_g.init(g), "opt_d": self.opt_d.init(d)}
+
+  # ---- step ------------------------------------------------------------------------------------
+
+  def train_step(self, state, batch, rng):
+    return self.step_with(state, batch, rng, jnp.float32(self.config.loss.gamma))
+
+  def step_with(self, state, batch, rng, gamma):
+    """One D step and one G step with base penalty weight `gamma` (traced)."""
+    lc, m = self.config.loss, self.config.model
+    step = state["step"]
+    real = model_lib.d_input(to_signed(batch["patch"]), batch["mask"].astype(jnp.float32))
+    cond, cls = batch["cond"].astype(jnp.float32), batch["class_id"]
+    texture = to_signed(batch["clean"])
+    b = real.shape[0]
+    k_d, k_g = jax.random.split(rng)
+    gamma_t = gamma * self.gamma_shape(step)
+    cond2, cls2 = jnp.concatenate([cond, cond]), jnp.concatenate([cls, cls])
+
+    rgb, mask = self.generate(state["g"], jax.random.normal(k_d, (b, m.noise_dim)), cond, cls,
+                              texture)
+    fake = jax.lax.stop_gradient(model_lib.d_input(rgb, mask))
+
+    def d_grads(weight, with_penalty):
+      def objective(d_params):
+        d_fn = lambda x: self.discriminate(d_params, x, cond2, cls2)
+        return losses.d_objective(lc.kind, d_fn, real, fake, weight, weight,
+                                  use_r1=lc.r1 and with_penalty, use_r2=lc.r2 and with_penalty)
+      (_, metrics), grads = jax.value_and_grad(objective, has_aux=True)(state["d"])
+      return grads, metrics
+
+    interval = int(lc.lazy_interval)
+    if (lc.r1 or lc.r2) and interval > 1:
+      grads_d, d_metrics = jax.lax.cond(
+          losses.is_penalty_step(step, interval),
+          lambda: d_grads(gamma_t * interval, True), lambda: d_grads(gamma_t, False))
+    else:
+      grads_d, d_metrics = d_grads(gamma_t, True)
+    upd, opt_d = self.opt_d.update(grads_d, state["opt_d"], state["d"])
+    d_params = optax.apply_updates(state["d"], upd)
+
+    z_g = jax.random.normal(k_g, (b, m.noise_dim))
+
+    def g_objective(g_params):
+      rgb, mask = self.generate(g_params, z_g, cond, cls, texture)
+      logits = self.discriminate(d_params, jnp.concatenate([real, model_lib.d_input(rgb, mask)]),
+                                 cond2, cls2)
+      loss = losses.g_loss(lc.kind, jax.lax.stop_gradient(logits[:b]), logits[b:])
+      return loss, {"g_loss": loss, "mask_mean": jnp.mean(mask)}
+
+    (_, g_metrics), grads_g = jax.value_and_grad(g_objective, has_aux=True)(state["g"])
+    upd, opt_g = self.opt_g.update(grads_g, state["opt_g"], state["g"])
+    g_params = optax.apply_updates(state["g"], upd)
+
+    e = self.config.ema
+    if e.enabled:
+      decay = ema_lib.ema_decay(step, self.config.batch_size, e.half_life, e.ramp)
+      g_ema = ema_lib.ema_update(state["g_ema"], g_params, decay)
+    else:
+      g_ema = jax.tree.map(jnp.copy, g_params)
+    new_state = {"step": step + 1, "g": g_params, "d": d_params, "g_ema": g_ema,
+                 "opt_g": opt_g, "opt_d": opt_d}
+    metrics = {**d_metrics, **g_metrics, "gamma": gamma_t, "lr": self.lr(step),
+               "b2": self.b2(step), "grad_norm/d": optax.tree.norm(grads_d),
+               "grad_norm/g": optax.tree.norm(grads_g)}
+    return new_state, metrics
+
+  # ---- input -----------------------------------------------------------------------------------
+
+  def build_patch_set(self, source: str) -> data_lib.PatchSet:
+    """Examples of `source` with condition features computed by this task's conditioner."""
+    d = self.config.data
+    patches = data_lib.from_source(source, self.config.patch_size, d.max_records,
+                                   tuple(d.class_ids) or None, d.max_per_class or None)
+    for where, why in patches.dropped[:5]:
+      logging.warning("stage1 data: dropped %s: %s", where, why)
+    patches.cond = self.conditioner.batched(patches.clean)
+    return patches
+
+  def dataset(self, process_index, process_count, seed):
+    if self.train_set is None:
+      self.train_set = self.build_patch_set(self.config.data.source)
+    return data_lib.dataset(self.train_set, self.config.batch_size, process_index,
+                            process_count, seed)
+
+  def class_ids(self) -> tuple[int, ...]:
+    """Global class ids this model was trained to generate."""
+    if self.config.data.class_ids:
+      return tuple(int(c) for c in self.config.data.class_ids)
+    return tuple(range(self.config.model.num_classes))
+
+  # ---- evaluation ------------------------------------------------------------------------------
+
+  def evaluate(self, state, step, writer, workdir):
+    """KID, Gram distance, conditioning check, sample grid (see `fabgen.stage1.evaluate`)."""
+    from fabgen.stage1 import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
+    if self.eval_set is None:
+      source = self.config.data.eval_source or self.config.data.source
+      self.eval_set = (self.build_patch_set(source) if source != self.config.data.source
+                       or self.train_set is None else self.train_set)
+    params = jax.device_get(state["g_ema"])
+    result = evaluate_lib.evaluate_all(self, params, self.eval_set, self.config.eval,
+                                       seed=self.config.seed)
+    grid = result.pop("grid")
+    if workdir:
+      evaluate_lib.save_png(grid, os.path.join(workdir, "samples", f"grid_{step:07d}.png"))
+      with open(os.path.join(workdir, "stage1_condition.json"), "w") as f:
+        json.dump({"feature_network": self.conditioner.description,
+                   "pretrained": self.conditioner.pretrained}, f)
+    if writer is not None:
+      writer.write_images(step, {"samples/grid": grid[None]})
+    result["cond/pretrained_vgg"] = float(self.conditioner.pretrained)
+    return {f"eval/{k}": v for k, v in result.items() if np.ndim(v) == 0}
+
+  def param_count_tree(self, state):
+    return {"g": state["g"], "d": state["d"]}
