@@ -58,6 +58,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.profile.first_step = 0    # >0: trace `num_steps` steps from here with the JAX profiler
   c.profile.num_steps = 5
 
+  # Persistent XLA compilation cache shared by runs (and processes) of the same step; "" = off.
+  c.compilation_cache_dir = ""
+
   c.precision = ml_collections.ConfigDict()
   c.precision.compute_dtype = "float32"  # "bfloat16" on accelerators
   c.precision.param_dtype = "float32"    # params and optimizer state stay f32

@@ -60,6 +60,16 @@ def abstract_state(task, config):
   return init_rng, step_rng, abstract
 
 
+def use_compilation_cache(directory: str) -> None:
+  """Points JAX's persistent compilation cache at `directory` (every compile is cached)."""
+  from jax.experimental.compilation_cache import compilation_cache  # pylint: disable=g-import-not-at-top
+  if jax.config.jax_compilation_cache_dir == directory:
+    return
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  compilation_cache.set_cache_dir(directory)
+  compilation_cache.reset_cache()  # re-read the directory even if JAX already compiled
+
+
 def _host_metrics(metrics) -> dict[str, float]:
   host = jax.device_get(metrics)
   return {k: float(np.asarray(v)) for k, v in host.items() if np.asarray(v).size == 1}
@@ -77,6 +87,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   primary = jax.process_index() == 0
+
+  if config.get("compilation_cache_dir"):
+    use_compilation_cache(config.compilation_cache_dir)
 
   # ---- Mesh -------------------------------------------------------------------------------------
   mesh = mesh_lib.make_mesh(config.mesh, devices)
