@@ -30,14 +30,24 @@ def grams(params: Mapping, images: jax.Array,
   return {t: gram(f) for t, f in vgg.features(params, images, taps).items()}
 
 
-def gram_distance(a: Mapping[str, jax.Array], b: Mapping[str, jax.Array]) -> jax.Array:
-  """Per-example texture distance: sum over layers of the relative Frobenius distance [B].
+def layer_scales(grams: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+  """Mean Frobenius norm per layer over a set of Grams: a common yardstick for distances."""
+  return {k: jnp.mean(jnp.sqrt(jnp.sum(jnp.square(g), axis=(1, 2)))) for k, g in grams.items()}
 
-  Each layer's ||G_a - G_b||_F is divided by ||G_b||_F so that layers of different magnitude
-  count alike (Gram entries shrink with depth).
+
+def gram_distance(a: Mapping[str, jax.Array], b: Mapping[str, jax.Array],
+                  scales: Mapping[str, jax.Array] | None = None) -> jax.Array:
+  """Per-example texture distance [B]: sum over layers of ||G_a - G_b||_F / scale_layer.
+
+  Dividing makes layers of different magnitude count alike (Gram entries shrink with depth).
+  The default scale is ||G_b||_F per example (relative distance to b); to *compare* distances
+  to different targets (is x closer to A or to B?), pass one common `scales` (`layer_scales`),
+  or the comparison is biased towards the target with the larger norm.
   """
   total = 0.0
   for k in a:
     diff = jnp.sqrt(jnp.sum(jnp.square(a[k] - b[k]), axis=(1, 2)))
-    total = total + diff / jnp.maximum(jnp.sqrt(jnp.sum(jnp.square(b[k]), axis=(1, 2))), 1e-12)
+    scale = (jnp.sqrt(jnp.sum(jnp.square(b[k]), axis=(1, 2))) if scales is None
+             else scales[k])
+    total = total + diff / jnp.maximum(scale, 1e-12)
   return total

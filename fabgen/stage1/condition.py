@@ -110,4 +110,4 @@ class ConditionEmbedding(nnx.Module):
 
   def __call__(self, feats, class_ids):
     h = self.fc2(r3gan.act(self.fc1(feats)))
-    return jnp.concatenate([h, self.classes[...][class_ids]], -1)
+    return jnp.concatenate([h, jnp.take(jnp.asarray(self.classes[...]), class_ids, 0)], -1)

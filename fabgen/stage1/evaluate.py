@@ -93,7 +93,8 @@ def conditioning_check(task, params, examples, rng, batch: int, max_pairs: int =
   g = _grams(task, jnp.asarray(rgb))
   ga = _grams(task, jnp.asarray(examples.clean[a], jnp.float32) / 255.0)
   gb = _grams(task, jnp.asarray(examples.clean[b], jnp.float32) / 255.0)
-  closer = gram_lib.gram_distance(g, ga) < gram_lib.gram_distance(g, gb)
+  scales = gram_lib.layer_scales(_grams(task, jnp.asarray(examples.clean, jnp.float32) / 255.0))
+  closer = gram_lib.gram_distance(g, ga, scales) < gram_lib.gram_distance(g, gb, scales)
   return float(np.mean(np.asarray(closer)))
 
 

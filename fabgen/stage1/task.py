@@ -174,7 +174,7 @@ class Stage1Task(Task):
       source = self.config.data.eval_source or self.config.data.source
       self.eval_set = (self.build_patch_set(source) if source != self.config.data.source
                        or self.train_set is None else self.train_set)
-    params = jax.device_get(state["g_ema"])
+    params = jax.tree.map(jnp.asarray, jax.device_get(state["g_ema"]))
     result = evaluate_lib.evaluate_all(self, params, self.eval_set, self.config.eval,
                                        seed=self.config.seed)
     grid = result.pop("grid")
