@@ -60,12 +60,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
   logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
                       format="%(asctime)s %(levelname)s %(message)s")
-  logging.getLogger("absl").setLevel(logging.WARNING)
   from fabgen.platform import distributed  # pylint: disable=g-import-not-at-top
   distributed.initialize()
   from fabgen.platform import config as config_lib  # pylint: disable=g-import-not-at-top
   from fabgen.platform import faults  # pylint: disable=g-import-not-at-top
   from fabgen.platform import trainer  # pylint: disable=g-import-not-at-top
+  # After the imports (TensorFlow resets absl's level): absl INFO is mostly orbax's per-save
+  # chatter; keep clu's progress notes (steps/s, % done, ETA), which non-TTY logs need.
+  absl_logger = logging.getLogger("absl")
+  absl_logger.setLevel(logging.INFO)
+  absl_logger.addFilter(lambda r: r.levelno >= logging.WARNING or "/clu/" in r.pathname)
+  logging.getLogger("jax").setLevel(logging.WARNING)
   try:
     config = config_lib.get(args.config, getattr(args, "overrides", []))
   except config_lib.ConfigError as e:

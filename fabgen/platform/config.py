@@ -50,6 +50,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint.keep = 3            # newest checkpoints kept on disk
   c.checkpoint.asynchronous = True  # write in the background while training continues
 
+  c.data_prefetch = 2         # batches a background thread prepares ahead (0 = none)
+
   c.log_every_steps = 50      # scalars to TensorBoard + metrics.jsonl, NaN check always per step
   c.summary_every_steps = 0   # task.evaluate (sample grids, KID...); 0 = only at the end
   c.progress_every_steps = 0  # ReportProgress (steps/s, ETA); 0 = use log_every_steps

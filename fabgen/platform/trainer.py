@@ -18,6 +18,7 @@ import os
 import time
 from typing import Any, Sequence
 
+import grain
 import jax
 import ml_collections
 import numpy as np
@@ -49,6 +50,19 @@ def batch_shardings(task, mesh, local_batch):
   """One NamedSharding per batch key (leading axis over data x fsdp unless the task says)."""
   axes = task.batch_axes()
   return {k: sharding_lib.batch_sharding(mesh, axes, k) for k in local_batch}
+
+
+def input_pipeline(task, config):
+  """This process's batches; prefetched by a thread so input overlaps the step.
+
+  grain's thread prefetch records, with every element, the parent iterator's state after it,
+  so the checkpointed position is that of the last batch *consumed*, not the last one prepared.
+  """
+  dataset = task.dataset(jax.process_index(), jax.process_count(), config.seed)
+  prefetch = config.get("data_prefetch", 0)
+  if prefetch > 0 and isinstance(dataset, grain.IterDataset):
+    dataset = grain.experimental.ThreadPrefetchIterDataset(dataset, prefetch_buffer_size=prefetch)
+  return dataset
 
 
 def abstract_state(task, config):
@@ -101,7 +115,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
 
   # ---- Task and input ---------------------------------------------------------------------------
   task = registry.get_task_class(config.task)(config)
-  data_iter = iter(task.dataset(jax.process_index(), jax.process_count(), config.seed))
+  data_iter = iter(input_pipeline(task, config))
 
   # ---- State shapes and shardings ---------------------------------------------------------------
   init_rng, step_rng, abstract = abstract_state(task, config)
