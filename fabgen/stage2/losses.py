@@ -1,15 +1,15 @@
-"""Seam-weighted adversarial objectives for patch discriminators (stage 2 and single-stage).
+"""What is stage-2 specific in the losses: seam-band weighting and the out-of-window terms.
 
-D_T returns a logit map; each location's loss is weighted by `1 + seam_weight` inside the band
-around the window border and 1 elsewhere, so the discriminator (and hence T) attends to the seam,
-where pasted defects are visible. Two objectives, switched by name:
+The adversarial objectives and the R1/R2 penalties are the shared ones (`fabgen.gan.losses`:
+the paper's log-loss `nsgan`, R3GAN's `rpgan`, `hinge`, `wgan`), called with per-location
+weights. This module supplies those weights and the terms that keep T's change where it belongs:
 
-* `"nsgan"` - the paper's objective, E[log D(y)] + E[log(1 - D(T(x)))], written with
-  softplus on logits; T minimises the non-saturating form -log D(T(x)).
-* `"rpgan"` - R3GAN's relativistic pairing, f(D(fake) - D(real)) with f = softplus, paired per
-  location, plus zero-centred gradient penalties R1 (real) and R2 (fake) applied by the task.
-
-The per-location functions are the standard ones; what is stage-2 specific is the weighting.
+* `seam_weights`: D_T returns a logit map; each location's loss is weighted in proportion to
+  `1 + seam_weight * (share of the seam band in its cell)`, so D (and hence T) attends to the
+  band around the window border, where pasted defects are visible.
+* `outside_l1`: mean |T(x) - x| outside dilate(window, radius): T must not repaint the fabric.
+* `out_of_mask_share`: the share of T's total change that lies outside that dilated window,
+  the quantity held below `task.OUT_OF_MASK_BOUND`.
 """
 
 from __future__ import annotations
@@ -20,41 +20,33 @@ from einops import reduce
 
 from fabgen.synthesis import compose
 
-OBJECTIVES = ("nsgan", "rpgan")
-
 
 def seam_weights(window: jax.Array, logits_shape, radius: int, seam_weight: float) -> jax.Array:
-  """[B, h, w] weights at logit resolution: 1 + seam_weight * (fraction of seam band in cell)."""
+  """[B, h, w] weights at logit resolution, proportional to 1 + seam_weight * (seam share)."""
   band = compose.seam_band(window, radius)
-  b, h, w = logits_shape
+  _, h, w = logits_shape
   fy, fx = window.shape[1] // h, window.shape[2] // w
   band = reduce(band, "b (h fy) (w fx) -> b h w", "mean", fy=fy, fx=fx)
-  return 1.0 + seam_weight * band
+  w = 1.0 + seam_weight * band
+  # Each image's weights sum to 1: weighted means are unchanged, and R1/R2 (whose cotangents are
+  # these weights) penalise the gradient of one weighted-mean logit per image, as for an R3GAN
+  # D with a single logit, whatever the size of the logit map.
+  return w / jnp.sum(w, axis=(1, 2), keepdims=True)
 
 
-def _wmean(values, weights):
-  return jnp.sum(values * weights) / jnp.sum(weights)
+def outside(window: jax.Array, radius: int) -> jax.Array:
+  """[B, H, W] float: 1 outside dilate(window > 0.5, radius), where T must leave x unchanged."""
+  return 1.0 - compose.dilate((window > 0.5).astype(jnp.float32), radius)
 
 
-def d_loss(objective: str, real_logits, fake_logits, weights) -> jax.Array:
-  """The discriminator's loss (to minimise)."""
-  if objective == "nsgan":
-    return _wmean(jax.nn.softplus(-real_logits) + jax.nn.softplus(fake_logits), weights)
-  if objective == "rpgan":
-    return _wmean(jax.nn.softplus(fake_logits - real_logits), weights)
-  raise ValueError(f"unknown adversarial objective {objective!r}; known: {OBJECTIVES}")
+def outside_l1(out: jax.Array, x: jax.Array, window: jax.Array, radius: int) -> jax.Array:
+  """Mean |out - x| per channel over the pixels outside the dilated window."""
+  o = outside(window, radius)
+  return jnp.sum(jnp.abs(out - x) * o[..., None]) / (
+      out.shape[-1] * jnp.maximum(jnp.sum(o), 1.0))
 
 
-def g_loss(objective: str, real_logits, fake_logits, weights) -> jax.Array:
-  """The generator's (T's) adversarial loss (to minimise)."""
-  if objective == "nsgan":
-    return _wmean(jax.nn.softplus(-fake_logits), weights)
-  if objective == "rpgan":
-    return _wmean(jax.nn.softplus(real_logits - fake_logits), weights)
-  raise ValueError(f"unknown adversarial objective {objective!r}; known: {OBJECTIVES}")
-
-
-def gradient_penalty(d_fn, images, weights) -> jax.Array:
-  """Zero-centred penalty E ||d/dx sum(w * D(x))||^2 (R1 on reals, R2 on fakes), per image."""
-  grads = jax.grad(lambda im: jnp.sum(d_fn(im) * weights))(images)
-  return jnp.mean(jnp.sum(grads ** 2, axis=(1, 2, 3)))
+def out_of_mask_share(change: jax.Array, window: jax.Array, radius: int) -> jax.Array:
+  """Share of sum|change| (change [B,H,W,C]) outside dilate(window, radius)."""
+  total = jnp.sum(jnp.abs(change))
+  return jnp.sum(jnp.abs(change) * outside(window, radius)[..., None]) / jnp.maximum(total, 1e-8)

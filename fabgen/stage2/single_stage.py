@@ -29,9 +29,11 @@ class InpaintGenerator(nnx.Module):
   """UNet over [blanked background (3), mask (1), noise (noise_channels)] + class embeddings."""
 
   def __init__(self, num_classes: int, widths: Sequence[int] = (32, 64, 128), blocks: int = 1,
-               noise_channels: int = 4, *, rngs: nnx.Rngs):
+               noise_channels: int = 4, expansion: int = 2, group_width: int = 16,
+               impl: str = "auto", *, rngs: nnx.Rngs):
     self.noise_channels = noise_channels
-    self.unet = fusion.UNet(4 + noise_channels, 3, widths, blocks, num_classes, rngs=rngs)
+    self.unet = fusion.UNet(4 + noise_channels, 3, widths, blocks, num_classes, expansion,
+                            group_width, impl, rngs=rngs)
 
   def __call__(self, blanked, mask, class_ids, noise):
     return jnp.tanh(self.unet(jnp.concatenate([blanked, mask[..., None], noise], -1), class_ids))

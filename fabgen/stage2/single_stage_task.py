@@ -4,7 +4,8 @@ The state also carries the *mask bank* (real defect masks and their classes from
 data), because synthesis samples defect shapes from it: one checkpoint is then everything the
 `r3gan` synthesis method needs.
 
-Config (configs/r3gan_inpaint.py): image_size, model.{widths, d_widths, blocks, noise_channels},
+Config (configs/r3gan_inpaint.py): image_size, model.{widths, d_widths, blocks, expansion,
+group_width, conv_impl, noise_channels, mask_bank_size},
 loss.{objective, margin, seam_radius, seam_weight, r1_gamma, r2_gamma}, optim.{lr_g, lr_d, b2},
 ema_half_life, data.{source, max_records, max_per_class}, batch_size.
 """
@@ -15,9 +16,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from flax import nnx
 
 from fabgen.data import classes as classes_lib
+from fabgen.gan import losses as gan_losses
+from fabgen.nn import r3gan
 from fabgen.platform import ema as ema_lib
 from fabgen.platform import schedules
 from fabgen.platform.task import Task
@@ -30,34 +32,29 @@ from fabgen.stage2.task import to_signed
 
 
 class SingleStageTask(Task):
-  """Single-stage inpainting GAN; G and D are R3GAN-style networks from `fusion`."""
+  """Single-stage inpainting GAN; G and D are built from the shared R3GAN blocks in `fusion`."""
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
     config_checks.validate_inpaint(config)
-    self.g_def, self.g_abs, _ = fusion.split_params(nnx.eval_shape(self._make_g))
-    self.d_def, self.d_abs, _ = fusion.split_params(nnx.eval_shape(self._make_d))
+    m = config.model
+    args = fusion.network_args(m)
+    self.g_net = r3gan.Functional(lambda rngs: single_stage.InpaintGenerator(
+        classes_lib.NUM_CLASSES, m.widths, m.blocks, m.noise_channels, **args, rngs=rngs))
+    self.d_net = r3gan.Functional(lambda rngs: fusion.PatchDiscriminator(
+        m.d_widths, extra_channels=1, blocks=m.blocks, num_classes=classes_lib.NUM_CLASSES,
+        **args, rngs=rngs))
     o = config.optim
     self.opt_g = schedules.adam(o.lr_g, b1=0.0, b2=o.b2)
     self.opt_d = schedules.adam(o.lr_d, b1=0.0, b2=o.b2)
+    self.penalties = config.loss.objective == "rpgan"  # R3GAN's recipe: RpGAN + R1 + R2
     self.crops = None  # (images, masks, classes), built from config.data or set by a caller
 
-  def _make_g(self, key=None):
-    m = self.config.model
-    return single_stage.InpaintGenerator(classes_lib.NUM_CLASSES, m.widths, m.blocks,
-                                         m.noise_channels, rngs=nnx.Rngs(params=0 if key is None else key))
-
-  def _make_d(self, key=None):
-    m = self.config.model
-    return fusion.PatchDiscriminator(m.d_widths, extra_channels=1, blocks=m.blocks,
-                                     num_classes=classes_lib.NUM_CLASSES,
-                                     rngs=nnx.Rngs(params=0 if key is None else key))
-
   def g_fn(self, params):
-    return fusion.bind(self.g_def, self.g_abs, params)
+    return self.g_net.bind(params)
 
   def d_fn(self, params):
-    net = fusion.bind(self.d_def, self.d_abs, params)
+    net = self.d_net.bind(params)
     return lambda images, mask, class_ids: net(images, mask[..., None], class_ids)
 
   def get_crops(self):
@@ -71,8 +68,7 @@ class SingleStageTask(Task):
 
   def init_state(self, rng):
     kg, kd = jax.random.split(rng)
-    g = nnx.to_pure_dict(nnx.state(self._make_g(kg)))
-    d = nnx.to_pure_dict(nnx.state(self._make_d(kd)))
+    g, d = self.g_net.init(kg), self.d_net.init(kd)
     return {"step": jnp.zeros((), jnp.int32), "g": g, "d": d, "g_ema": jax.tree.map(jnp.copy, g),
             "opt_g": self.opt_g.init(g), "opt_d": self.opt_d.init(d),
             "mask_bank": single_stage.mask_bank(self.get_crops(), self.config.model.mask_bank_size)}
@@ -88,20 +84,17 @@ class SingleStageTask(Task):
     y = to_signed(batch["y"])
     mask = batch["mask"].astype(jnp.float32)
     cls = batch["class_id"]
-    fake = self.generate(state["g"], y, mask, cls, rng)
+    fake = jax.lax.stop_gradient(self.generate(state["g"], y, mask, cls, rng))
+    w = losses.seam_weights(single_stage.region(mask, c.margin), (mask.shape[0],) +
+                            self.logit_shape(), c.seam_radius, c.seam_weight)
+    both_masks, both_cls = jnp.concatenate([mask, mask], 0), jnp.concatenate([cls, cls], 0)
 
     def d_objective(d_params):
+      # D runs once on [real; fake]; R1/R2 come from the same VJP (fabgen.gan.losses).
       d = self.d_fn(d_params)
-      real_logits, fake_logits = d(y, mask, cls), d(jax.lax.stop_gradient(fake), mask, cls)
-      w = losses.seam_weights(single_stage.region(mask, c.margin), real_logits.shape,
-                              c.seam_radius, c.seam_weight)
-      loss = losses.d_loss(c.objective, real_logits, fake_logits, w)
-      r1 = r2 = jnp.zeros(())
-      if c.objective == "rpgan":
-        r1 = losses.gradient_penalty(lambda im: d(im, mask, cls), y, w)
-        r2 = losses.gradient_penalty(lambda im: d(im, mask, cls), jax.lax.stop_gradient(fake), w)
-      return loss + 0.5 * c.r1_gamma * r1 + 0.5 * c.r2_gamma * r2, {"d_loss": loss, "r1": r1,
-                                                                    "r2": r2}
+      return gan_losses.d_objective(c.objective, lambda im: d(im, both_masks, both_cls), y, fake,
+                                    c.r1_gamma, c.r2_gamma, use_r1=self.penalties,
+                                    use_r2=self.penalties, weights=w)
 
     (_, d_metrics), d_grads = jax.value_and_grad(d_objective, has_aux=True)(state["d"])
     d_updates, opt_d = self.opt_d.update(d_grads, state["opt_d"], state["d"])
@@ -111,9 +104,7 @@ class SingleStageTask(Task):
       d = self.d_fn(d_params)
       out = self.generate(g_params, y, mask, cls, rng)
       real_logits, fake_logits = d(y, mask, cls), d(out, mask, cls)
-      w = losses.seam_weights(single_stage.region(mask, c.margin), fake_logits.shape,
-                              c.seam_radius, c.seam_weight)
-      return losses.g_loss(c.objective, jax.lax.stop_gradient(real_logits), fake_logits, w)
+      return gan_losses.g_loss(c.objective, jax.lax.stop_gradient(real_logits), fake_logits, w)
 
     g_loss, g_grads = jax.value_and_grad(g_objective)(state["g"])
     g_updates, opt_g = self.opt_g.update(g_grads, state["opt_g"], state["g"])
@@ -124,6 +115,11 @@ class SingleStageTask(Task):
                  "opt_g": opt_g, "opt_d": opt_d}
     return new_state, {**d_metrics, "g_loss": g_loss, "grad_norm/d": optax.tree.norm(d_grads),
                        "grad_norm/g": optax.tree.norm(g_grads)}
+
+  def logit_shape(self) -> tuple[int, int]:
+    """(h, w) of D's logit map for `image_size` inputs."""
+    side = self.config.image_size // 2 ** (len(self.config.model.d_widths) - 1)
+    return side, side
 
   def dataset(self, process_index, process_count, seed):
     return single_stage.crop_dataset(self.get_crops(), self.config.batch_size // process_count,

@@ -5,11 +5,12 @@ network or paste changed is the defect. We apply it literally, after generation,
 
   changed = max_c |out - background| > tau          (tau in uint8 levels: "beyond noise")
 
-then drop connected components smaller than `min_area` pixels and, if more than `max_boxes`
-components remain, all but the largest `max_boxes`; every dropped pixel is *reverted to the
-background*. So after this function, for every pixel: it is in the mask iff it differs from the
-background by more than tau, and pixels outside the mask differ by at most tau. Boxes are the
-minimal rectangles of the mask's connected components (x1/y1 exclusive, as `fabgen.data.sample`).
+then keep the connected components (8-connectivity) of at least `min_area` pixels, the first
+`max_boxes` in raster order (`fabgen.data.labels.component_boxes_np`, the labeller every data
+source shares), and *revert every dropped pixel to the background*. So after this function, for
+every pixel: it is in the mask iff it differs from the background by more than tau, and pixels
+outside the mask differ by at most tau. Boxes are the minimal rectangles of the mask's connected
+components (x1/y1 exclusive, as `fabgen.data.sample`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from scipy import ndimage
 
+from fabgen.data import labels as labels_lib
 from fabgen.data import sample as sample_lib
-
-# 8-connectivity: a thin diagonal thread is one component, as a human annotator would box it.
-_STRUCTURE = np.ones((3, 3), bool)
 
 
 class Labelled(NamedTuple):
@@ -46,24 +44,14 @@ def label_change(image: np.ndarray, background: np.ndarray, tau: int = 6, min_ar
     raise ValueError(f"image {image.shape} {image.dtype} must be uint8 and match the background "
                      f"{background.shape}")
   changed = changed_pixels(image, background, tau)
-  components, count = ndimage.label(changed, structure=_STRUCTURE)
-  keep = np.zeros(count + 1, bool)
-  if count:
-    areas = np.bincount(components.ravel(), minlength=count + 1)
-    areas[0] = 0
-    order = np.argsort(-areas[1:], kind="stable")[:max_boxes] + 1
-    keep[order[areas[order] >= min_area]] = True
-  kept = keep[components]
+  comps = labels_lib.component_boxes_np(changed.astype(np.int32), max_boxes, min_area)
+  kept = comps.kept
   out = image.copy()
   out[~kept] = background[~kept]  # revert specks and surplus components: labels stay exact
-  boxes, box_areas = [], []
-  for k in np.flatnonzero(keep):
-    ys, xs = np.nonzero(components == k)
-    boxes.append((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
-    box_areas.append(len(ys))
+  valid = comps.box_instance > 0
   return Labelled(image=out, instance_mask=kept.astype(np.int32),
-                  boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
-                  areas=np.asarray(box_areas, np.int64))
+                  boxes=np.asarray(comps.boxes[valid], np.float32).reshape(-1, 4),
+                  areas=np.asarray(comps.areas[valid], np.int64))
 
 
 def to_sample(labelled: Labelled, class_id: int, fabric_id: int = -1) -> dict[str, np.ndarray]:

@@ -35,6 +35,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from PIL import Image
 
 from fabgen.data import classes as classes_lib
+from fabgen.data import contact_sheet as sheet_lib
+from fabgen.data import writer as writer_lib
 from fabgen.synthesis import base
 from fabgen.synthesis import labelling
 from fabgen.synthesis import placement as placement_lib
@@ -44,23 +46,10 @@ MANIFEST = "manifest.json"
 FORMAT = "fabgen-synthesis-v1"
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-  """Writes `data` to `path` via a temporary sibling and `os.replace` (atomic on POSIX)."""
-  tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
-  with open(tmp, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
-
-
-def atomic_write_json(path: str, obj: Any) -> None:
-  atomic_write_bytes(path, json.dumps(obj, indent=1).encode())
-
-
-def atomic_write_png(path: str, array: np.ndarray) -> None:
-  """PNG via a temporary name (PIL picks the mode from the dtype: RGB u8 or L u8)."""
-  tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
-  Image.fromarray(array).save(tmp, format="PNG")
-  os.replace(tmp, path)
+# The sample-set writer's atomic PNG / JSON writers (temporary name, then rename); the alias
+# keeps the name other modules' tests use.
+atomic_write_png = writer_lib.write_png
+atomic_write_json = writer_lib.write_json
 
 
 def sample_name(index: int) -> str:
@@ -190,10 +179,13 @@ class SynthesisRun:
       atomic_write_png(os.path.join(self.out_dir, "images", f"{name}.png"), lab.image)
       atomic_write_png(os.path.join(self.out_dir, "masks", f"{name}.png"),
                        lab.instance_mask.astype(np.uint8))
+      # COCO entries as the sample-set writer makes them (one per component, RLE segmentation);
+      # ids are renumbered when annotations.json is assembled.
+      anns = writer_lib.coco_annotations(labelling.to_sample(lab, self.class_of(i)), int(i), 0)
       records.append({"index": int(i), "file_name": f"images/{name}.png",
                       "mask_file": f"masks/{name}.png", "class_id": self.class_of(i),
                       "background_index": int(bg_index), "boxes": lab.boxes.tolist(),
-                      "areas": lab.areas.tolist()})
+                      "areas": lab.areas.tolist(), "annotations": anns})
     # The part file is the commit record: written last, so its presence means the files exist.
     atomic_write_json(os.path.join(self.out_dir, "parts", f"{sample_name(indices[0])}.json"),
                       {"records": records})
@@ -244,11 +236,8 @@ class SynthesisRun:
       for rec in self._records():
         n_empty += not rec["boxes"]
         per_class[rec["class_id"]] = per_class.get(rec["class_id"], 0) + 1
-        for (x0, y0, x1, y1), area in zip(rec["boxes"], rec["areas"]):
-          f.write((",\n" if ann_id else "") + json.dumps(
-              {"id": ann_id + 1, "image_id": rec["index"], "category_id": rec["class_id"],
-               "bbox": [x0, y0, x1 - x0, y1 - y0], "area": area, "iscrowd": 0,
-               "instance_id": 1}))
+        for ann in rec["annotations"]:
+          f.write((",\n" if ann_id else "") + json.dumps({**ann, "id": ann_id + 1}))
           ann_id += 1
       n_boxes = ann_id
       f.write("]}\n")
@@ -263,23 +252,20 @@ class SynthesisRun:
     return manifest
 
   def _contact_sheet(self, count: int = 16) -> None:
-    """A grid of the first samples with their boxes drawn in red (reads back what was written)."""
-    from PIL import ImageDraw  # pylint: disable=g-import-not-at-top
-    tiles = []
+    """The shared contact sheet of the first samples, read back from what was written."""
+    samples = []
     for rec in self._records():
-      if len(tiles) == count:
+      if len(samples) == count:
         break
-      tile = Image.open(os.path.join(self.out_dir, rec["file_name"])).convert("RGB")
-      draw = ImageDraw.Draw(tile)
-      for x0, y0, x1, y1 in rec["boxes"]:
-        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=(255, 0, 0))
-      tiles.append(tile)
-    cols = int(np.ceil(np.sqrt(len(tiles))))
-    rows = -(-len(tiles) // cols)
-    w, h = tiles[0].size
-    sheet = Image.new("RGB", (cols * w, rows * h))
-    for k, tile in enumerate(tiles):
-      sheet.paste(tile, ((k % cols) * w, (k // cols) * h))
+      image = np.asarray(Image.open(os.path.join(self.out_dir, rec["file_name"])).convert("RGB"))
+      mask = np.asarray(Image.open(os.path.join(self.out_dir, rec["mask_file"])), np.int32)
+      k = len(rec["boxes"])
+      samples.append({"image": image, "instance_mask": mask,
+                      "instance_class": np.asarray([rec["class_id"] if k else -1], np.int32),
+                      "boxes": np.asarray(rec["boxes"], np.float32).reshape(-1, 4),
+                      "box_class": np.full(k, rec["class_id"], np.int32),
+                      "box_instance": np.ones(k, np.int32)})
+    sheet = sheet_lib.contact_sheet(samples, classes_lib.CLASSES)
     tmp = os.path.join(self.out_dir, ".contact_sheet.png.tmp")
     sheet.save(tmp, format="PNG")
     os.replace(tmp, os.path.join(self.out_dir, "contact_sheet.png"))

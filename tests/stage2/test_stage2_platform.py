@@ -41,6 +41,23 @@ def _record(i, size=40, seed=0):
           "box_instance": comp.box_instance, "fabric_id": np.int32(0)}
 
 
+CACHE = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+  """One persistent XLA cache for the module: a resumed run recompiles the same step.
+
+  Restores JAX's previous setting afterwards, so other test modules in this worker are unaffected.
+  """
+  from jax.experimental.compilation_cache import compilation_cache as cc  # pylint: disable=g-import-not-at-top
+  previous = jax.config.jax_compilation_cache_dir
+  CACHE["dir"] = str(tmp_path_factory.mktemp("stage2_xla_cache"))
+  yield CACHE["dir"]
+  jax.config.update("jax_compilation_cache_dir", previous)
+  cc.reset_cache()
+
+
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("stage2_source"))
@@ -53,6 +70,7 @@ def _config(module, source, steps):
   c.checkpoint.every_steps = 2
   c.checkpoint.asynchronous = False
   c.log_every_steps = 1
+  c.compilation_cache_dir = CACHE["dir"]
   config_lib.validate(c)
   c.lock()
   return c
