@@ -2,7 +2,8 @@
 
 clu does the work: `create_default_writer` (TensorBoard event files + log lines, only on the
 first process), `ReportProgress` (steps/s and ETA), `Profile` (a trace of a few steps) and
-`parameter_overview` (a table of every parameter at start). A small `JsonlWriter` adds one JSON
+`parameter_overview` (a table of every parameter at start); `touch <workdir>/PROFILE` traces a
+few steps of a running job (`OnDemandProfile`). A small `JsonlWriter` adds one JSON
 line per logged step, `<workdir>/metrics.jsonl`, so scripts and tests read scalars without a
 TensorBoard parser; a resumed run appends to it.
 """
@@ -108,6 +109,36 @@ def _to_nested_dict(tree):
   return {"value": np.asarray(tree)}
 
 
+class OnDemandProfile:
+  """`touch <workdir>/PROFILE` while a run is going: the next steps are traced, then it is removed.
+
+  For the slow phase nobody predicted: no restart and no config change. The trace lands in
+  `<workdir>/plugins/profile/` (TensorBoard's profile tab), as a scheduled `Profile` does.
+  """
+
+  def __init__(self, workdir: str, num_steps: int = 5):
+    self.workdir, self.num_steps = workdir, num_steps
+    self.flag = os.path.join(workdir, "PROFILE")
+    self.stop_at = None
+
+  def __call__(self, step: int):
+    if self.stop_at is not None:
+      if step >= self.stop_at:
+        jax.profiler.stop_trace()
+        logging.info("on-demand profile of steps %d..%d written to %s",
+                     self.stop_at - self.num_steps, step, self.workdir)
+        self.stop_at = None
+    elif os.path.exists(self.flag):
+      os.remove(self.flag)
+      jax.profiler.start_trace(self.workdir)
+      self.stop_at = step + self.num_steps
+
+  def close(self):
+    if self.stop_at is not None:
+      jax.profiler.stop_trace()
+      self.stop_at = None
+
+
 class Progress:
   """Periodic actions of the loop: ReportProgress, an optional Profile, a tqdm bar on a TTY."""
 
@@ -121,6 +152,7 @@ class Progress:
       self.actions.append(periodic_actions.Profile(
           logdir=workdir, num_profile_steps=profile_num_steps, first_profile=profile_first_step,
           every_steps=None, every_secs=None))
+    self.on_demand = OnDemandProfile(workdir, profile_num_steps)
     show_bar = sys.stderr.isatty() if show_bar is None else show_bar
     self.bar = None
     if show_bar and jax.process_index() == 0:
@@ -135,6 +167,7 @@ class Progress:
   def __call__(self, step: int, metrics: Mapping[str, float] | None = None):
     for action in self.actions:
       action(step)
+    self.on_demand(step)
     if self.bar is not None:
       self.bar.update(step - self.bar.n)
       if metrics:
@@ -142,5 +175,6 @@ class Progress:
         self.bar.set_postfix(shown, refresh=False)
 
   def close(self):
+    self.on_demand.close()
     if self.bar is not None:
       self.bar.close()

@@ -72,8 +72,12 @@ def _event_tags(workdir):
 
 
 def test_reference_task_learns_and_writes_summaries(tmp_path):
-  config = _config(steps=60, **{"checkpoint.every_steps": 1000, "summary_every_steps": 30})
+  config = _config(steps=60, **{"checkpoint.every_steps": 1000, "summary_every_steps": 30,
+                                 "profile.num_steps": 2})
+  (tmp_path / "PROFILE").touch()  # on-demand trace of the first steps
   result = trainer.train(config, str(tmp_path))
+  assert not (tmp_path / "PROFILE").exists()
+  assert list((tmp_path / "plugins" / "profile").glob("*/*.xplane.pb"))
   losses = _losses(str(tmp_path))
   assert result["step"] == 60 and sorted(losses) == list(range(1, 61))
   first, last = np.mean([losses[s] for s in range(1, 6)]), np.mean([losses[s] for s in range(56, 61)])
