@@ -25,20 +25,29 @@ def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.preset = "simple" if demo else variant     # FabricSim preset (its target fabrics are held out)
   c.seed = 0                                   # FabricSim seed and synthesis seed
+  c.compilation_cache = True                   # persistent XLA cache in <workdir>/jax_cache
   c.target_fabric = -1                         # a target fabric id; -1 = the first one
   c.methods = ("cutpaste", "multistage", "r3gan")   # rows of the table after "no adaptation"
   c.extra_generators = ml_collections.ConfigDict()  # method -> generator stage names, for new methods
   # Training of every model, on the source fabrics' train split (data.source is set by adapt).
   c.detector = training("configs/detector.py:small" if demo else "configs/detector.py:base")
+  # fusion / r3gan_inpaint configs keep their length in `num_steps`; the platform reads
+  # `total_steps`, so it is set here explicitly for every generator.
   c.generators = ml_collections.ConfigDict({
-      "stage1": training("configs/stage1.py:tiny" if demo else "configs/stage1.py:64"),
-      "fusion": training("configs/fusion.py:tiny" if demo else "configs/fusion.py:64"),
-      "r3gan": training("configs/r3gan_inpaint.py:tiny" if demo else "configs/r3gan_inpaint.py:64"),
+      "stage1": training("configs/stage1.py:tiny" if demo else "configs/stage1.py:64",
+                         *(("total_steps=150",) if demo else ("total_steps=200000",))),
+      "fusion": training("configs/fusion.py:tiny" if demo else "configs/fusion.py:64",
+                         *(("total_steps=200",) if demo else ("total_steps=50000",))),
+      "r3gan": training("configs/r3gan_inpaint.py:tiny" if demo else "configs/r3gan_inpaint.py:64",
+                        *(("total_steps=200",) if demo else ("total_steps=100000",))),
   })
   c.synth = ml_collections.ConfigDict()
   c.synth.num = 96 if demo else 2000           # synthesized images per method
   c.synth.num_backgrounds = 24 if demo else 0  # target defect-free images used (0 = all)
   c.synth.batch_size = 16
+  # Options of the method's `from_checkpoint` (cutpaste: its crop bank is built from the first
+  # `max_records` source records, each one a FabricSim render on the fly).
+  c.synth.options = ml_collections.ConfigDict({"max_records": 200 if demo else 2000})
   c.finetune = ml_collections.ConfigDict()
   c.finetune.steps = 150 if demo else 4000     # fine-tuning steps per method
   c.finetune.lr_factor = 0.3                   # fine-tuning lr = source lr * this
@@ -46,5 +55,6 @@ def get_config(arg=None):
   c.eval.threshold = 0.5                       # score threshold of the F-measure table
   c.eval.limit = 48 if demo else 0             # target defect images evaluated (0 = all)
   c.eval.batch_size = 8
+  c.eval.overlap = 32 if demo else 64          # tile overlap of tiled inference (< detector tile)
   c.eval.pictures = 4                          # detection pictures per evaluation
   return c

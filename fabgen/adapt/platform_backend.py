@@ -23,6 +23,22 @@ from fabgen.adapt import protocol
 from fabgen.data import classes as classes_lib
 
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def resolve_spec(spec: str) -> str:
+  """`configs/x.py:arg` relative to the working directory, else to the fabgen checkout.
+
+  So `fabgen demo` works from any directory, not only the repository root.
+  """
+  path, sep, arg = spec.partition(":")
+  if not os.path.isabs(path) and not os.path.exists(path):
+    candidate = os.path.join(REPO_ROOT, path)
+    if os.path.exists(candidate):
+      path = candidate
+  return path + sep + arg
+
+
 class PlatformBackend(protocol.Backend):
   """Runs each stage for real; hyperparameters come from the adapt config only."""
 
@@ -72,7 +88,7 @@ class PlatformBackend(protocol.Backend):
   def _train(self, section: ml_collections.ConfigDict, out_dir: str, extra=()) -> dict:
     from fabgen.platform import config as config_lib  # pylint: disable=g-import-not-at-top
     from fabgen.platform import trainer  # pylint: disable=g-import-not-at-top
-    cfg = config_lib.get(section.spec, list(section.overrides) + list(extra))
+    cfg = config_lib.get(resolve_spec(section.spec), list(section.overrides) + list(extra))
     metrics = trainer.train(cfg, out_dir)
     return {"checkpoint": out_dir, "task": cfg.task, "steps": int(metrics.get("step", 0)),
             "final_metrics": {k: float(v) for k, v in metrics.items()
@@ -94,7 +110,8 @@ class PlatformBackend(protocol.Backend):
     from fabgen.platform import config as config_lib  # pylint: disable=g-import-not-at-top
     from fabgen.platform import trainer  # pylint: disable=g-import-not-at-top
     f = self.config.finetune
-    base = config_lib.get(self.config.detector.spec, list(self.config.detector.overrides)
+    base = config_lib.get(resolve_spec(self.config.detector.spec),
+                          list(self.config.detector.overrides)
                           + [f"data.source={self.source_spec('train')}"])
     cfg = task_lib.finetune_config(base, detector["checkpoint"], source=synthetic["data"],
                                    total_steps=f.steps, lr_factor=f.lr_factor)
@@ -121,7 +138,8 @@ class PlatformBackend(protocol.Backend):
     data = os.path.join(out_dir, "data")
     manifest = synthesize(method, checkpoint, backgrounds, s.num, data, seed=self.seed,
                           classes=target["classes"], batch_size=s.batch_size,
-                          log=lambda line: self.log(f"  {line}"))
+                          log=lambda line: self.log(f"  {line}"),
+                          **(dict(s.options) if method == "cutpaste" else {}))
     return {"data": data, "method": method, "checkpoint": checkpoint,
             "images": manifest.get("images"), "per_class": manifest.get("per_class")}
 
@@ -140,6 +158,7 @@ class PlatformBackend(protocol.Backend):
     src = self._open(self.source_spec("target_test"))
     target = protocol.stage_done(os.path.dirname(out_dir), "target") or self.target()
     ev, kept = evaluation.evaluate(predict_fn, src, threshold=e.threshold, tile=info["tile"],
+                                   overlap=min(e.overlap, min(info["tile"]) // 2),
                                    batch_size=e.batch_size, indices=target["test_indices"],
                                    seg_class_ids=info["class_ids"], keep_predictions=e.pictures,
                                    log=self.log)

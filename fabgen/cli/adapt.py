@@ -47,6 +47,13 @@ def run_config(args: argparse.Namespace, command: str) -> int:
   except (config_lib.ConfigError, ValueError) as e:
     print(f"fabgen {command}: {e}", file=sys.stderr)
     return 2
+  if config.get("compilation_cache", False):
+    # Every stage compiles in this process; the fine-tunes of different methods (and all the
+    # evaluations) compile the same programs, and a resumed run recompiles everything: a
+    # persistent cache under the workdir turns those into cache hits.
+    import os  # pylint: disable=g-import-not-at-top
+    from fabgen.platform import trainer  # pylint: disable=g-import-not-at-top
+    trainer.use_compilation_cache(os.path.abspath(os.path.join(args.workdir, "jax_cache")))
   result = protocol.run_protocol(config, args.workdir,
                                  platform_backend.PlatformBackend(config, log), log)
   log(f"wrote {args.workdir}/table.md, table.json and {', '.join(result['pictures']) or 'no'} "
