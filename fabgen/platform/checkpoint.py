@@ -18,17 +18,23 @@ import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 
 from fabgen.platform import registry
 
 CHECKPOINT_DIR = "checkpoints"
 
 
+def resolve(workdir: str) -> epath.Path:
+  """A local workdir made absolute; a remote one (gs://...) as given."""
+  return epath.Path(workdir if "://" in str(workdir) else os.path.abspath(workdir))
+
+
 class Checkpointer:
   """Keep-N, optionally async orbax checkpoints of (state, data iterator, config)."""
 
   def __init__(self, workdir: str, every_steps: int, keep: int, asynchronous: bool = True):
-    self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+    self.directory = str(resolve(workdir) / CHECKPOINT_DIR)
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=every_steps, max_to_keep=keep,
         enable_async_checkpointing=asynchronous, create=True)
@@ -70,15 +76,15 @@ class Checkpointer:
     The state arrays reshard onto any mesh, but an input position is per process: restored on
     another number of processes, the run keeps the weights and restarts the input order.
     """
-    data_dir = os.path.join(self.directory, str(step), "data")
-    if not os.path.isdir(data_dir):
+    data_dir = epath.Path(self.directory) / str(step) / "data"
+    if not data_dir.is_dir():
       return False
     name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
-    if os.path.exists(os.path.join(data_dir, name)):
+    if (data_dir / name).exists():
       return True
     logging.warning("checkpoint %d in %s was written by another number of processes (%s); the "
                     "state is restored, the input iterator restarts from its beginning",
-                    step, self.directory, sorted(os.listdir(data_dir)))
+                    step, self.directory, sorted(p.name for p in data_dir.iterdir()))
     return False
 
   def config(self, step: int | None = None) -> ml_collections.ConfigDict:
@@ -104,8 +110,8 @@ def restore_latest(workdir: str):
   For inference and synthesis on one host: the task is rebuilt from the saved config, the state's
   shapes from `jax.eval_shape(task.init_state)`, and every array lands on the first device.
   """
-  directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
-  if not os.path.isdir(directory):
+  directory = resolve(workdir) / CHECKPOINT_DIR
+  if not directory.is_dir():
     raise FileNotFoundError(f"workdir {workdir!r} has no checkpoints (no {directory})")
   ckpt = Checkpointer(workdir, every_steps=1, keep=1_000_000, asynchronous=False)
   try:

@@ -77,7 +77,7 @@ def create_writer(workdir: str) -> metric_writers.MetricWriter:
   primary = jax.process_index() == 0
   default = metric_writers.create_default_writer(workdir, just_logging=not primary,
                                                  asynchronous=True)
-  if not primary:
+  if not primary or "://" in workdir:  # metrics.jsonl appends to a local file only
     return default
   return metric_writers.MultiWriter([default, JsonlWriter(os.path.join(workdir,
                                                                        "metrics.jsonl"))])

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from typing import Any, Sequence
 
@@ -98,8 +97,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   restricts the mesh to a subset (tests restore onto 1 or 4 of 8 devices). The result holds the
   final step's scalar metrics plus `step`, and `stopped_by` when a signal ended the run early.
   """
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  workdir_path = checkpoint_lib.resolve(workdir)  # local or remote (gs://)
+  workdir_path.mkdir(parents=True, exist_ok=True)
+  workdir = str(workdir_path)
   primary = jax.process_index() == 0
 
   if config.get("compilation_cache_dir"):
@@ -133,8 +133,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     with jax.set_mesh(mesh):
       state = jax.jit(task.init_state, out_shardings=state_shardings)(init_rng)
     if primary:
-      with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-        f.write(config.to_json(indent=2))
+      (workdir_path / "config.json").write_text(config.to_json(indent=2))
   saved_step = int(jax.device_get(state["step"]))
   if saved_step != start:
     raise ValueError(f"checkpoint {start} in {ckpt.directory} holds state step {saved_step}")
