@@ -1,62 +1,75 @@
-"""Train-step throughput of the stage-2 fusion GAN and the single-stage inpainter.
+"""Train-step throughput of the stage-2 fusion GAN and the single-stage inpainter, via the harness.
 
-  python -m benchmarks.bench_stage2 [--variant tiny|64|128] [--steps 5]
+  python -m benchmarks.bench_stage2 [--variant tiny|64|128] [--steps 5] [--mesh data=8]
+      [--objective rpgan] [--json out/bench_stage2.json]
 
-Times the jitted train step (after one compile step) on random uint8 batches of the config's
-shape, so it measures compute, not input. Reports images per second per task.
+Both tasks go through `benchmarks.harness.benchmark_task` (compile time, step time, images/s,
+XLA FLOPs, MFU against the measured CPU peak or the vendor peak, memory per device) on the
+platform's mesh and shardings. The batch is synthetic (random uint8 crops, a centred window), the
+same every step, so the figure is compute, not input; no data source is read (the single-stage
+task's mask bank is filled from the same synthetic crops).
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 
-import jax
 import numpy as np
 
+from benchmarks import harness
 from configs import fusion as fusion_config
 from configs import r3gan_inpaint as r3gan_config
+from fabgen.platform import config as config_lib
 from fabgen.stage2.single_stage_task import SingleStageTask
 from fabgen.stage2.task import FusionTask
 
+SMALL_ARGS = ["--variant", "tiny", "--steps", "3"]  # what benchmarks/run_all.py passes
 
-def _batch(task_name, b, s, rng):
+
+def synthetic_batch(task_name: str, b: int, s: int, seed: int = 0) -> dict[str, np.ndarray]:
+  """A global batch of the task's input shapes: random crops, a centred rectangular window."""
+  rng = np.random.default_rng(seed)
   img = lambda: rng.integers(0, 256, (b, s, s, 3), dtype=np.uint8)  # noqa: E731
-  mask = np.zeros((b, s, s), np.float32)
-  mask[:, s // 4: 3 * s // 4, s // 3: 2 * s // 3] = 1
+  window = np.zeros((b, s, s), np.float32)
+  window[:, s // 4: 3 * s // 4, s // 3: 2 * s // 3] = 1
+  classes = (np.arange(b) % 2 + 1).astype(np.int32)
   if task_name == "fusion":
-    return {"x": img(), "y": img(), "window": mask, "class_id": np.ones(b, np.int32)}
-  return {"y": img(), "mask": mask, "class_id": np.ones(b, np.int32)}
+    return {"x": img(), "y": img(), "window": window, "class_id": classes}
+  return {"y": img(), "mask": window, "class_id": classes}
 
 
-def bench(name, task, steps):
-  c = task.config
-  rng = np.random.default_rng(0)
-  if name == "r3gan_inpaint":
-    task.crops = (np.zeros((2, c.image_size, c.image_size, 3), np.uint8),
-                  np.ones((2, c.image_size, c.image_size), np.float32), np.ones(2, np.int32))
-  state = task.init_state(jax.random.key(0))
-  step = jax.jit(task.train_step, donate_argnums=0)
-  batch = _batch(name, c.batch_size, c.image_size, rng)
-  state, m = step(state, batch, jax.random.key(0))
-  jax.block_until_ready(m)
-  start = time.perf_counter()
-  for i in range(steps):
-    state, m = step(state, batch, jax.random.key(i))
-  jax.block_until_ready(m)
-  dt = (time.perf_counter() - start) / steps
-  print(f"{name:<15} {c.image_size:>4}px batch {c.batch_size:>3}: {dt * 1e3:8.1f} ms/step "
-        f"{c.batch_size / dt:8.1f} img/s ({c.loss.objective})")
+def bench(config, steps: int, json_path: str | None = None) -> dict:
+  """One task's harness figures for `config` on all devices."""
+  batch = synthetic_batch(config.task, config.batch_size, config.image_size)
+  if config.task == "fusion":
+    task = FusionTask(config)
+  else:
+    task = SingleStageTask(config)
+    task.crops = (batch["y"], batch["mask"], batch["class_id"])
+  return harness.benchmark_task(config, steps=steps, batch=batch, task=task,
+                                json_path=json_path, label=f"{config.task}:{config.image_size}px")
 
 
-def main():
+def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--variant", default="tiny")
+  parser.add_argument("--variant", default="64")
   parser.add_argument("--steps", type=int, default=5)
-  args = parser.parse_args()
-  print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}")
-  bench("fusion", FusionTask(fusion_config.get_config(args.variant)), args.steps)
-  bench("r3gan_inpaint", SingleStageTask(r3gan_config.get_config(args.variant)), args.steps)
+  parser.add_argument("--mesh", default="", help="e.g. data=4,fsdp=2 (default: config's)")
+  parser.add_argument("--objective", default="", help="override both tasks' loss.objective")
+  parser.add_argument("--json", default=None, help="prefix; writes <prefix>_<task>.json")
+  args = parser.parse_args(argv)
+  results = []
+  for module in (fusion_config, r3gan_config):
+    config = module.get_config(args.variant)
+    overrides = [f"mesh.{kv}" for kv in args.mesh.split(",") if kv]
+    if args.objective:
+      overrides.append(f"loss.objective={args.objective}")
+    config_lib.apply_overrides(config, overrides)
+    config_lib.validate(config)
+    path = f"{args.json}_{config.task}.json" if args.json else None
+    results.append(bench(config, args.steps, path))
+  harness.print_table(results)
+  return results
 
 
 if __name__ == "__main__":

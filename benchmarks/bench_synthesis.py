@@ -2,10 +2,12 @@
 
   python -m benchmarks.bench_synthesis [--num 64] [--batch 16] [--size 256]
       [--source fabricsim:simple:train --backgrounds fabricsim:simple:target_good]
-      [--r3gan DIR] [--multistage DIR]
+      [--r3gan DIR] [--multistage STAGE1_DIR,FUSION_DIR]
 
-Without --source, a procedural striped fabric with blob defects stands in (so the benchmark runs
-before the data readers exist). Without a trained checkpoint, r3gan is timed with freshly
+`--source` / `--backgrounds` are any `open_source` specs (real crops for cutpaste and the seam
+reference; defect-free target images); `--source procedural` uses a striped fabric with blob
+defects instead, which costs no rendering. multistage is timed only with --multistage (it needs
+a stage-1 and a fusion checkpoint). Without a trained r3gan checkpoint, r3gan is timed with freshly
 initialised `configs/r3gan_inpaint.py:64` weights: throughput does not depend on training, but
 its seam-quality row then means nothing and is marked untrained. Timing excludes compilation
 (one warm-up batch) and includes labelling and PNG writing, i.e. end-to-end `synthesize` speed.
@@ -39,7 +41,8 @@ def _procedural(n, size, seed, defects):
     img = img[..., None] * rng.uniform(0.7, 1.1, 3) + rng.normal(0, 3, (size, size, 3))
     inst = np.zeros((size, size), np.int32)
     if defects:
-      cy, cx = rng.integers(40, size - 40, 2)
+      edge = min(40, size // 4)
+      cy, cx = rng.integers(edge, size - edge, 2)
       m = (yy - cy) ** 2 / rng.uniform(20, 200) + (xx - cx) ** 2 / rng.uniform(20, 200) < 1
       img[m] *= 0.4
       inst[m] = 1
@@ -75,18 +78,21 @@ def _pairs(out_dir):
     yield image, np.asarray(Image.open(os.path.join(out_dir, im["mask_file"]))) > 0
 
 
-def main():
+SMALL_ARGS = ["--num", "16", "--batch", "8", "--size", "64", "--source", "procedural"]
+
+
+def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--num", type=int, default=64)
   parser.add_argument("--batch", type=int, default=16)
   parser.add_argument("--size", type=int, default=256)
-  parser.add_argument("--source", default=None)
-  parser.add_argument("--backgrounds", default=None)
+  parser.add_argument("--source", default="fabricsim:simple:train")
+  parser.add_argument("--backgrounds", default="fabricsim:simple:target_good")
   parser.add_argument("--r3gan", default=None)
   parser.add_argument("--multistage", default=None)
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
 
-  if args.source:
+  if args.source != "procedural":
     from fabgen.data.readers import open_source  # pylint: disable=g-import-not-at-top
     src = open_source(args.source)
     real = [src[i] for i in range(min(len(src), 200))]
@@ -104,6 +110,7 @@ def main():
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}; {args.size}x{args.size}, "
         f"num={args.num}, batch={args.batch}")
   print(f"{'method':<12}{'img/s':>8}{'grad_gap':>10}{'band_fd':>10}  note")
+  rows = []
   with tempfile.TemporaryDirectory() as tmp:
     for name, (synth, trained) in methods.items():
       out = os.path.join(tmp, name)
@@ -111,6 +118,8 @@ def main():
       q = seam_quality.seam_quality(_pairs(out), ref)
       print(f"{name:<12}{ips:>8.1f}{q['grad_gap']:>10.3f}{q['band_fd']:>10.4f}  "
             f"{'' if trained else 'untrained weights: seam numbers not meaningful'}")
+      rows.append({"method": name, "images_per_s": ips, **q, "trained": trained})
+  return rows
 
 
 if __name__ == "__main__":

@@ -65,8 +65,9 @@ def source(tmp_path_factory):
   return out
 
 
-def _config(module, source, steps):
-  c = module.get_config(f"tiny,steps={steps},source={source}")
+def _config(module, source, steps, objective=""):
+  arg = f"tiny,steps={steps},source={source}" + (f",objective={objective}" if objective else "")
+  c = module.get_config(arg)
   c.checkpoint.every_steps = 2
   c.checkpoint.asynchronous = False
   c.log_every_steps = 1
@@ -107,10 +108,10 @@ def test_fusion_trains_resumes_exactly_and_restores_for_synthesis(source, tmp_pa
 
 
 def test_r3gan_inpaint_trains_and_restores_as_a_synthesizer(source, tmp_path):
-  config = _config(r3gan_config, source, steps=2)
+  config = _config(r3gan_config, source, steps=2, objective="nsgan")  # rpgan: single-stage test
   workdir = str(tmp_path / "r3gan")
   result = _train(config, workdir)
-  assert result["step"] == 2 and result["r1"] > 0 and np.isfinite(result["g_loss"])
+  assert result["step"] == 2 and np.isfinite(result["g_loss"])
   synth = r3gan.R3GANSynthesizer.from_checkpoint(workdir)
   assert synth.class_ids == (1, 2) and synth.patch_size == 32
   bank = jax.device_get(synth.state["classes"])
