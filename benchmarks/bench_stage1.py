@@ -85,15 +85,16 @@ def synthetic_batch(task: Stage1Task) -> dict:
           "class_id": (np.arange(b) % 6).astype(np.int32)}
 
 
-def bench_step(variant: str, batch: int, steps: int) -> list[dict]:
+def bench_step(variant: str, batch: int, steps: int, conv_impl: str = "auto") -> list[dict]:
   """Step figures with and without R1+R2 for one config variant."""
   results = []
   for penalties in (True, False):
     arg = f"{variant},r1={penalties},r2={penalties}" + (f",batch={batch}" if batch else "")
     config = stage1_config.get_config(arg)
     config.mesh.data = 1  # one device: the figure is per device, comparable with R3GAN's
+    config.model.conv_impl = conv_impl
     task = Stage1Task(config)
-    label = f"stage1:{variant}{'' if penalties else ' no R1R2'}"
+    label = f"stage1:{variant}:{conv_impl}{'' if penalties else ' no R1R2'}"
     results.append(harness.benchmark_task(config, steps=steps, warmup=1, task=task,
                                           batch=synthetic_batch(task), label=label,
                                           devices=jax.devices()[:1], quiet=True))
@@ -110,6 +111,7 @@ def main():
                       "variants: tiny,64,128,r3gan_compare (empty: skip)")
   parser.add_argument("--batch", type=int, default=0, help="override the configs' batch size")
   parser.add_argument("--steps", type=int, default=3)
+  parser.add_argument("--conv-impl", default="auto", help="grouped conv formulation (model)")
   parser.add_argument("--repeats", type=int, default=3)
   args = parser.parse_args()
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}")
@@ -117,7 +119,7 @@ def main():
     bench_conv(args.conv, args.repeats)
   rows = []
   for variant in filter(None, args.variants.split(",")):
-    rows += bench_step(variant, args.batch, args.steps)
+    rows += bench_step(variant, args.batch, args.steps, args.conv_impl)
   if rows:
     harness.print_table(rows)
 

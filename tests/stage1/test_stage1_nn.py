@@ -128,3 +128,26 @@ def test_fixup_init_makes_every_generator_block_start_as_identity():
   k = p["trunk"]["s0_b0"]["expand"]["kernel"]
   he = np.sqrt(2 / 1.04) / np.sqrt(16)
   np.testing.assert_allclose(np.std(k), he * 6 ** -0.25, rtol=0.15)
+
+
+def test_fast_path_never_emits_xlas_grouped_weight_gradient():
+  """XLA lowers a grouped conv's weight gradient as a conv with batch_group_count = groups,
+  the op that is pathologically slow on XLA:CPU. The custom path (first and second order, as
+  R1/R2 need) must not contain it; the reference path does, so the check can fail."""
+  import re
+  g = 4
+  x, w = jnp.ones((2, 6, 6, 16)), jnp.ones((3, 3, 4, 16))
+
+  def penalty_grad(conv):
+    def f(w):
+      gx = jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, w, g))))(x)
+      return jnp.sum(gx ** 2)
+    return jax.jit(jax.grad(f)).lower(w).as_text()
+
+  def grouped_weight_grads(text):
+    return [int(n) for n in re.findall(r"batch_group_count = (\d+)", text) if int(n) > 1]
+
+  assert grouped_weight_grads(penalty_grad(gc.xla_conv))
+  assert not grouped_weight_grads(penalty_grad(gc.custom_conv))
+  first = jax.jit(jax.grad(lambda w: jnp.sum(gc.custom_conv(x, w, g) ** 2))).lower(w).as_text()
+  assert not grouped_weight_grads(first)
