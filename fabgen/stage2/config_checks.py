@@ -66,6 +66,8 @@ def validate_fusion(config: ml_collections.ConfigDict) -> None:
   _common(config)
   if config.loss.l1_weight < 0:
     raise ValueError(f"config.loss.l1_weight={config.loss.l1_weight!r} must be >= 0")
+  if config.model.reach_radius < 0:
+    raise ValueError(f"config.model.reach_radius={config.model.reach_radius!r} must be >= 0")
   if config.data.margin < 0:
     raise ValueError(f"config.data.margin={config.data.margin!r} must be >= 0")
 

@@ -1,14 +1,14 @@
 """`FusionTask` ("fusion"): trains the defect-fusion network T against the seam-weighted D_T.
 
 Per step (pure, jitted by the platform): D_T on real defect crops y vs T(x) with any objective
-of `fabgen.gan.losses` (+ R1/R2 under RpGAN), seam-weighted, then T on the adversarial loss plus `l1_weight` * L1(T(x), x) away from the window, i.e.
-outside `dilate(window, seam_radius)`. The L1 term is what keeps the defect where its mask says:
+of `fabgen.gan.losses` (+ R1/R2 under RpGAN), seam-weighted, then T on the adversarial loss
+plus `l1_weight` * L1(T(x), x) away from the window, i.e. outside `dilate(window, seam_radius)`.
+The L1 term and T's reach (`model.reach_radius`) keep the defect where its mask says:
 `out_of_mask` (the share of T's absolute change that lies outside the dilated window) is logged
 every step, and `OUT_OF_MASK_BOUND` is the bound the tests hold T to.
 
 Config (see configs/fusion.py): image_size, model.{widths, d_widths, blocks, expansion,
-group_width, conv_impl}, loss.{objective,
-seam_radius, seam_weight, l1_weight, r1_gamma, r2_gamma}, optim.{lr_t, lr_d, b2}, ema_half_life,
+group_width, conv_impl, reach_radius}, loss.{objective, seam_radius, seam_weight, l1_weight, r1_gamma, r2_gamma}, optim.{lr_t, lr_d, b2}, ema_half_life,
 data.{source, max_records, max_per_class, margin, donors}, batch_size.
 """
 

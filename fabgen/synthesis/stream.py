@@ -4,7 +4,8 @@ Layout of an output folder (loadable with `fabgen.data.readers.open_source(folde
 
   images/<id>.png        the synthesized image
   masks/<id>.png         its instance mask (0 background, 1 the defect)
-  parts/<first id>.json  per-batch records (class, boxes, background index): the resume log
+  parts/<first id>.json  per-batch records (class, boxes, COCO entries, background index): the
+                         resume log
   annotations.json       COCO, written at the end from the parts
   contact_sheet.png      a grid of the first samples with their boxes
   manifest.json          run parameters; `"complete": true` only once everything above exists
@@ -26,10 +27,9 @@ import glob
 import json
 import os
 import time
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from PIL import Image
@@ -204,8 +204,8 @@ class SynthesisRun:
       self._write_batch(indices, self.generate(indices))
       written += len(indices)
       if log:
-        log(f"{len(done) + written}/{self.num} samples ({written / (time.perf_counter() - start):.1f}"
-            f" img/s)")
+        rate = written / (time.perf_counter() - start)
+        log(f"{len(done) + written}/{self.num} samples ({rate:.1f} img/s)")
     return self.finalise(skipped=len(done))
 
   def _records(self):

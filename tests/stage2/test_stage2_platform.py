@@ -50,7 +50,8 @@ def compilation_cache(tmp_path_factory):
 
   Restores JAX's previous setting afterwards, so other test modules in this worker are unaffected.
   """
-  from jax.experimental.compilation_cache import compilation_cache as cc  # pylint: disable=g-import-not-at-top
+  from jax.experimental import compilation_cache  # pylint: disable=g-import-not-at-top
+  cc = compilation_cache.compilation_cache
   previous = jax.config.jax_compilation_cache_dir
   CACHE["dir"] = str(tmp_path_factory.mktemp("stage2_xla_cache"))
   yield CACHE["dir"]
