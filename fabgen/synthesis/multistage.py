@@ -8,6 +8,13 @@ Per sample: cut the fusion window (T's `image_size`) at the placed offset; stage
 patch is pasted, centred, over R = dilate(mask, margin) (hard seams, exactly as T's training
 inputs are built); T fuses; only dilate(R, seam_radius) of T's output is kept (T's change outside
 it is bounded by `OUT_OF_MASK_BOUND` in training and discarded here); the window goes back.
+
+End to end with real tiny checkpoints (tests/synthesis/test_synthesis_multistage_e2e.py):
+
+  fabgen train --config configs/stage1.py:tiny,steps=20 --workdir /tmp/s1
+  fabgen train --config configs/fusion.py:tiny,steps=10 --workdir /tmp/fu
+  fabgen synthesize --method multistage --checkpoint /tmp/s1,/tmp/fu \\
+      --backgrounds fabricsim:tiny:target_good --num 8 --out /tmp/synth
 """
 
 from __future__ import annotations
