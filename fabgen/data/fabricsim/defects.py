@@ -130,7 +130,12 @@ def defect_fields(inst: Params, defect_class, fabric: Params, image: Params, geo
   band_weft = jnp.any(band & ~warp, 0).astype(jnp.float32)
   strength = inst["strength"][0]
   zero = jnp.zeros_like(blob)
-  tint_rgb = jax.random.uniform(tint_key, (3,), minval=0.35, maxval=1.25)
+  # A dye spot multiplies the yarn colour by a dye colour (a muted hue, darker on the whole).
+  kh, ks = jax.random.split(tint_key)
+  dye_hue = jax.random.uniform(kh, ())
+  dye = 1.0 - jax.random.uniform(ks, (), minval=0.15, maxval=0.5) * (
+      1.0 - 0.5 * (1.0 + jnp.cos(6.2831853 * (dye_hue + jnp.array([0.0, 1 / 3, 2 / 3])))))
+  tint_rgb = dye * (0.65 + 0.3 * strength)
   if channels == 1:  # greyscale: a dye spot is darker (or, rarely, bleached lighter)
     tint_rgb = jnp.full((3,), jnp.where(strength < 0.85, 0.45 + 0.35 * strength, 1.35))
   # Knot: a dome lit from the upper left, swirled fibres, and its shadow to the lower right.

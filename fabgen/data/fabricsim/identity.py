@@ -52,10 +52,11 @@ def _palette(key, colour: bool, base_value):
     grey = jnp.clip(base_value + jax.random.uniform(kv, (3,), minval=-0.18, maxval=0.18), 0.12,
                     0.92)
     return jnp.repeat(grey[:, None], 3, axis=1)
-  hue = jax.random.uniform(kh, ()) + jax.random.uniform(kd, (3,), minval=-0.12, maxval=0.12)
-  hue = hue.at[1:].add(jnp.where(jax.random.uniform(ks, ()) < 0.4, 0.5, 0.0))  # complementary
-  sat = jax.random.uniform(ks, (3,), minval=0.05, maxval=0.75)
-  val = jnp.clip(base_value + jax.random.uniform(kv, (3,), minval=-0.25, maxval=0.2), 0.12, 0.95)
+  # Dyed yarns: mostly muted (sat <= 0.45), one hue family, sometimes a complementary accent.
+  hue = jax.random.uniform(kh, ()) + jax.random.uniform(kd, (3,), minval=-0.06, maxval=0.06)
+  hue = hue.at[1:].add(jnp.where(jax.random.uniform(ks, ()) < 0.3, 0.5, 0.0))
+  sat = jax.random.uniform(ks, (3,), minval=0.0, maxval=1.0) ** 1.5 * 0.55
+  val = jnp.clip(base_value + jax.random.uniform(kv, (3,), minval=-0.25, maxval=0.2), 0.15, 0.92)
   return _hsv_to_rgb(jnp.mod(hue, 1.0), sat, val)
 
 
@@ -101,8 +102,8 @@ def fabric_params(key: jax.Array, preset: presets_lib.Preset) -> dict[str, jax.A
       "jitter": u(0.02, 0.12),
       "crimp": u(0.0, 0.25),
       "cloud": u(0.02, 0.1),               # low-frequency unevenness (hairiness, dye)
-      "gap": u(0.12, 0.4),
-      "under": u(0.55, 0.8),
+      "gap": u(0.22, 0.55),
+      "under": u(0.6, 0.85),
       "dip": u(0.2, 0.5),
       "rotation": u(-1, 1) * np.deg2rad(preset.max_rotation_deg),
       "skew": u(-1, 1) * preset.max_skew,
@@ -110,6 +111,7 @@ def fabric_params(key: jax.Array, preset: presets_lib.Preset) -> dict[str, jax.A
       "vignette": u(0.0, 0.15),
       "prnu": u(0.0, 0.04) if preset.line_scan else jnp.float32(0.0),
       "blur": u(*preset.blur),
+      "brightness": u(0.33, 0.62),         # mean grey level the camera's exposure aims for
       "noise": u(*preset.noise_levels) / 255.0,
       "seed": jax.random.bits(next(ks), (), jnp.uint32),
   }
@@ -123,5 +125,6 @@ def image_params(key: jax.Array, fabric: dict[str, jax.Array]) -> dict[str, jax.
       "rotation": fabric["rotation"] + jax.random.uniform(ks[1], (), minval=-0.004, maxval=0.004),
       "light": fabric["light"] + jax.random.uniform(ks[2], (2,), minval=-0.03, maxval=0.03),
       "exposure": jax.random.uniform(ks[3], (), minval=0.95, maxval=1.05),
+      "brightness": fabric["brightness"],
       "seeds": jax.random.bits(ks[4], (4,), jnp.uint32),
   }

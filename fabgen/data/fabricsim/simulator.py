@@ -57,7 +57,10 @@ def render_image(root: jax.Array, fabric_id, image_index, defect_class,
   geo = render_lib.geometry(fabric, image, size)
   yarn = render_lib.yarns(fabric, geo, channels, with_print)
   sens = render_lib.sensor(fabric, image, geo, channels, preset.line_scan)
-  clean = render_lib.camera(render_lib.shade(fabric, geo, yarn), fabric, sens)
+  clean_cloth = render_lib.shade(fabric, geo, yarn)
+  # Auto-exposure from the defect-free frame, so a defect never changes the exposure.
+  sens["gain"] = sens["gain"] * (image["brightness"] / jnp.maximum(jnp.mean(clean_cloth), 0.02))
+  clean = render_lib.camera(clean_cloth, fabric, sens)
   dkey = identity.defect_key(root, fabric_id, image_index, jnp.maximum(defect_class, 0))
   k_inst, k_tint = jax.random.split(dkey)
   inst = defects_lib.instance_params(k_inst, defect_class, size, preset.instance_probs)
