@@ -39,6 +39,37 @@ def resolve_spec(spec: str) -> str:
   return path + sep + arg
 
 
+# Tasks that `fabgen.synthesis.restore.restore_task` loads; they get an export/ next to their
+# checkpoints (see `export_for_synthesis`).
+EXPORTED_TASKS = ("fusion", "r3gan_inpaint")
+
+
+def export_for_synthesis(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Writes `<workdir>/export/` (config + final state) that synthesis restores without data.
+
+  Restoring a bare training workdir rebuilds the state's shapes with `eval_shape(init_state)`;
+  a task whose init_state reads its training data (the single-stage inpainter's mask bank) cannot
+  do that under tracing unless its input was built first, as the trainer does. So the state is
+  restored here in the trainer's order (input, then shapes) and exported once.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from fabgen.platform import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
+  from fabgen.platform import registry  # pylint: disable=g-import-not-at-top
+  from fabgen.synthesis import restore as restore_lib  # pylint: disable=g-import-not-at-top
+  task = registry.get_task_class(config.task)(config)
+  task.dataset(0, 1, config.seed)  # builds what init_state reads (as trainer.train does)
+  abstract = jax.eval_shape(task.init_state, jax.random.key(config.seed))
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                        abstract)
+  ckpt = checkpoint_lib.Checkpointer(workdir, every_steps=1, keep=1_000_000, asynchronous=False)
+  try:
+    state, _ = ckpt.restore(target, None, ckpt.latest_step())
+  finally:
+    ckpt.close()
+  return restore_lib.export_task(workdir, config, state)
+
+
 class PlatformBackend(protocol.Backend):
   """Runs each stage for real; hyperparameters come from the adapt config only."""
 
@@ -90,6 +121,8 @@ class PlatformBackend(protocol.Backend):
     from fabgen.platform import trainer  # pylint: disable=g-import-not-at-top
     cfg = config_lib.get(resolve_spec(section.spec), list(section.overrides) + list(extra))
     metrics = trainer.train(cfg, out_dir)
+    if cfg.task in EXPORTED_TASKS:
+      export_for_synthesis(cfg, out_dir)
     return {"checkpoint": out_dir, "task": cfg.task, "steps": int(metrics.get("step", 0)),
             "final_metrics": {k: float(v) for k, v in metrics.items()
                               if isinstance(v, (int, float)) and k != "step"}}
@@ -123,7 +156,14 @@ class PlatformBackend(protocol.Backend):
   # ---- synthesis -------------------------------------------------------------------------------
 
   def synthesize(self, method: str, out_dir: str, done: Mapping[str, dict]) -> dict:
-    from fabgen.synthesis import synthesize  # pylint: disable=g-import-not-at-top
+    """Paints `synth.num` defects on the target's defect-free images with `method`.
+
+    The classes drawn are the target's classes that the method can produce (a cut-paste bank or
+    a generator trained on sources lacking a class cannot paint it); the manifest records them.
+    """
+    from fabgen import synthesis  # pylint: disable=g-import-not-at-top
+    from fabgen.synthesis import backgrounds as backgrounds_lib  # pylint: disable=g-import-not-at-top
+    from fabgen.synthesis import stream  # pylint: disable=g-import-not-at-top
     if method == "cutpaste":
       checkpoint = self.source_spec("train")
     elif method == "multistage":
@@ -132,15 +172,26 @@ class PlatformBackend(protocol.Backend):
       gens = protocol.GENERATORS.get(method) or tuple(self.config.extra_generators[method])
       checkpoint = done[gens[0]]["checkpoint"]
     target = done["target"]
+    s = self.config.synth
+    options = dict(s.options) if method == "cutpaste" else {}
+    synth = synthesis.load(method, checkpoint, **options)
+    wanted = synthesis.resolve_classes(target["classes"])
+    class_ids = [c for c in wanted if c in synth.class_ids]
+    skipped = [classes_lib.CLASSES[c] for c in wanted if c not in synth.class_ids]
+    if not class_ids:
+      raise ValueError(f"synthesis method {method!r} ({checkpoint}) can paint none of the target "
+                       f"classes {target['classes']}")
+    if skipped:
+      self.log(f"  {method} cannot paint {', '.join(skipped)} (not in what it was built from)")
     src = self._open(self.source_spec("target_good"))
     backgrounds = [np.asarray(src[i]["image"]) for i in target["good_indices"]]
-    s = self.config.synth
     data = os.path.join(out_dir, "data")
-    manifest = synthesize(method, checkpoint, backgrounds, s.num, data, seed=self.seed,
-                          classes=target["classes"], batch_size=s.batch_size,
-                          log=lambda line: self.log(f"  {line}"),
-                          **(dict(s.options) if method == "cutpaste" else {}))
+    run = stream.SynthesisRun(synth, backgrounds_lib.open_backgrounds(backgrounds), s.num, data,
+                              seed=self.seed, class_ids=class_ids, batch_size=s.batch_size,
+                              extra_manifest={"checkpoint": str(checkpoint)})
+    manifest = run.run(log=lambda line: self.log(f"  {line}"))
     return {"data": data, "method": method, "checkpoint": checkpoint,
+            "classes": [classes_lib.CLASSES[c] for c in class_ids], "skipped_classes": skipped,
             "images": manifest.get("images"), "per_class": manifest.get("per_class")}
 
   # ---- evaluation ------------------------------------------------------------------------------
