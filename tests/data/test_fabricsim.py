@@ -136,6 +136,8 @@ def _digest(arrays):
   return h.hexdigest()
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_deterministic_across_processes_and_prng_config(sim, train):
   here = _digest({k: v[:3] for k, v in train.items()})
   code = ("import numpy as np, hashlib\n"
