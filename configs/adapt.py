@@ -31,8 +31,11 @@ def get_config(arg=None):
   c.extra_generators = ml_collections.ConfigDict()  # method -> generator stage names, for new methods
   # Training of every model, on the source fabrics' train split (data.source is set by adapt).
   # demo: the small detector (128x128 crops) for a few minutes of CPU; checkpoints often enough
-  # that an interrupted demo loses little, logs often enough to show progress.
+  # that an interrupted demo loses little, logs often enough to show progress. The JAX-native
+  # matcher keeps the train step free of host callbacks, which JAX never writes to the persistent
+  # compilation cache: so the fine-tunes after the first (same program) skip their compile.
   c.detector = training(*(("configs/detector.py:small", "total_steps=160", "batch_size=8",
+                           "loss.matcher=auction",
                            "optim.warmup_steps=15", "checkpoint.every_steps=80",
                            "log_every_steps=20") if demo else ("configs/detector.py:base",)))
   # fusion / r3gan_inpaint configs keep their length in `num_steps`; the platform reads

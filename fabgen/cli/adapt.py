@@ -35,9 +35,17 @@ def add_arguments(parser: argparse.ArgumentParser, default_config: str | None = 
 def run_config(args: argparse.Namespace, command: str) -> int:
   """Loads the config (+ overrides) and runs the protocol with the platform backend."""
   import logging  # pylint: disable=g-import-not-at-top
-  logging.getLogger("absl").setLevel(logging.WARNING)
+  logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
   from fabgen.adapt import platform_backend, protocol  # pylint: disable=g-import-not-at-top
   from fabgen.platform import config as config_lib  # pylint: disable=g-import-not-at-top
+  from fabgen.platform import trainer as _  # pylint: disable=g-import-not-at-top,unused-import
+  # Progress inside a training stage: a tqdm bar on a terminal, and clu's notes (steps/s, % done,
+  # ETA) for logs; after the imports, since TensorFlow resets absl's level. Other absl INFO is
+  # orbax's per-save chatter.
+  absl_logger = logging.getLogger("absl")
+  absl_logger.setLevel(logging.INFO)
+  absl_logger.addFilter(lambda r: r.levelno >= logging.WARNING or "/clu/" in r.pathname)
+  logging.getLogger("jax").setLevel(logging.WARNING)
   t0 = time.time()
   log = lambda line: print(f"[{time.time() - t0:6.0f}s] {line}", flush=True)
   try:
