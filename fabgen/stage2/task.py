@@ -137,8 +137,8 @@ class FusionTask(Task):
     src = open_source(d.source)
     records = [src[i] for i in range(min(len(src), d.max_records))]
     real = data_lib.real_crops(records, self.config.image_size, d.max_per_class)
-    if d.get("donors", "real") == "real":
-      donors = data_lib.real_crops(records, self.config.image_size, d.max_per_class)
+    if d.donors == "real":
+      donors = real  # the same bank: each example draws a random donor of its class
     else:
       donors = data_lib.stage1_donors(d.donors, records, d.max_per_class, seed=self.config.seed)
     return data_lib.FusionExamples(real, donors, d.margin)

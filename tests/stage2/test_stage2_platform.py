@@ -69,7 +69,7 @@ def source(tmp_path_factory):
 def _config(module, source, steps, objective=""):
   arg = f"tiny,steps={steps},source={source}" + (f",objective={objective}" if objective else "")
   c = module.get_config(arg)
-  c.checkpoint.every_steps = 2
+  c.checkpoint.every_steps = 1
   c.checkpoint.asynchronous = False
   c.log_every_steps = 1
   c.compilation_cache_dir = CACHE["dir"]
@@ -87,21 +87,21 @@ def _train(config, workdir, stop_after_first=False):
 
 
 def test_fusion_trains_resumes_exactly_and_restores_for_synthesis(source, tmp_path):
-  config = _config(fusion_config, source, steps=3)
+  config = _config(fusion_config, source, steps=2)
   full = str(tmp_path / "full")
   result = _train(config, full)
-  assert result["step"] == 3 and np.isfinite(result["d_loss"])
+  assert result["step"] == 2 and np.isfinite(result["d_loss"])
 
   part = str(tmp_path / "part")
   assert _train(config, part, stop_after_first=True)["stopped_by"] == "request"
   resumed = _train(config, part)
-  assert resumed["step"] == 3
+  assert resumed["step"] == 2
   for key in ("d_loss", "g_loss", "l1_outside"):
     np.testing.assert_allclose(resumed[key], result[key], rtol=1e-5, atol=1e-6)
 
   task, state = restore.restore_task(full, expect="fusion")
   task_p, state_p = restore.restore_task(part, expect="fusion")
-  assert int(state["step"]) == 3 and task.config.image_size == 32
+  assert int(state["step"]) == 2 and task.config.image_size == 32
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                jax.device_get(state["t_ema"]), jax.device_get(state_p["t_ema"]))
   with pytest.raises(base.SynthesisError, match="holds a 'fusion' model"):
