@@ -16,20 +16,13 @@ import sys
 import time
 
 
+TAKES_CONFIG_OVERRIDES = True  # `--config.a.b=v` reach run() as args.overrides
+
+
 def add_arguments(parser: argparse.ArgumentParser, default_config: str | None = None) -> None:
-  from fabgen.cli import train as train_cli  # pylint: disable=g-import-not-at-top
   parser.add_argument("--config", required=default_config is None, default=default_config,
                       help="adapt config file and variant, e.g. configs/adapt.py:complex")
   parser.add_argument("--workdir", required=True, help="where every stage writes")
-  plain_parse = parser.parse_args
-
-  def parse_args(args=None, namespace=None):
-    rest, overrides = train_cli.split_overrides(list(sys.argv[2:] if args is None else args))
-    ns = plain_parse(rest, namespace)
-    ns.overrides = overrides
-    return ns
-
-  parser.parse_args = parse_args
 
 
 def run_config(args: argparse.Namespace, command: str) -> int:
@@ -38,19 +31,15 @@ def run_config(args: argparse.Namespace, command: str) -> int:
   logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
   from fabgen.adapt import platform_backend, protocol  # pylint: disable=g-import-not-at-top
   from fabgen.platform import config as config_lib  # pylint: disable=g-import-not-at-top
+  from fabgen.platform import metrics  # pylint: disable=g-import-not-at-top
   from fabgen.platform import trainer as _  # pylint: disable=g-import-not-at-top,unused-import
-  # Progress inside a training stage: a tqdm bar on a terminal, and clu's notes (steps/s, % done,
-  # ETA) for logs; after the imports, since TensorFlow resets absl's level. Other absl INFO is
-  # orbax's per-save chatter.
-  absl_logger = logging.getLogger("absl")
-  absl_logger.setLevel(logging.INFO)
-  absl_logger.addFilter(lambda r: r.levelno >= logging.WARNING or "/clu/" in r.pathname)
-  logging.getLogger("jax").setLevel(logging.WARNING)
+  # Progress inside a training stage: a tqdm bar on a terminal, clu's notes (steps/s, ETA) in logs.
+  metrics.quiet_logs(scalars=False)
   t0 = time.time()
   log = lambda line: print(f"[{time.time() - t0:6.0f}s] {line}", flush=True)
   try:
     config = config_lib.load_config(args.config)
-    config_lib.apply_overrides(config, getattr(args, "overrides", []))
+    config_lib.apply_overrides(config, args.overrides)
     protocol.validate(config)
   except (config_lib.ConfigError, ValueError) as e:
     print(f"fabgen {command}: {e}", file=sys.stderr)

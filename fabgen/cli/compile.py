@@ -18,7 +18,6 @@ import math
 import os
 import sys
 
-from fabgen.cli import train as train_cli
 
 
 def _parse_mesh(text: str) -> dict[str, int]:
@@ -31,6 +30,9 @@ def _parse_mesh(text: str) -> dict[str, int]:
   return sizes
 
 
+TAKES_CONFIG_OVERRIDES = True  # `--config.a.b=v` reach run() as args.overrides
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--config", required=True, help="config file and variant")
   parser.add_argument("--mesh", default="", help="target mesh, e.g. data=8,fsdp=2 (no -1)")
@@ -40,15 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--memory-limit-gib", type=float, default=None,
                       help="exit 1 if the per-device total exceeds this")
   parser.add_argument("--json", default=None, help="write the report here")
-  plain_parse = parser.parse_args
-
-  def parse_args(args=None, namespace=None):
-    rest, overrides = train_cli.split_overrides(list(sys.argv[2:] if args is None else args))
-    ns = plain_parse(rest, namespace)
-    ns.overrides = overrides
-    return ns
-
-  parser.parse_args = parse_args
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
   from fabgen.platform import aot  # pylint: disable=g-import-not-at-top
   from fabgen.platform import config as config_lib  # pylint: disable=g-import-not-at-top
   try:
-    config = config_lib.get(args.config, getattr(args, "overrides", []))
+    config = config_lib.get(args.config, args.overrides)
   except config_lib.ConfigError as e:
     print(f"fabgen compile: {e}", file=sys.stderr)
     return 2

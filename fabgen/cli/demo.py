@@ -18,6 +18,9 @@ DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "configs", "demo.py")
 
 
+TAKES_CONFIG_OVERRIDES = True  # `--config.a.b=v` reach run() as args.overrides
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   adapt_cli.add_arguments(parser, default_config=DEMO_CONFIG)
 

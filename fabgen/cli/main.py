@@ -1,6 +1,7 @@
 """`fabgen <command> ...`: dispatches to one module per sub-command.
 
-Each sub-command module defines `add_arguments(parser)` and `run(args) -> int`. Modules are
+Each sub-command module defines `add_arguments(parser)` and `run(args) -> int`; one that sets
+`TAKES_CONFIG_OVERRIDES` gets `--config.a.b=v` overrides as `args.overrides`. Modules are
 imported only when their command runs, so `fabgen --help` is instant and a broken optional
 dependency of one command does not break the others.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from fabgen.cli import overrides as overrides_lib
 
 COMMANDS = {
     "data": ("fabgen.cli.data", "synthesize FabricSim sets and inspect data sets on disk"),
@@ -36,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
   module = importlib.import_module(COMMANDS[argv[0]][0])
   cmd_parser = argparse.ArgumentParser(prog=f"fabgen {argv[0]}", description=module.__doc__)
   module.add_arguments(cmd_parser)
-  args = cmd_parser.parse_args(argv[1:])
+  rest, overrides = overrides_lib.split_overrides(argv[1:])
+  if overrides and not getattr(module, "TAKES_CONFIG_OVERRIDES", False):
+    cmd_parser.error(f"takes no --config.* overrides (got --config.{overrides[0]})")
+  args = cmd_parser.parse_args(rest)
+  args.overrides = overrides
   return int(module.run(args) or 0)
 
 

@@ -15,28 +15,7 @@ import json
 import logging
 import sys
 
-_OVERRIDE = "--config."
-
-
-def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
-  """(other args, ["a.b=value", ...]) from argv holding `--config.a.b=v` / `--config.a.b v`."""
-  rest, overrides = [], []
-  i = 0
-  while i < len(argv):
-    arg = argv[i]
-    if arg.startswith(_OVERRIDE):
-      key = arg[len(_OVERRIDE):]
-      if "=" in key:
-        overrides.append(key)
-      else:
-        if i + 1 >= len(argv):
-          raise SystemExit(f"fabgen train: {arg} needs a value")
-        overrides.append(f"{key}={argv[i + 1]}")
-        i += 1
-    else:
-      rest.append(arg)
-    i += 1
-  return rest, overrides
+TAKES_CONFIG_OVERRIDES = True  # `--config.a.b=v` reach run() as args.overrides
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,17 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="config file and variant, e.g. configs/reference.py:tiny")
   parser.add_argument("--workdir", required=True, help="checkpoints, TensorBoard, metrics.jsonl")
   parser.add_argument("--log-level", default="INFO")
-  # `fabgen` parses with parse_args, which rejects unknown options; the --config.a.b overrides
-  # are open-ended, so this parser peels them off first and keeps them in args.overrides.
-  plain_parse = parser.parse_args
-
-  def parse_args(args=None, namespace=None):
-    rest, overrides = split_overrides(list(sys.argv[2:] if args is None else args))
-    ns = plain_parse(rest, namespace)
-    ns.overrides = overrides
-    return ns
-
-  parser.parse_args = parse_args
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,14 +33,10 @@ def run(args: argparse.Namespace) -> int:
   from fabgen.platform import config as config_lib  # pylint: disable=g-import-not-at-top
   from fabgen.platform import faults  # pylint: disable=g-import-not-at-top
   from fabgen.platform import trainer  # pylint: disable=g-import-not-at-top
-  # After the imports (TensorFlow resets absl's level): absl INFO is mostly orbax's per-save
-  # chatter; keep clu's progress notes (steps/s, % done, ETA), which non-TTY logs need.
-  absl_logger = logging.getLogger("absl")
-  absl_logger.setLevel(logging.INFO)
-  absl_logger.addFilter(lambda r: r.levelno >= logging.WARNING or "/clu/" in r.pathname)
-  logging.getLogger("jax").setLevel(logging.WARNING)
+  from fabgen.platform import metrics  # pylint: disable=g-import-not-at-top
+  metrics.quiet_logs(scalars=True)
   try:
-    config = config_lib.get(args.config, getattr(args, "overrides", []))
+    config = config_lib.get(args.config, args.overrides)
   except config_lib.ConfigError as e:
     print(f"fabgen train: {e}", file=sys.stderr)
     return 2

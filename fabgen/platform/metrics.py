@@ -66,6 +66,26 @@ class JsonlWriter(metric_writers.MetricWriter):
       self._file.close()
 
 
+def quiet_logs(scalars: bool = True) -> None:
+  """Console logging for CLI runs: warnings, clu's progress notes (steps/s, % done, ETA, which
+  non-TTY logs need) and, with `scalars`, clu's per-step scalar lines; not orbax's per-save
+  chatter nor clu's echo of texts and images (the parameter table is logged once at start).
+  Call after importing TensorFlow, which resets absl's level."""
+  def keep(record: logging.LogRecord) -> bool:
+    if record.levelno >= logging.WARNING:
+      return True
+    if "/clu/" not in record.pathname:
+      return False
+    if "logging_writer" in record.pathname:
+      return scalars and " Got " not in str(record.msg) and "Hyperparameters" not in str(record.msg)
+    return True
+
+  absl_logger = logging.getLogger("absl")
+  absl_logger.setLevel(logging.INFO)
+  absl_logger.addFilter(keep)
+  logging.getLogger("jax").setLevel(logging.WARNING)
+
+
 def read_jsonl(path: str) -> list[dict[str, float]]:
   """The rows a `JsonlWriter` wrote (for tests and scripts)."""
   with open(path, encoding="utf-8") as f:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fabgen.cli import train as train_cli
+from fabgen.cli import overrides as overrides_lib
 from fabgen.platform import config as config_lib
 from fabgen.platform import mesh as mesh_lib
 
@@ -60,7 +60,7 @@ def test_parse_arg():
 
 
 def test_cli_splits_both_override_forms():
-  rest, overrides = train_cli.split_overrides(
+  rest, overrides = overrides_lib.split_overrides(
       ["--config", "c.py:tiny", "--config.a.b=1", "--workdir", "w", "--config.c", "2"])
   assert rest == ["--config", "c.py:tiny", "--workdir", "w"]
   assert overrides == ["a.b=1", "c=2"]
