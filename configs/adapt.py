@@ -61,6 +61,9 @@ def get_config(arg=None):
   c.finetune = ml_collections.ConfigDict()
   c.finetune.steps = 60 if demo else 4000      # fine-tuning steps per method
   c.finetune.lr_factor = 0.3                   # fine-tuning lr = source lr * this
+  # Fraction of every fine-tuning batch replayed from the source train split (the rest is the
+  # synthesized target set): without it the detector forgets what the method cannot paint.
+  c.finetune.replay = 0.0
   c.eval = ml_collections.ConfigDict()
   # demo: a detector trained for minutes scores low; 0.3 keeps its table from reading all-zero
   # (mAP@.5 in the table uses every threshold).

@@ -146,12 +146,17 @@ class PlatformBackend(protocol.Backend):
     base = config_lib.get(resolve_spec(self.config.detector.spec),
                           list(self.config.detector.overrides)
                           + [f"data.source={self.source_spec('train')}"])
+    # Replay: `finetune.replay` of every batch comes from the source train split, so classes a
+    # method cannot paint (and the source fabrics) are not forgotten while adapting.
+    replay = float(f.get("replay", 0.0))
     cfg = task_lib.finetune_config(base, detector["checkpoint"], source=synthetic["data"],
-                                   total_steps=f.steps, lr_factor=f.lr_factor)
+                                   total_steps=f.steps, lr_factor=f.lr_factor,
+                                   mix_source=self.source_spec("train") if replay else None,
+                                   mix_weight=replay)
     config_lib.validate(cfg)
     metrics = trainer.train(cfg, out_dir)
     return {"checkpoint": out_dir, "init_from": detector["checkpoint"], "data": synthetic["data"],
-            "steps": int(metrics.get("step", 0))}
+            "replay": replay, "steps": int(metrics.get("step", 0))}
 
   # ---- synthesis -------------------------------------------------------------------------------
 

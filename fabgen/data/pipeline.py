@@ -15,6 +15,12 @@ keeps the iterator state tiny (a position). Random transforms draw from
 `numpy.random.default_rng([seed, process, batch, slot])`: a function of the position in the
 stream only, so a resumed iterator yields exactly the batches of the uninterrupted one.
 `to_global_batch` assembles the per-process numpy batches into global `jax.Array`s.
+
+`make_mixed_dataset` draws each batch from several sources in fixed proportions (e.g. a small
+synthesized target set plus replay of the source training set, so fine-tuning does not forget):
+each source is sharded, shuffled and repeated on its own, `grain.MapDataset.mix` interleaves
+(source, index) pairs deterministically by weight, and the fetch reads each source's share of a
+batch in one call. The iterator state is still a position, so resume equals uninterrupted.
 """
 
 from __future__ import annotations
@@ -152,6 +158,92 @@ def make_dataset(source: base.Source, batch_size: int, *, seed: int = 0, shuffle
     ds = ds.repeat(num_epochs)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
   return ds.map_with_index(_Fetch(source, transform, seed, pi))
+
+
+class _Tag:
+  """index -> (source number, index): which source a mixed element comes from (picklable)."""
+
+  def __init__(self, k: int):
+    self.k = k
+
+  def __call__(self, index):
+    return (self.k, int(index))
+
+
+class _FetchMixed:
+  """Batch of (source number, index) pairs -> sample batch, each source read in one call.
+
+  Sources may carry different extra keys; the batch keeps the keys every sample has.
+  """
+
+  def __init__(self, sources: Sequence[base.Source], transform: Transform | None, seed: int,
+               process_index: int):
+    self.sources, self.transform = list(sources), transform
+    self.seed, self.process_index = seed, process_index
+
+  def __call__(self, batch_number: int, pairs) -> dict[str, np.ndarray]:
+    which, indices = (np.asarray(a).reshape(-1) for a in pairs)
+    samples: list[Any] = [None] * len(indices)
+    for k in sorted(set(int(w) for w in which)):
+      slots = [s for s in range(len(indices)) if int(which[s]) == k]
+      for s, sample in zip(slots, self.sources[k].get_batch([int(indices[s]) for s in slots])):
+        samples[s] = sample
+    if self.transform is not None:
+      # Same per-slot stream as `_Fetch`: a function of the position only.
+      samples = [self.transform(s, np.random.default_rng(
+          [self.seed, self.process_index, batch_number, slot])) for slot, s in enumerate(samples)]
+    common = [key for key in samples[0] if all(key in s for s in samples)]
+    names = "+".join(sorted({self.sources[int(w)].name for w in which}))
+    return stack([{key: s[key] for key in common} for s in samples], names)
+
+
+def mix_proportions(weights: Sequence[float], what: str = "weights") -> list[float]:
+  """Validated, normalised mixing weights; the error names `what` and the bad value."""
+  try:
+    w = [float(x) for x in weights]
+  except (TypeError, ValueError):
+    raise ValueError(f"{what}={weights!r}: expected numbers") from None
+  if not w or any(not np.isfinite(x) or x < 0 for x in w) or sum(w) <= 0:
+    raise ValueError(f"{what}={weights!r}: need finite, non-negative weights with a positive sum")
+  return [x / sum(w) for x in w]
+
+
+def make_mixed_dataset(sources: Sequence[base.Source], weights: Sequence[float],
+                       batch_size: int, *, seed: int = 0, shuffle: bool = True,
+                       num_epochs: int | None = None, transform: Transform | None = None,
+                       process_index: int | None = None, process_count: int | None = None,
+                       drop_remainder: bool = True) -> grain.MapDataset:
+  """Like `make_dataset`, but every batch mixes `sources` in the proportions `weights`.
+
+  The mix is a deterministic interleave (weights 0.75/0.25 put 6 + 2 samples in a batch of 8),
+  not a coin flip per sample, so every batch has the intended share. Each source repeats on its
+  own (a 48-image synthetic set cycles many times while a large source set is read once); with a
+  finite `num_epochs` the mix ends when its shortest component does. Zero-weight sources are
+  dropped. `seed` shuffles source k with its own derived seed (independent permutations).
+  """
+  sources = list(sources)
+  if len(sources) != len(weights):
+    raise ValueError(f"{len(sources)} sources but {len(weights)} weights {list(weights)}")
+  props = mix_proportions(weights)
+  pi = jax.process_index() if process_index is None else process_index
+  pc = jax.process_count() if process_count is None else process_count
+  if batch_size <= 0:
+    raise ValueError(f"batch_size must be positive, got {batch_size}")
+  parts, part_weights = [], []
+  for k, (source, p) in enumerate(zip(sources, props)):
+    if p == 0:
+      continue
+    ds = process_shard(len(source), pi, pc)
+    if shuffle:
+      ds = ds.shuffle(seed=int(np.random.SeedSequence([seed, k]).generate_state(1)[0]))
+    ds = ds.map(_Tag(k))
+    if num_epochs != 1:
+      ds = ds.repeat(num_epochs)
+    parts.append(ds)
+    part_weights.append(p)
+  ds = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, part_weights)
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  return ds.map_with_index(_FetchMixed(sources, transform, seed, pi))
 
 
 def make_iterator(dataset: grain.MapDataset, num_threads: int = 0, prefetch: int = 0):

@@ -105,6 +105,8 @@ class DetectorTask(Task):
                                  optax.adamw(schedule, b1=0.9, b2=0.999,
                                              weight_decay=o.weight_decay))
     self.source = None  # built lazily from config.data.source, or set by a caller
+    self.mix_source = None  # config.data.mix_source, likewise
+    mix_settings(config)  # a bad mix fails here, before any compile
     self._initial_params = self._load_initial_params()
 
   # ---- networks --------------------------------------------------------------------------------
@@ -217,6 +219,10 @@ class DetectorTask(Task):
     from fabgen.data.readers import open_source  # pylint: disable=g-import-not-at-top
     return open_source(self.config.data.source)
 
+  def build_mix_source(self):
+    from fabgen.data.readers import open_source  # pylint: disable=g-import-not-at-top
+    return open_source(self.config.data.mix_source)
+
   def dataset(self, process_index, process_count, seed):
     from fabgen.data import pipeline  # pylint: disable=g-import-not-at-top
     if self.source is None:
@@ -224,9 +230,17 @@ class DetectorTask(Task):
     d = self.config.data
     size = (self.config.image_size, self.config.image_size)
     transform = pipeline.make_transform(d.transform, size)
-    ds = pipeline.make_dataset(self.source, self.config.batch_size // process_count, seed=seed,
-                               transform=transform, process_index=process_index,
-                               process_count=process_count)
+    kwargs = dict(seed=seed, transform=transform, process_index=process_index,
+                  process_count=process_count)
+    batch = self.config.batch_size // process_count
+    mix_source, mix_weight = mix_settings(self.config)
+    if mix_source:
+      if self.mix_source is None:
+        self.mix_source = self.build_mix_source()
+      ds = pipeline.make_mixed_dataset([self.source, self.mix_source],
+                                       [1.0 - mix_weight, mix_weight], batch, **kwargs)
+    else:
+      ds = pipeline.make_dataset(self.source, batch, **kwargs)
     return ds.map(_select_keys).to_iter_dataset()
 
   def param_count_tree(self, state):
@@ -244,14 +258,41 @@ def _select_keys(batch):
   return {k: batch[k] for k in _KEYS}
 
 
+def mix_settings(config: ml_collections.ConfigDict) -> tuple[str, float]:
+  """(config.data.mix_source, config.data.mix_weight), validated; ("", 0.0) when off.
+
+  mix_weight is the fraction of every batch drawn from mix_source (the rest from data.source):
+  fine-tuning on a small new set mixed with replay of the original training set keeps the
+  classes the new set lacks. Both keys are optional (configs without them train unmixed).
+  """
+  d = config.data
+  source = d.get("mix_source", "") or ""
+  weight = d.get("mix_weight", 0.0)
+  if not isinstance(weight, (int, float)) or isinstance(weight, bool):
+    raise ValueError(f"config.data.mix_weight={weight!r}: expected a number in (0, 1)")
+  weight = float(weight)
+  if not source:
+    if weight != 0.0:
+      raise ValueError(f"config.data.mix_weight={weight} but config.data.mix_source is empty; "
+                       f"name the source to mix in, or set mix_weight=0")
+    return "", 0.0
+  if not 0.0 < weight < 1.0:
+    raise ValueError(f"config.data.mix_weight={weight}: must be in (0, 1) when "
+                     f"config.data.mix_source={source!r} is set (0 = off: clear mix_source)")
+  return str(source), weight
+
+
 def finetune_config(base_config: ml_collections.ConfigDict, init_from: str, *,
                     source: str | None = None, total_steps: int | None = None,
                     lr_factor: float = 0.1, warmup_steps: int | None = None,
+                    mix_source: str | None = None, mix_weight: float = 0.0,
                     ) -> ml_collections.ConfigDict:
   """A config that fine-tunes the detector trained in `init_from` (fewer steps, lower lr).
 
   The model section (sizes, class_ids) must be the one `init_from` was trained with; the
   optimizer starts afresh on the new data (`source`, e.g. a synthesized set's folder).
+  `mix_source` / `mix_weight` (e.g. the original training set, 0.5) replay it in every batch
+  (config.data.mix_*), so classes the new data lacks are not forgotten.
   """
   config = copy.deepcopy(base_config)
   with config.unlocked():
@@ -262,4 +303,7 @@ def finetune_config(base_config: ml_collections.ConfigDict, init_from: str, *,
     config.optim.lr = base_config.optim.lr * lr_factor
     config.optim.warmup_steps = (warmup_steps if warmup_steps is not None
                                  else max(1, config.total_steps // 20))
+    config.data.mix_source = mix_source or ""
+    config.data.mix_weight = float(mix_weight) if mix_source else 0.0
+  mix_settings(config)
   return config
