@@ -147,15 +147,17 @@ class PlatformBackend(protocol.Backend):
                           list(self.config.detector.overrides)
                           + [f"data.source={self.source_spec('train')}"])
     # Replay: `finetune.replay` of every batch comes from the source train split, so classes a
-    # method cannot paint (and the source fabrics) are not forgotten while adapting.
-    replay = float(f.get("replay", 0.0))
-    cfg = task_lib.finetune_config(base, detector["checkpoint"], source=synthetic["data"],
+    # method cannot paint (and the source fabrics) are not forgotten while adapting. The control
+    # (synthetic=None) fine-tunes on the source train split alone, same steps and lr.
+    replay = float(f.get("replay", 0.0)) if synthetic is not None else 0.0
+    data = synthetic["data"] if synthetic is not None else self.source_spec("train")
+    cfg = task_lib.finetune_config(base, detector["checkpoint"], source=data,
                                    total_steps=f.steps, lr_factor=f.lr_factor,
                                    mix_source=self.source_spec("train") if replay else None,
                                    mix_weight=replay)
     config_lib.validate(cfg)
     metrics = trainer.train(cfg, out_dir)
-    return {"checkpoint": out_dir, "init_from": detector["checkpoint"], "data": synthetic["data"],
+    return {"checkpoint": out_dir, "init_from": detector["checkpoint"], "data": data,
             "replay": replay, "steps": int(metrics.get("step", 0))}
 
   # ---- synthesis -------------------------------------------------------------------------------
@@ -243,7 +245,7 @@ class PlatformBackend(protocol.Backend):
       sheet = os.path.join(workdir, f"synth_{name}", "data", "contact_sheet.png")
       if os.path.isfile(sheet):
         rows.append((f"synthesized: {name}", Image.open(sheet).convert("RGB")))
-    for stage in ["eval_source"] + [f"eval_{m}" for m in self.config.methods]:
+    for stage in ["eval_source", "eval_control"] + [f"eval_{m}" for m in self.config.methods]:
       det = os.path.join(workdir, stage, "detections.png")
       if os.path.isfile(det):
         rows.append((f"detections after {stage.removeprefix('eval_')}",

@@ -1,6 +1,8 @@
 """The adaptation protocol for one held-out target fabric, resumable stage by stage.
 
   source detector ─┬─ evaluate on the target's real defects          -> row "no adaptation"
+                   ├─ (finetune.control) fine-tune on the sources only, the same steps, and
+                   │    evaluate                                     -> row "source only (control)"
                    └─ for each method (cutpaste, multistage, r3gan, ...):
                         synthesize defects on the target's defect-free images
                         fine-tune the source detector on them
@@ -16,6 +18,10 @@ Resumability: every stage runs in its own subfolder of the workdir and, when it 
 the first that has not; training stages also resume from their own checkpoints inside, so an
 interrupted run loses at most one checkpoint interval. The table is rebuilt from the result files
 at the end of every run.
+
+The control row answers "is it the synthetic target data, or just more training?": with source
+replay in the fine-tune (`finetune.replay`), a method's row beats "no adaptation" partly because
+the detector trained longer; it helps only as far as it beats the control.
 
 The work itself is done by a `Backend` (`platform_backend.PlatformBackend` trains through the
 platform, synthesizes through `fabgen.synthesis`, evaluates through `fabgen.adapt.evaluation`);
@@ -37,6 +43,7 @@ from fabgen.adapt import table as table_lib
 RESULT = "result.json"
 GENERATORS = {"multistage": ("stage1", "fusion"), "r3gan": ("r3gan",), "cutpaste": ()}
 NO_ADAPTATION = "no adaptation"
+CONTROL = "source only (control)"
 
 
 class Backend(abc.ABC):
@@ -59,8 +66,11 @@ class Backend(abc.ABC):
     """Writes a labelled synthetic set for the target; returns {"data": dir, ...}."""
 
   @abc.abstractmethod
-  def finetune(self, detector: dict, synthetic: dict, out_dir: str) -> dict:
-    """Fine-tunes the source detector on a synthetic set; returns {"checkpoint": dir, ...}."""
+  def finetune(self, detector: dict, synthetic: dict | None, out_dir: str) -> dict:
+    """Fine-tunes the source detector on a synthetic set; returns {"checkpoint": dir, ...}.
+
+    `synthetic=None` is the control: the same fine-tune on the source data only.
+    """
 
   @abc.abstractmethod
   def evaluate(self, detector: dict, out_dir: str) -> dict:
@@ -146,6 +156,11 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str, backend: Backe
                               lambda d, g=gen: backend.train_generator(g, d, done), log)
   reports = {NO_ADAPTATION: run_stage(
       workdir, "eval_source", lambda d: backend.evaluate(done["detector_source"], d), log)}
+  if config.get("finetune", {}).get("control", False):
+    control = run_stage(workdir, "finetune_control",
+                        lambda d: backend.finetune(done["detector_source"], None, d), log)
+    reports[CONTROL] = run_stage(workdir, "eval_control",
+                                 lambda d: backend.evaluate(control, d), log)
   for method in config.methods:
     synth = run_stage(workdir, f"synth_{method}",
                       lambda d, m=method: backend.synthesize(m, d, done), log)

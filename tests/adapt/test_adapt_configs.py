@@ -42,10 +42,17 @@ def test_every_stage_config_validates(variant, monkeypatch, tmp_path):
     assert built[task].total_steps == int(steps[-1].split("=")[1])
   # The fine-tune config is what the detector task accepts, at the same model size.
   from fabgen.detector import task as task_lib  # pylint: disable=g-import-not-at-top
+  # With source replay (finetune.replay), the detector task accepts the mix as well.
+  replay = config.finetune.replay
+  assert 0.0 <= replay < 1.0
   ft = task_lib.finetune_config(built["detector"], "/nonexistent", source="/tmp/x",
                                 total_steps=config.finetune.steps,
-                                lr_factor=config.finetune.lr_factor)
+                                lr_factor=config.finetune.lr_factor,
+                                mix_source=backend.source_spec("train") if replay else None,
+                                mix_weight=replay)
   config_lib.validate(ft)
+  assert task_lib.mix_settings(ft) == ((backend.source_spec("train"), replay) if replay
+                                       else ("", 0.0))
   assert ft.model == built["detector"].model
   assert ft.optim.lr == pytest.approx(built["detector"].optim.lr * config.finetune.lr_factor)
   assert config.eval.overlap < built["detector"].image_size

@@ -68,15 +68,21 @@ def test_protocol_runs_for_real_and_resumes(tmp_path):
   assert tuned["init_from"] == os.path.join(workdir, "detector_source") and tuned["steps"] == 2
   ft_config = json.load(open(os.path.join(workdir, "finetune_cutpaste", "config.json")))
   assert ft_config["init_from"] == tuned["init_from"]
+  # ... on the synthetic set with source replay mixed in; the control on the sources alone.
+  source = backend.source_spec("train")
+  assert (ft_config["data"]["mix_source"], ft_config["data"]["mix_weight"]) == (
+      source, config.finetune.replay) and config.finetune.replay > 0
+  control = json.load(open(os.path.join(workdir, "finetune_control", "config.json")))
+  assert (control["data"]["source"], control["data"]["mix_source"]) == (source, "")
   # Both rows evaluated the same real target images, and the table holds them.
   reports = result["reports"]
-  assert list(reports) == [protocol.NO_ADAPTATION, "cutpaste"]
+  assert list(reports) == [protocol.NO_ADAPTATION, protocol.CONTROL, "cutpaste"]
   assert {r["num_images"] for r in reports.values()} == {target["num_test"]}
   for r in reports.values():
     assert all(0.0 <= row["defect"]["f1"] <= 1.0 for row in r["classes"].values())
     assert np.isfinite(r["mean_f1"]["defect"])
   table = open(os.path.join(workdir, "table.md")).read()
-  assert "| no adaptation |" in table and "| cutpaste |" in table
+  assert all(f"| {row} |" in table for row in reports)
   for f in ("samples.png", "eval_source/detections.png", "eval_cutpaste/report.md",
             "synth_cutpaste/data/contact_sheet.png"):
     assert os.path.getsize(os.path.join(workdir, f)) > 0, f

@@ -50,20 +50,25 @@ class CountingBackend(protocol.Backend):
     return {"data": out_dir}
 
   def finetune(self, detector, synthetic, out_dir):
+    if synthetic is None:  # the control: sources only
+      self._call("finetune_control")
+      return {"checkpoint": out_dir, "method": "control"}
     self._call(f"finetune_{os.path.basename(synthetic['data']).removeprefix('synth_')}")
     return {"checkpoint": out_dir, "method": os.path.basename(synthetic["data"])[6:]}
 
   def evaluate(self, detector, out_dir):
     name = os.path.basename(out_dir)
     self._call(name)
-    gain = {"eval_source": 0.0, "eval_cutpaste": 0.25, "eval_multistage": 0.5}[name]
+    gain = {"eval_source": 0.0, "eval_control": 0.125, "eval_cutpaste": 0.25,
+            "eval_multistage": 0.5}[name]
     return report({"color_spot": 0.5 + gain, "knot": 0.25 + gain})
 
 
-def demo_config():
+def demo_config(control=False):
   from fabgen.platform import config as config_lib  # pylint: disable=g-import-not-at-top
   config = config_lib.load_config(CONFIG_PATH + ":demo")
   config.methods = ("cutpaste", "multistage")
+  config.finetune.control = control
   return config
 
 
@@ -89,6 +94,19 @@ def test_interrupted_run_resumes_without_redoing_stages(tmp_path):
   assert third.calls == [] and (tmp_path / "table.md").read_text() == table
   saved = json.loads((tmp_path / "table.json").read_text())
   assert saved["target"]["fabric_id"] == 41
+
+
+def test_control_row_fine_tunes_on_sources_only_and_resumes(tmp_path):
+  config = demo_config(control=True)
+  first = CountingBackend(fail_at="eval_control")
+  with pytest.raises(RuntimeError, match="simulated crash"):
+    protocol.run_protocol(config, str(tmp_path), first, log=lambda _: None)
+  assert first.calls[-3:] == ["eval_source", "finetune_control", "eval_control"]
+  second = CountingBackend()
+  result = protocol.run_protocol(config, str(tmp_path), second, log=lambda _: None)
+  assert second.calls[:2] == ["eval_control", "synth_cutpaste"]
+  assert list(result["reports"]) == ["no adaptation", protocol.CONTROL, "cutpaste", "multistage"]
+  assert "| source only (control) | 62.5 | 37.5 | 50.0 | 50.0 |" in result["table"]
 
 
 def test_bad_config_and_corrupt_result_are_named(tmp_path):
