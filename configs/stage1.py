@@ -13,6 +13,14 @@ implementation's step). Options: loss in {rpgan, nsgan, hinge, wgan}, r1, r2, ga
 lazy_interval, ema, vgg (a torchvision VGG19 state dict as .safetensors/.npz/.pth; empty =
 fixed random filters),
 source, steps, batch.
+
+Grids (`fabgen.gan.grid_task`): gammas and/or seeds, ';'-separated, train every member of
+gammas x seeds side by side in one compiled program (vmap), with per-member metrics
+(`g_loss/gamma=0.5`), evaluations (`samples/<label>/`) and one checkpoint holding them all:
+  fabgen train --config 'configs/stage1.py:tiny,gammas=0.5;1;2' --workdir /tmp/s1_gammas
+  fabgen train --config configs/stage1.py:tiny --config.grid.seeds='(0,1,2)' --workdir /tmp/s1_seeds
+Member (g, s) is the single run with loss.gamma=g, seed=s on the same batches (input order from
+`seed`). Empty (the default) = one ordinary run.
 """
 
 import ml_collections
@@ -24,7 +32,7 @@ def get_config(arg=None):
   """`arg`: variant plus key=value options, e.g. "tiny,loss=hinge,gamma=0.5"."""
   o = config_lib.parse_arg(arg, variant="64", loss="rpgan", r1=True, r2=True, gamma=0.0,
                            lazy_interval=1, ema=True, vgg="", source="", steps=0, batch=0,
-                           background=False)
+                           background=False, gammas="", seeds="")
   if o.variant not in ("tiny", "64", "128", "r3gan_compare"):
     raise ValueError(f"configs/stage1.py: unknown variant {o.variant!r}; use tiny, 64, 128 or "
                      f"r3gan_compare")
@@ -100,7 +108,27 @@ def get_config(arg=None):
   c.eval.kid_samples = 64 if tiny else 2000
   c.eval.batch = 16 if tiny else 64
 
+  c.grid = ml_collections.ConfigDict()
+  c.grid.gammas = _grid_values(o.gammas, "gammas", float)  # R1/R2 weights; () = loss.gamma
+  c.grid.seeds = _grid_values(o.seeds, "seeds", int)       # init/noise seeds; () = seed
+
   c.checkpoint.every_steps = 50 if tiny else 5000
   c.log_every_steps = 10 if tiny else 100
   c.summary_every_steps = 0 if tiny else 5000
   return c
+
+
+def _grid_values(text: str, key: str, kind) -> tuple:
+  """"0.5;1;2" -> (0.5, 1.0, 2.0); ';' because ',' separates the config arguments."""
+  values = []
+  for item in filter(None, (t.strip() for t in text.split(";"))):
+    try:
+      number = float(item)
+    except ValueError:
+      raise ValueError(f"configs/stage1.py: config argument {key}={text!r}: {item!r} is not a "
+                       f"number") from None
+    if kind is int and not number.is_integer():
+      raise ValueError(f"configs/stage1.py: config argument {key}={text!r}: {item!r} is not an "
+                       f"int")
+    values.append(kind(number))
+  return tuple(values)

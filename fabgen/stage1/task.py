@@ -43,6 +43,18 @@ def to_signed(images: jax.Array) -> jax.Array:
 class Stage1Task(Task):
   """Conditional R3GAN on (defect patch, mask | Gram of defect-free texture, class)."""
 
+  def __new__(cls, config: ml_collections.ConfigDict):
+    """A non-empty `config.grid` builds the vmapped grid of stage-1 runs instead (one program).
+
+    The hook sits here so that `config.task = "stage1"` (and every checkpoint written with it)
+    keeps naming the model family; `fabgen.gan.grid_task` holds the grid itself.
+    """
+    if cls is Stage1Task and "grid" in config and (config.grid.get("gammas")
+                                                   or config.grid.get("seeds")):
+      from fabgen.gan import grid_task  # pylint: disable=g-import-not-at-top
+      return grid_task.GridTask(config, Stage1Task)
+    return super().__new__(cls)
+
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
     if config.loss.kind not in losses.LOSSES:

@@ -1,0 +1,217 @@
+"""`GridTask`: a grid of stage-1 runs (gammas x seeds) trained as one platform Task, one program.
+
+An ablation sweep over the R1/R2 weight gamma, or over seeds, normally costs one compilation and
+one process per point. With `config.grid.gammas` and/or `config.grid.seeds` set, `Stage1Task`
+builds this wrapper instead (see `Stage1Task.__new__`), so the ordinary platform trains the whole
+grid: `fabgen train --config configs/stage1.py:tiny,gammas=0.5;1;2 --workdir DIR`.
+
+Members are the cross product gammas x seeds (an empty list means the config's single value:
+`loss.gamma`, `seed`). Member (g, s) is exactly the single run with `loss.gamma=g, seed=s`: its
+init key and per-step rngs are derived from `s` as the trainer derives them for one run, and
+it sees the same batches (the input order follows `config.seed`, shared by every member, so the
+differences between members come from the hyperparameter, not the data).
+
+State: `{"step": scalar, "members": member states stacked on a leading axis}`, so checkpoints,
+resume, NaN stops and sharding go through the trainer unchanged. One step is
+`vmap(Stage1Task.step_with)` over (state, rng, gamma) with the batch shared. Metrics are
+reported per member, named `<metric>/<label>` (`g_loss/gamma=0.5`, `d_loss/gamma=1/seed=2`).
+Evaluation (KID, Gram distance, conditioning check, sample grid) runs for every member, with
+scalars `eval/<metric>/<label>` and grids in `samples/<label>/`.
+
+Sharding: the member axis goes on the mesh's "data" axis when the member count divides it (each
+device trains its own members and sees the whole batch), otherwise members stay replicated and
+the batch is data-parallel inside each member. `state_shardings` gives that layout; inside the
+step it is imposed with sharding constraints, because the trainer lays the state out from
+`config.sharding_rules`, which cannot name "the leading axis of every leaf".
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from fabgen.platform import sharding as sharding_lib
+from fabgen.platform.task import Task
+
+MEMBER_AXIS = "data"  # the mesh axis members are spread over when their count divides it
+
+
+def _is_number(x) -> bool:
+  return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+def grid_members(config: ml_collections.ConfigDict) -> list[tuple[float, int]]:
+  """(gamma, seed) per member: the cross product of `grid.gammas` and `grid.seeds`.
+
+  Errors name the config key and the bad value, so a sweep fails before anything compiles.
+  """
+  g = config.grid
+  gammas, seeds = g.get("gammas") or (), g.get("seeds") or ()
+  for key, values in (("gammas", gammas), ("seeds", seeds)):
+    if isinstance(values, (str, bytes)) or not isinstance(values, (tuple, list)):
+      raise ValueError(f"config.grid.{key}={values!r}: expected a tuple of numbers, e.g. "
+                       f"--config.grid.{key}='(0.5,1.0)'")
+    if len(set(values)) != len(values):
+      raise ValueError(f"config.grid.{key}={tuple(values)!r} has duplicates (identical members)")
+  for v in gammas:
+    if not _is_number(v) or not math.isfinite(v) or v < 0:
+      raise ValueError(f"config.grid.gammas: {v!r} is not a finite number >= 0 "
+                       f"(in {tuple(gammas)!r})")
+  for v in seeds:
+    if not _is_number(v) or float(v) != int(v) or v < 0:
+      raise ValueError(f"config.grid.seeds: {v!r} is not an int >= 0 (in {tuple(seeds)!r})")
+  if gammas and not (config.loss.r1 or config.loss.r2):
+    raise ValueError(f"config.grid.gammas={tuple(gammas)!r} sweeps the R1/R2 weight, but "
+                     f"config.loss.r1 and config.loss.r2 are both off: every member would be "
+                     f"the same run")
+  gammas = [float(v) for v in gammas] or [float(config.loss.gamma)]
+  seeds = [int(v) for v in seeds] or [int(config.seed)]
+  return [(gm, s) for gm in gammas for s in seeds]
+
+
+def member_labels(config: ml_collections.ConfigDict) -> list[str]:
+  """`gamma=0.5`, `seed=3` or `gamma=0.5/seed=3`: what the grid varies, per member."""
+  g = config.grid
+  out = []
+  for gamma, seed in grid_members(config):
+    parts = ([f"gamma={gamma:g}"] if g.get("gammas") else []) + (
+        [f"seed={seed}"] if g.get("seeds") else [])
+    out.append("/".join(parts))
+  return out
+
+
+def member_config(config: ml_collections.ConfigDict, gamma: float | None = None,
+                  seed: int | None = None) -> ml_collections.ConfigDict:
+  """`config` without the grid (optionally with one member's gamma and seed): a single run's."""
+  c = copy.deepcopy(config)
+  with c.unlocked(), c.ignore_type():
+    c.grid.gammas, c.grid.seeds = (), ()
+    if gamma is not None:
+      c.loss.gamma = float(gamma)
+    if seed is not None:
+      c.seed = int(seed)
+  return c
+
+
+class GridTask(Task):
+  """Stacked members of `task_cls` advanced by one vmapped step (see module docstring)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, task_cls):
+    super().__init__(config)
+    self.members = grid_members(config)
+    self.labels = member_labels(config)
+    self.inner = task_cls(member_config(config))
+    if not hasattr(self.inner, "step_with"):
+      raise ValueError(f"config.grid: task {config.task!r} has no step_with(state, batch, rng, "
+                       f"gamma), so it cannot be trained as a grid")
+
+  @property
+  def size(self) -> int:
+    return len(self.members)
+
+  def _seed_keys(self):
+    """(init keys [N], step base keys [N]): `split(key(seed))` as the trainer does for one run."""
+    pairs = [jax.random.split(jax.random.key(s)) for _, s in self.members]
+    return jnp.stack([p[0] for p in pairs]), jnp.stack([p[1] for p in pairs])
+
+  def _constrain(self, members):
+    """Members on the "data" mesh axis when it divides their count (no-op outside a mesh)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.shape.get(MEMBER_AXIS, 1) <= 1 or self.size % mesh.shape[MEMBER_AXIS]:
+      return members
+    return jax.tree.map(
+        lambda x: jax.lax.with_sharding_constraint(x, P(MEMBER_AXIS, *([None] * (x.ndim - 1)))),
+        members)
+
+  # ---- Task contract ---------------------------------------------------------------------------
+
+  def init_state(self, rng):
+    """Member i from its own seed's init key (the platform's `rng` is that of `config.seed`)."""
+    del rng
+    init_keys, _ = self._seed_keys()
+    members = jax.vmap(self.inner.init_state)(init_keys)
+    return {"step": jnp.zeros((), jnp.int32), "members": members}
+
+  def train_step(self, state, batch, rng):
+    """vmap(step_with) over (member state, member rng, member gamma); the batch is shared."""
+    del rng  # each member's rng is fold_in(its seed's step key, step), as in its single run
+    _, step_keys = self._seed_keys()
+    rngs = jax.vmap(jax.random.fold_in, in_axes=(0, None))(step_keys, state["step"])
+    gammas = jnp.asarray([g for g, _ in self.members], jnp.float32)
+    members = self._constrain(state["members"])
+    members, metrics = jax.vmap(self.inner.step_with, in_axes=(0, None, 0, 0))(
+        members, batch, rngs, gammas)
+    flat = {f"{k}/{label}": v[i] for k, v in metrics.items()
+            for i, label in enumerate(self.labels)}
+    return {"step": state["step"] + 1, "members": self._constrain(members)}, flat
+
+  def dataset(self, process_index, process_count, seed):
+    return self.inner.dataset(process_index, process_count, seed)
+
+  def batch_axes(self):
+    return self.inner.batch_axes()
+
+  def param_count_tree(self, state):
+    """One member's parameters (the grid holds `size` copies of them)."""
+    return self.inner.param_count_tree(self.member(state, 0))
+
+  def evaluate(self, state, step, writer, workdir):
+    """Every member's stage-1 evaluation; scalars `eval/<metric>/<label>`, grids per member."""
+    host = sharding_lib.to_host(state)
+    out = {}
+    for i, label in enumerate(self.labels):
+      member_dir = os.path.join(workdir, "members", label.replace("/", "_")) if workdir else ""
+      scalars = self.inner.evaluate(self.member(host, i), step, _Prefixed(writer, label),
+                                    member_dir)
+      out.update({f"{k}/{label}": v for k, v in scalars.items()})
+    return out
+
+  # ---- grid helpers ----------------------------------------------------------------------------
+
+  @staticmethod
+  def member(state, i: int):
+    """Member i's single-run state (what its own run would checkpoint) out of the grid state."""
+    return jax.tree.map(lambda a: a[i], state["members"])
+
+  def state_shardings(self, abstract_state, mesh: jax.sharding.Mesh, config=None) -> Any:
+    """The grid's layout: member axis on "data" when it divides, the rest by the member's rules.
+
+    The trainer does not call this yet (it lays out every task's state from config rules); a
+    `Task.state_shardings` hook there would make this the stored layout, so that each device
+    holds only its members' parameters and optimizer states.
+    """
+    config = config or self.config
+    member_abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype),
+                                   abstract_state["members"])
+    inner = sharding_lib.state_specs(member_abstract, mesh, config.get("sharding_rules", ()),
+                                     config.get("logical_axis_rules", ()),
+                                     config.get("fsdp_min_size", 2 ** 14))
+    lead = MEMBER_AXIS if mesh.shape[MEMBER_AXIS] > 1 and self.size % mesh.shape[
+        MEMBER_AXIS] == 0 else None
+    def spec(s):
+      rest = tuple(None if a == lead else a for a in s) if lead else tuple(s)
+      return NamedSharding(mesh, P(lead, *rest))
+    members = jax.tree.map(spec, inner, is_leaf=lambda x: isinstance(x, P))
+    return {"step": NamedSharding(mesh, P()), "members": members}
+
+
+class _Prefixed:
+  """A metric writer whose image keys carry the member label (one sample grid per member)."""
+
+  def __init__(self, writer, label: str):
+    self.writer, self.label = writer, label
+
+  def write_images(self, step, images):
+    if self.writer is not None:
+      self.writer.write_images(step, {f"{k}/{self.label}": v for k, v in images.items()})
+
+  def __getattr__(self, name):
+    return getattr(self.writer, name)
