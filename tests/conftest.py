@@ -8,3 +8,14 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent XLA compilation cache for the whole run, shared by the xdist workers and the
+# subprocesses tests start (they inherit the environment): FabricSim's renderer, the tiny models'
+# init and step programs compile once per suite instead of once per test file. Programs with host
+# callbacks are never cached, so those tests still compile for real. FABGEN_TEST_JAX_CACHE=""
+# turns it off (e.g. to time compilation).
+_CACHE = os.environ.setdefault(
+    "FABGEN_TEST_JAX_CACHE",
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".jax_cache_tests"))
+if _CACHE:
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")

@@ -23,23 +23,6 @@ OVERRIDES = ["checkpoint.every_steps=3", "log_every_steps=1", "summary_every_ste
              "checkpoint.asynchronous=false"]
 
 
-CACHE = {}
-
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-  """One persistent XLA cache for the module: each train() call recompiles the same steps.
-
-  Restores JAX's previous setting afterwards, so other test modules in this worker are unaffected.
-  """
-  from jax.experimental.compilation_cache import compilation_cache as cc  # pylint: disable=g-import-not-at-top
-  previous = jax.config.jax_compilation_cache_dir
-  directory = str(tmp_path_factory.mktemp("xla_cache"))
-  CACHE["dir"] = directory
-  yield directory
-  jax.config.update("jax_compilation_cache_dir", previous)
-  cc.reset_cache()
-
-
 def _free_port():
   with socket.socket() as s:
     s.bind(("localhost", 0))
@@ -62,7 +45,7 @@ def test_two_processes_agree_with_one(tmp_path):
                XLA_FLAGS="--xla_force_host_platform_device_count=2")
     cmd = [sys.executable, "-m", "fabgen.cli.main", "train", "--config",
            "configs/reference.py:tiny,steps=6", "--workdir", workdir]
-    cmd += [f"--config.{o}" for o in OVERRIDES + [f"compilation_cache_dir={CACHE['dir']}"]]
+    cmd += [f"--config.{o}" for o in OVERRIDES]
     cmd += ["--config.mesh.fsdp=2"]
     procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True))
@@ -71,8 +54,7 @@ def test_two_processes_agree_with_one(tmp_path):
     assert p.returncode == 0, err[-4000:]
 
   config = reference.get_config("tiny,steps=6")
-  config_lib.apply_overrides(config, OVERRIDES + ["mesh.fsdp=2",
-                                               f"compilation_cache_dir={CACHE['dir']}"])
+  config_lib.apply_overrides(config, OVERRIDES + ["mesh.fsdp=2"])
   one = str(tmp_path / "one")
   trainer.train(config, one, devices=jax.devices()[:4])
   two_losses, one_losses = _losses(workdir), _losses(one)
@@ -84,7 +66,7 @@ def test_two_processes_agree_with_one(tmp_path):
   # The 2-process checkpoint (4 devices, fsdp=2) continues in this one process on 1 device: the
   # weights reshard; the per-process input position cannot carry over, so the input restarts.
   config = reference.get_config("tiny,steps=8")
-  config_lib.apply_overrides(config, OVERRIDES + [f"compilation_cache_dir={CACHE['dir']}"])
+  config_lib.apply_overrides(config, OVERRIDES)
   result = trainer.train(config, workdir, devices=jax.devices()[:1])
   assert result["step"] == 8 and np.isfinite(result["loss"])
   assert sorted(_losses(workdir)) == list(range(1, 9))

@@ -22,26 +22,9 @@ STEPS = 200
 OVERRIDES = ["checkpoint.every_steps=1000", "log_every_steps=1", "summary_every_steps=0"]
 
 
-CACHE = {}
-
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-  """One persistent XLA cache for the module: each train() call recompiles the same steps.
-
-  Restores JAX's previous setting afterwards, so other test modules in this worker are unaffected.
-  """
-  from jax.experimental.compilation_cache import compilation_cache as cc  # pylint: disable=g-import-not-at-top
-  previous = jax.config.jax_compilation_cache_dir
-  directory = str(tmp_path_factory.mktemp("xla_cache"))
-  CACHE["dir"] = directory
-  yield directory
-  jax.config.update("jax_compilation_cache_dir", previous)
-  cc.reset_cache()
-
-
 def _config():
   c = reference.get_config(f"tiny,steps={STEPS}")
-  config_lib.apply_overrides(c, OVERRIDES + [f"compilation_cache_dir={CACHE['dir']}"])
+  config_lib.apply_overrides(c, OVERRIDES)
   return c
 
 
@@ -57,7 +40,7 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted(tmp_path):
   workdir = str(tmp_path / "signalled")
   cmd = [sys.executable, "-m", "fabgen.cli.main", "train", "--config",
          f"configs/reference.py:tiny,steps={STEPS}", "--workdir", workdir]
-  cmd += [f"--config.{o}" for o in OVERRIDES + [f"compilation_cache_dir={CACHE['dir']}"]]
+  cmd += [f"--config.{o}" for o in OVERRIDES]
   proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
   deadline = time.time() + 240

@@ -18,29 +18,11 @@ from fabgen.platform import metrics as metrics_lib
 from fabgen.platform import trainer
 
 
-CACHE = {}
-
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-  """One persistent XLA cache for the module: each train() call recompiles the same steps.
-
-  Restores JAX's previous setting afterwards, so other test modules in this worker are unaffected.
-  """
-  from jax.experimental.compilation_cache import compilation_cache as cc  # pylint: disable=g-import-not-at-top
-  previous = jax.config.jax_compilation_cache_dir
-  directory = str(tmp_path_factory.mktemp("xla_cache"))
-  CACHE["dir"] = directory
-  yield directory
-  jax.config.update("jax_compilation_cache_dir", previous)
-  cc.reset_cache()
-
-
 def _config(steps=12, **overrides):
   c = reference.get_config(f"tiny,steps={steps}")
   c.checkpoint.every_steps = 6
   c.checkpoint.asynchronous = False
   c.summary_every_steps = 0
-  c.compilation_cache_dir = CACHE["dir"]
   for key, value in overrides.items():
     node = c
     parts = key.split(".")

@@ -10,21 +10,7 @@ from fabgen.gan import losses as gan_losses
 from fabgen.stage2 import data as data_lib
 from fabgen.stage2 import losses
 from fabgen.stage2 import task as task_lib
-
-
-def _records(n=8, size=40, seed=0):
-  """Striped fabric with dark blobs: a tiny stand-in for a labelled source."""
-  rng = np.random.default_rng(seed)
-  y, x = np.mgrid[:size, :size]
-  out = []
-  for i in range(n):
-    img = 110 + 50 * np.sin(2 * np.pi * x / 5)[..., None] * np.array([1, .8, .6])
-    img = np.clip(img + rng.normal(0, 4, (size, size, 3)), 0, 255)
-    m = (y - 20) ** 2 / (9 + i) + (x - 18 - i) ** 2 / 16 < 1
-    img[m] *= 0.35
-    out.append({"image": img.astype(np.uint8), "instance_mask": m.astype(np.int32),
-                "instance_class": np.array([1, -1, -1, -1], np.int32)})
-  return out
+from stage2_fixtures import striped_records as _records
 
 
 def _task(objective="nsgan"):
