@@ -79,6 +79,10 @@ def get_config(arg=None):
   c.data.hflip = True
   c.data.vflip = True
   c.data.flip_prob = 0.5
+  # Mix a second source into every batch (e.g. source replay while fine-tuning on a synthetic
+  # set): mix_weight = its share of each batch; "" / 0.0 = off.
+  c.data.mix_source = ""
+  c.data.mix_weight = 0.0
 
   c.checkpoint.every_steps = 50 if tiny else 500 if small else 5000
   c.log_every_steps = 10 if tiny else 50
