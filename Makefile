@@ -1,12 +1,13 @@
 # Two commands set everything up on a machine with only Python:
 #   make demo   - create .venv if missing, then run the whole pipeline on FabricSim
-#   make test   - create .venv if missing, then run the test suite
+#   make test   - create .venv if missing, then run the test suite (end-to-end runs left out)
+#   make test-e2e - the whole-stage end-to-end tests (`e2e` marker); CI runs both
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 WORKDIR ?= demo_out
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test test-e2e bench venv clean
 
 $(BIN)/fabgen: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +21,10 @@ demo: venv
 	$(BIN)/fabgen demo --workdir $(WORKDIR)
 
 test: venv
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not e2e" tests
+
+test-e2e: venv
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m e2e tests
 
 bench: venv
 	$(BIN)/python -m benchmarks.run_all

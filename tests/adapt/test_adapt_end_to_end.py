@@ -46,7 +46,7 @@ def smallest_config():
   return c
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_protocol_runs_for_real_and_resumes(tmp_path):
   from fabgen.platform import trainer  # pylint: disable=g-import-not-at-top
   trainer.use_compilation_cache(str(tmp_path / "jax_cache"))  # as `fabgen adapt` does

@@ -81,8 +81,9 @@ def _detector_config(**data):
     config.data.transform = "crop"
     config.image_size = 8
     config.data_prefetch = 2
-    for k, v in data.items():
-      config.data[k] = v
+    with config.data.ignore_type():  # let a wrong type reach the task's own check
+      for k, v in data.items():
+        config.data[k] = v
   return config
 
 
@@ -125,6 +126,11 @@ def test_detector_task_mixes_and_the_trainer_checkpoint_resumes_the_mixed_stream
 def test_bad_mix_settings_fail_naming_the_key(data, match):
   with pytest.raises(ValueError, match=match):
     task_lib.DetectorTask(_detector_config(**data))
+
+
+def test_a_mistyped_mix_override_fails_naming_the_key():
+  with pytest.raises(config_lib.ConfigError, match="config.data.mix_weight"):
+    config_lib.get("configs/detector.py:tiny", ["--config.data.mix_weight=half"])
 
 
 def test_finetune_config_sets_the_replay_mix_and_off_by_default():

@@ -1,5 +1,6 @@
 """`fabgen train` of the detector on 8 devices equals one-device steps; restore, predict and
-fine-tune from that checkpoint. Its own file, so xdist runs it beside the overfit test."""
+fine-tune from that checkpoint. An `e2e` test (two detector compiles, one on 8 devices: ~3 min
+alone, ~7 min beside another worker on 2 cores): `make test-e2e` and CI run it."""
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +12,7 @@ from detector_fixtures import tiny_config as _config
 from fabgen.detector import task as task_lib
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_sharded_training_equals_unsharded_then_restore_and_finetune(tmp_path):
   """`fabgen train` on 8 devices (batch sharded) == the same steps on one device; the restored
   checkpoint is that state; predict works on it; finetune_config starts from it."""

@@ -3,10 +3,8 @@ the platform trainer, then `fabgen synthesize --method multistage` on FabricSim 
 output loads back through `open_source` with boxes equal to the mask's component rectangles and
 masks equal to the pixels that differ from the background.
 
-Opt-in (`FABGEN_E2E=1 pytest tests/synthesis/test_synthesis_multistage_e2e.py`): it compiles three
-programs (stage-1 step, fusion step, synthesis) and took 147 s on the shared 2-core machine, over
-the area's test budget. The same check runs by hand with the commands in the module of
-`fabgen/synthesis/multistage.py`.
+An `e2e` test (`make test-e2e`, run by CI): it compiles three programs (stage-1 step, fusion step,
+synthesis) and takes 80-150 s on 2 cores, over the default run's budget.
 """
 
 import json
@@ -34,8 +32,7 @@ def _train(module, arg, workdir):
   return trainer.train(config, workdir, devices=jax.devices()[:1])
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("FABGEN_E2E") != "1", reason="opt-in: set FABGEN_E2E=1")
+@pytest.mark.e2e
 def test_multistage_from_real_checkpoints_reads_back_exact(tmp_path):
   stage1_dir, fusion_dir = str(tmp_path / "stage1"), str(tmp_path / "fusion")
   assert _train(stage1_config, "tiny,steps=2,batch=4", stage1_dir)["step"] == 2
