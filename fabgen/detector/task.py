@@ -241,7 +241,7 @@ class DetectorTask(Task):
                                        [1.0 - mix_weight, mix_weight], batch, **kwargs)
     else:
       ds = pipeline.make_dataset(self.source, batch, **kwargs)
-    return ds.map(_select_keys).to_iter_dataset()
+    return ds.map(_select_keys).to_iter_dataset(pipeline.config_read_options(self.config))
 
   def param_count_tree(self, state):
     return state["params"]

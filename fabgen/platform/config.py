@@ -51,6 +51,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint.asynchronous = True  # write in the background while training continues
 
   c.data_prefetch = 2         # batches a background thread prepares ahead (0 = none)
+  c.data_threads = 0          # grain reader threads per process (0 = min(CPU count, 8))
+  c.data_buffer = 0           # batches grain reads ahead (0 = 2 x data_threads)
 
   c.log_every_steps = 50      # scalars to TensorBoard + metrics.jsonl, NaN check always per step
   c.summary_every_steps = 0   # task.evaluate (sample grids, KID...); 0 = only at the end

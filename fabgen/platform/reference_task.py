@@ -21,6 +21,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from fabgen.data import pipeline
 from fabgen.platform import ema as ema_lib
 from fabgen.platform import precision as precision_lib
 from fabgen.platform import schedules
@@ -66,7 +67,8 @@ def make_batch(indices, seed: int, size: int, channels: int, num_classes: int):
 
 def grating_dataset(num_examples: int, global_batch: int, process_index: int,
                     process_count: int, seed: int, size: int, channels: int,
-                    num_classes: int) -> grain.IterDataset:
+                    num_classes: int,
+                    options: grain.ReadOptions | None = None) -> grain.IterDataset:
   """This process's rows of an infinite sequence of shuffled global batches."""
   if global_batch % process_count:
     raise ValueError(f"batch_size={global_batch} is not divisible by {process_count} processes")
@@ -76,7 +78,7 @@ def grating_dataset(num_examples: int, global_batch: int, process_index: int,
   ds = ds.batch(global_batch, drop_remainder=True)
   ds = ds.map(lambda idx: make_batch(np.asarray(idx)[lo:lo + rows], seed, size, channels,
                                      num_classes))
-  return ds.to_iter_dataset()
+  return ds.to_iter_dataset(options or pipeline.read_options())
 
 
 class ReferenceTask(Task):
@@ -131,7 +133,8 @@ class ReferenceTask(Task):
   def dataset(self, process_index, process_count, seed):
     d, m = self.config.data, self.config.model
     return grating_dataset(d.num_examples, self.config.batch_size, process_index, process_count,
-                           seed, d.image_size, d.channels, m.num_classes)
+                           seed, d.image_size, d.channels, m.num_classes,
+                           pipeline.config_read_options(self.config))
 
   def eval_batch(self, n: int = 64):
     """Held-out examples (indices past the training set), the same on every call."""

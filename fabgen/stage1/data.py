@@ -24,6 +24,8 @@ from typing import Iterable, Mapping, Sequence
 import grain
 import numpy as np
 
+from fabgen.data import pipeline
+
 
 @dataclasses.dataclass
 class PatchSet:
@@ -181,7 +183,7 @@ def from_source(spec_or_source, patch_size: int, max_records: int,
 
 
 def dataset(patches: PatchSet, global_batch: int, process_index: int, process_count: int,
-            seed: int) -> grain.IterDataset:
+            seed: int, options: grain.ReadOptions | None = None) -> grain.IterDataset:
   """This process's rows of an infinite stream of shuffled global batches.
 
   Yields {"patch" uint8 [b,P,P,3], "mask" float32 [b,P,P], "clean" uint8 [b,P,P,3],
@@ -201,4 +203,5 @@ def dataset(patches: PatchSet, global_batch: int, process_index: int, process_co
             "class_id": patches.class_ids[idx].astype(np.int32)}
 
   ds = grain.MapDataset.range(len(patches)).shuffle(seed=seed).repeat(None)
-  return ds.batch(global_batch, drop_remainder=True).map(make).to_iter_dataset()
+  return ds.batch(global_batch, drop_remainder=True).map(make).to_iter_dataset(
+      options or pipeline.read_options())

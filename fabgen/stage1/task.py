@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from fabgen.data import pipeline
 from fabgen.gan import losses
 from fabgen.platform import ema as ema_lib
 from fabgen.platform import schedules
@@ -169,7 +170,7 @@ class Stage1Task(Task):
     if self.train_set is None:
       self.train_set = self.build_patch_set(self.config.data.source)
     return data_lib.dataset(self.train_set, self.config.batch_size, process_index,
-                            process_count, seed)
+                            process_count, seed, pipeline.config_read_options(self.config))
 
   def class_ids(self) -> tuple[int, ...]:
     """Global class ids this model was trained to generate."""

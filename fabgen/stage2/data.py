@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from fabgen.data import pipeline
 from fabgen.synthesis import cutpaste
 
 
@@ -95,12 +96,14 @@ class FusionExamples:
 
 
 def fusion_dataset(examples: FusionExamples, batch_size: int, process_index: int,
-                   process_count: int, seed: int) -> grain.IterDataset:
+                   process_count: int, seed: int,
+                   options: grain.ReadOptions | None = None) -> grain.IterDataset:
   """Infinite shuffled batches of this process's share, as a checkpointable grain dataset."""
   ds = grain.MapDataset.range(len(examples)).slice(slice(process_index, None, process_count))
   ds = ds.shuffle(seed=seed).repeat(None)
   ds = ds.random_map(lambda i, rng: examples.example(int(i), rng), seed=seed + 1)
-  return ds.batch(batch_size, drop_remainder=True).to_iter_dataset()
+  return ds.batch(batch_size, drop_remainder=True).to_iter_dataset(
+      options or pipeline.read_options())
 
 
 def stage1_donors(checkpoint: str, records, count: int, seed: int = 0, batch_size: int = 16):

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from fabgen.data import pipeline
 from fabgen.stage2 import fusion
 from fabgen.synthesis import compose
 
@@ -73,7 +74,7 @@ def mask_bank(crops: tuple, size: int) -> dict[str, np.ndarray]:
 
 
 def crop_dataset(crops: tuple, batch_size: int, process_index: int, process_count: int,
-                 seed: int) -> grain.IterDataset:
+                 seed: int, options: grain.ReadOptions | None = None) -> grain.IterDataset:
   """Infinite shuffled batches of real crops {"y", "mask", "class_id"} with random flips."""
   images, masks, classes = crops
 
@@ -86,4 +87,5 @@ def crop_dataset(crops: tuple, batch_size: int, process_index: int, process_coun
 
   ds = grain.MapDataset.range(len(images)).slice(slice(process_index, None, process_count))
   ds = ds.shuffle(seed=seed).repeat(None).random_map(lambda i, r: example(int(i), r), seed=seed)
-  return ds.batch(batch_size, drop_remainder=True).to_iter_dataset()
+  return ds.batch(batch_size, drop_remainder=True).to_iter_dataset(
+      options or pipeline.read_options())

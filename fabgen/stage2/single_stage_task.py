@@ -18,6 +18,7 @@ import ml_collections
 import optax
 
 from fabgen.data import classes as classes_lib
+from fabgen.data import pipeline
 from fabgen.gan import losses as gan_losses
 from fabgen.nn import r3gan
 from fabgen.platform import ema as ema_lib
@@ -123,7 +124,8 @@ class SingleStageTask(Task):
 
   def dataset(self, process_index, process_count, seed):
     return single_stage.crop_dataset(self.get_crops(), self.config.batch_size // process_count,
-                                     process_index, process_count, seed)
+                                     process_index, process_count, seed,
+                                     pipeline.config_read_options(self.config))
 
   def param_count_tree(self, state):
     return {"g": state["g"], "d": state["d"]}

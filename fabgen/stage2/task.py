@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from fabgen.data import pipeline
 from fabgen.gan import losses as gan_losses
 from fabgen.nn import r3gan
 from fabgen.platform import ema as ema_lib
@@ -147,7 +148,8 @@ class FusionTask(Task):
     if self.examples is None:
       self.examples = self.build_examples()
     per_process = self.config.batch_size // process_count
-    return data_lib.fusion_dataset(self.examples, per_process, process_index, process_count, seed)
+    return data_lib.fusion_dataset(self.examples, per_process, process_index, process_count, seed,
+                                   pipeline.config_read_options(self.config))
 
   def param_count_tree(self, state):
     return {"t": state["t"], "d": state["d"]}

@@ -1,5 +1,7 @@
 """The grain pipeline: disjoint complete process shards, resume equals uninterrupted, global arrays."""
 
+import time
+
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -105,3 +107,35 @@ def test_global_batch_over_eight_devices_equals_the_local_batch():
   assert pipeline.per_process_batch(16, 2) == 8
   with pytest.raises(ValueError, match="not divisible"):
     pipeline.per_process_batch(15, 2)
+
+
+class _Counting(_Synthetic):
+  """Counts the samples read, to see how far ahead grain works."""
+
+  reads = 0
+
+  def get_batch(self, indices):
+    type(self).reads += len(indices)
+    return super().get_batch(indices)
+
+
+def test_read_ahead_is_bounded_by_read_options():
+  """grain's defaults read 500 batches ahead on 16 threads; ours stop at threads + buffer."""
+  src = _Counting(200)
+  ds = pipeline.make_dataset(src, 2, seed=0, process_index=0, process_count=1)
+  it = iter(ds.to_iter_dataset(pipeline.read_options(threads=1, buffer=3)))
+  next(it)
+  time.sleep(1.0)  # let the reader fill its buffer
+  assert 2 <= _Counting.reads <= 2 * (1 + 3 + 1 + 1), _Counting.reads
+  opts = pipeline.read_options()
+  assert 1 <= opts.num_threads <= 8 and opts.prefetch_buffer_size == 2 * opts.num_threads
+  with pytest.raises(ValueError, match="data_threads=-1"):
+    pipeline.read_options(threads=-1)
+
+
+def test_config_read_options_reads_the_platform_keys():
+  from fabgen.platform import config as config_lib  # pylint: disable=g-import-not-at-top
+  c = config_lib.base_config()
+  c.data_threads, c.data_buffer = 3, 5
+  opts = pipeline.config_read_options(c)
+  assert (opts.num_threads, opts.prefetch_buffer_size) == (3, 5)
