@@ -97,13 +97,16 @@ class DetectorTask(Task):
     self.abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                                  abstract_state)
     o = config.optim
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, o.lr, max(1, min(o.warmup_steps, config.total_steps - 1)),
-        max(2, config.total_steps), o.lr * o.end_lr_factor)
-    self.schedule = schedule
+    # AdamW, with the learning rate applied in `train_step` from numbers held in the state: a
+    # fine-tune (other lr, length, warmup) then runs the very program the source training
+    # compiled and loads it from the persistent compilation cache (the demo's first fine-tune
+    # recompiled for 70 s when the schedule was a constant of the program).
+    self.schedule_values = {"peak": o.lr, "end": o.lr * o.end_lr_factor,
+                            "warmup": max(1, min(o.warmup_steps, config.total_steps - 1)),
+                            "total": max(2, config.total_steps)}
     self.optimizer = optax.chain(optax.clip_by_global_norm(o.clip_norm),
-                                 optax.adamw(schedule, b1=0.9, b2=0.999,
-                                             weight_decay=o.weight_decay))
+                                 optax.scale_by_adam(b1=0.9, b2=0.999),
+                                 optax.add_decayed_weights(o.weight_decay))
     self.source = None  # built lazily from config.data.source, or set by a caller
     self.mix_source = None  # config.data.mix_source, likewise
     mix_settings(config)  # a bad mix fails here, before any compile
@@ -147,7 +150,8 @@ class DetectorTask(Task):
     else:
       params = self._fresh_params(rng)
     return {"step": jnp.zeros((), jnp.int32), "params": params,
-            "opt_state": self.optimizer.init(params)}
+            "opt_state": self.optimizer.init(params),
+            "schedule": {k: jnp.asarray(v, jnp.float32) for k, v in self.schedule_values.items()}}
 
   # ---- targets and step ------------------------------------------------------------------------
 
@@ -185,10 +189,11 @@ class DetectorTask(Task):
     batch = self.augment(batch, rng)
     (_, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(state["params"], batch)
     updates, opt_state = self.optimizer.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    metrics = {**metrics, "grad_norm": optax.tree.norm(grads),
-               "lr": self.schedule(state["step"])}
-    return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
+    lr = warmup_cosine(state["step"], state["schedule"])
+    params = optax.apply_updates(state["params"], jax.tree.map(lambda u: -lr * u, updates))
+    metrics = {**metrics, "grad_norm": optax.tree.norm(grads), "lr": lr}
+    return {"step": state["step"] + 1, "params": params, "opt_state": opt_state,
+            "schedule": state["schedule"]}, metrics
 
   # ---- inference -------------------------------------------------------------------------------
 
@@ -248,6 +253,15 @@ class DetectorTask(Task):
 
 
 _KEYS = ("image", "instance_mask", "instance_class", "boxes", "box_class")
+
+
+def warmup_cosine(step, values):
+  """optax.warmup_cosine_decay_schedule(0, peak, warmup, total, end) with traced numbers."""
+  t = jnp.asarray(step, jnp.float32)
+  peak, end, warmup, total = (values[k] for k in ("peak", "end", "warmup", "total"))
+  frac = jnp.clip((t - warmup) / (total - warmup), 0.0, 1.0)
+  return jnp.where(t < warmup, peak * t / warmup,
+                   end + (peak - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac)))
 
 
 def _select_keys(batch):

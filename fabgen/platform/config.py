@@ -55,7 +55,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data_buffer = 0           # batches grain reads ahead (0 = 2 x data_threads)
 
   c.log_every_steps = 50      # scalars to TensorBoard + metrics.jsonl, NaN check always per step
-  c.summary_every_steps = 0   # task.evaluate (sample grids, KID...); 0 = only at the end
+  c.summary_every_steps = 0   # task.evaluate (sample grids, KID...); 0 = only at the end, -1 never
   c.progress_every_steps = 0  # ReportProgress (steps/s, ETA); 0 = use log_every_steps
 
   c.profile = ml_collections.ConfigDict()

@@ -188,7 +188,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
         stopping = stop.should_stop()
         log_due = step % config.log_every_steps == 0 or is_last
         ckpt_due = is_last or stopping or step % config.checkpoint.every_steps == 0
-        eval_due = is_last or (summary_every > 0 and step % summary_every == 0)
+        eval_due = ((is_last and summary_every >= 0)
+                    or (summary_every > 0 and step % summary_every == 0))
         if log_due or ckpt_due or eval_due:
           check(step)
         if log_due:

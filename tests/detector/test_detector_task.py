@@ -5,6 +5,7 @@ mAP@0.5 through pycocotools). Sharded training: test_detector_sharded.py.
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from fabgen.detector import task as task_lib
@@ -80,3 +81,51 @@ def test_tiny_detector_overfits_a_handful_of_images():
   assert float(metrics["loss"]) < 0.5 * first
   after = _map50(task, state, samples)
   assert after > 0.9, f"mAP@0.5 {before:.3f} -> {after:.3f}"
+
+
+def test_schedule_in_the_state_equals_optax_warmup_cosine():
+  values = {"peak": 5e-4, "end": 2.5e-5, "warmup": 15.0, "total": 320.0}
+  reference = optax.warmup_cosine_decay_schedule(0.0, 5e-4, 15, 320, 2.5e-5)
+  steps = jnp.arange(0, 340)
+  np.testing.assert_allclose(jax.vmap(lambda s: task_lib.warmup_cosine(s, values))(steps),
+                             jax.vmap(reference)(steps), rtol=1e-5, atol=1e-10)
+
+
+def test_train_step_equals_optax_adamw_with_the_schedule():
+  """The update (clip, Adam, decoupled weight decay, scheduled lr) is optax.adamw's."""
+  config = _config(**{"optim.warmup_steps": 2, "total_steps": 6})
+  task = task_lib.DetectorTask(config)
+  state = task.init_state(jax.random.key(0))
+  batch = jax.tree.map(jnp.asarray, _stack(synthetic_records(2, seed=1)))
+  o = config.optim
+  reference = optax.chain(optax.clip_by_global_norm(o.clip_norm), optax.adamw(
+      optax.warmup_cosine_decay_schedule(0.0, o.lr, 2, 6, o.lr * o.end_lr_factor),
+      b1=0.9, b2=0.999, weight_decay=o.weight_decay))
+  params, opt_state = state["params"], reference.init(state["params"])
+  step = jax.jit(task.train_step)
+  rng = jax.random.key(1)
+  for _ in range(3):  # through warmup into the cosine
+    grads = jax.grad(lambda p: task.loss(p, task.augment(batch, rng))[0])(params)
+    updates, opt_state = reference.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    state, _ = step(state, batch, rng)
+  # Adam divides by sqrt(v): single near-zero-gradient weights amplify float noise, so compare
+  # the whole parameter change (a wrong lr or weight decay moves it by tens of percent).
+  start = task.init_state(jax.random.key(0))["params"]
+  ours = optax.tree.sub(state["params"], start)
+  ref = optax.tree.sub(params, start)
+  assert float(optax.tree.norm(optax.tree.sub(ours, ref))) < 0.01 * float(optax.tree.norm(ref))
+
+
+def test_a_fine_tune_runs_the_program_the_source_training_compiled():
+  """Other lr / length / warmup must not change the step's HLO (persistent-cache hit)."""
+  base = _config()
+  tuned = task_lib.finetune_config(base, "", total_steps=7, lr_factor=0.3, warmup_steps=3)
+  texts = []
+  for config in (base, tuned):
+    task = task_lib.DetectorTask(config)
+    state = jax.eval_shape(task.init_state, jax.random.key(0))
+    batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                         _stack(synthetic_records(2, seed=1)))
+    texts.append(jax.jit(task.train_step).lower(state, batch, jax.random.key(1)).as_text())
+  assert texts[0] == texts[1]

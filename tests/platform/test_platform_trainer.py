@@ -72,6 +72,13 @@ def test_reference_task_learns_and_writes_summaries(tmp_path):
   assert {"train/loss", "eval/accuracy_ema", "eval/inputs", "parameter_overview"} <= tags, tags
 
 
+@pytest.mark.parametrize("every, want", [(0, [4]), (2, [2, 4]), (-1, [])])
+def test_summary_every_steps_zero_means_at_the_end_and_minus_one_never(tmp_path, every, want):
+  trainer.train(_config(steps=4, **{"summary_every_steps": every}), str(tmp_path))
+  rows = metrics_lib.read_jsonl(os.path.join(str(tmp_path), "metrics.jsonl"))
+  assert sorted(r["step"] for r in rows if "eval/accuracy_ema" in r) == want
+
+
 def test_resume_equals_uninterrupted_and_restores_onto_other_meshes(tmp_path):
   full = str(tmp_path / "full")
   trainer.train(_config(steps=12, **{"mesh.fsdp": 2}), full)  # 8 devices: data=4, fsdp=2
