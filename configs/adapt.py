@@ -62,8 +62,8 @@ def get_config(arg=None):
   c.synth.options = ml_collections.ConfigDict({"max_records": 200 if demo else 2000})
   c.finetune = ml_collections.ConfigDict()
   c.finetune.steps = 100 if demo else 4000     # fine-tuning steps per method
-  # Fine-tuning lr = source lr * this. Demo, measured on target fabric 40 (48 images): 0.1 gives
-  # multistage mAP@.5 12.8 -> 16.0 (control 12.1), where 0.3 made cut-paste forget color_spot.
+  # Fine-tuning lr = source lr * this. Demo, target fabric 40 (48 images): 0.3 made cut-paste
+  # forget color_spot; at 0.1 no method beats the control row yet (README, issue 6).
   c.finetune.lr_factor = 0.1
   # Fraction of every fine-tuning batch replayed from the source train split (the rest is the
   # synthesized target set): without it the detector forgets what the method cannot paint.
