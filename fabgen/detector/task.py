@@ -33,6 +33,7 @@ from fabgen.data import sample as sample_lib
 from fabgen.detector import boxes as box_ops
 from fabgen.detector import losses as losses_lib
 from fabgen.detector import model as model_lib
+from fabgen.platform import schedules
 from fabgen.platform.task import Task
 
 
@@ -189,7 +190,7 @@ class DetectorTask(Task):
     batch = self.augment(batch, rng)
     (_, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(state["params"], batch)
     updates, opt_state = self.optimizer.update(grads, state["opt_state"], state["params"])
-    lr = warmup_cosine(state["step"], state["schedule"])
+    lr = schedules.warmup_cosine(state["step"], state["schedule"])
     params = optax.apply_updates(state["params"], jax.tree.map(lambda u: -lr * u, updates))
     metrics = {**metrics, "grad_norm": optax.tree.norm(grads), "lr": lr}
     return {"step": state["step"] + 1, "params": params, "opt_state": opt_state,
@@ -253,15 +254,6 @@ class DetectorTask(Task):
 
 
 _KEYS = ("image", "instance_mask", "instance_class", "boxes", "box_class")
-
-
-def warmup_cosine(step, values):
-  """optax.warmup_cosine_decay_schedule(0, peak, warmup, total, end) with traced numbers."""
-  t = jnp.asarray(step, jnp.float32)
-  peak, end, warmup, total = (values[k] for k in ("peak", "end", "warmup", "total"))
-  frac = jnp.clip((t - warmup) / (total - warmup), 0.0, 1.0)
-  return jnp.where(t < warmup, peak * t / warmup,
-                   end + (peak - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac)))
 
 
 def _select_keys(batch):

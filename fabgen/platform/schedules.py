@@ -31,3 +31,16 @@ def adam(learning_rate, b1: float = 0.0, b2=0.99, eps: float = 1e-8,
   if clip_norm is not None:
     opt = optax.chain(optax.clip_by_global_norm(clip_norm), opt)
   return opt
+
+
+def warmup_cosine(step, values):
+  """optax.warmup_cosine_decay_schedule(0, peak, warmup, total, end), its numbers traced.
+
+  `values` = {"peak", "end", "warmup", "total"} as arrays (e.g. held in the train state), so a
+  run with other numbers (a fine-tune) compiles to the same program and hits the cache.
+  """
+  t = jnp.asarray(step, jnp.float32)
+  peak, end, warmup, total = (values[k] for k in ("peak", "end", "warmup", "total"))
+  frac = jnp.clip((t - warmup) / (total - warmup), 0.0, 1.0)
+  return jnp.where(t < warmup, peak * t / warmup,
+                   end + (peak - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac)))

@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from fabgen.detector import task as task_lib
+from fabgen.platform import schedules
 from fabgen.detector.coco_eval import CocoBoxEvaluator
 from detector_fixtures import synthetic_records
 from detector_fixtures import stack_records as _stack
@@ -87,7 +88,7 @@ def test_schedule_in_the_state_equals_optax_warmup_cosine():
   values = {"peak": 5e-4, "end": 2.5e-5, "warmup": 15.0, "total": 320.0}
   reference = optax.warmup_cosine_decay_schedule(0.0, 5e-4, 15, 320, 2.5e-5)
   steps = jnp.arange(0, 340)
-  np.testing.assert_allclose(jax.vmap(lambda s: task_lib.warmup_cosine(s, values))(steps),
+  np.testing.assert_allclose(jax.vmap(lambda s: schedules.warmup_cosine(s, values))(steps),
                              jax.vmap(reference)(steps), rtol=1e-5, atol=1e-10)
 
 
