@@ -10,7 +10,7 @@ batch sharded over the mesh; everything here is a pure function of (state, batch
   3. loss (fabgen/detector/losses.py), AdamW with warmup + cosine decay and global-norm clipping.
 
 Public API used by evaluation, export and the adaptation protocol:
-  task = DetectorTask(config); state = task.init_state(rng)
+  task = DetectorTask(config); state = task.warm_start(task.init_state(rng))
   pred = task.predict(state, images)          # pure, jittable; see `predict`
   task.num_classes, task.class_ids
   DetectorTask.restore(workdir) -> (task, state)
@@ -111,7 +111,6 @@ class DetectorTask(Task):
     self.source = None  # built lazily from config.data.source, or set by a caller
     self.mix_source = None  # config.data.mix_source, likewise
     mix_settings(config)  # a bad mix fails here, before any compile
-    self._initial_params = self._load_initial_params()
 
   # ---- networks --------------------------------------------------------------------------------
 
@@ -121,38 +120,39 @@ class DetectorTask(Task):
     nnx.replace_by_pure_dict(state, params)
     return nnx.merge(self.graphdef, state)
 
-  def _fresh_params(self, rng):
+  def init_state(self, rng):
+    """Freshly initialized weights; `warm_start` then loads `init_from` / backbone weights."""
     model = model_lib.DetectorModel.from_config(self.config.model, nnx.Rngs(params=rng))
-    return nnx.to_pure_dict(nnx.state(model))
+    params = nnx.to_pure_dict(nnx.state(model))
+    return {"step": jnp.zeros((), jnp.int32), "params": params,
+            "opt_state": self.optimizer.init(params),
+            "schedule": {k: jnp.asarray(v, jnp.float32) for k, v in self.schedule_values.items()}}
 
-  def _load_initial_params(self):
-    """Params of `config.init_from` (a detector workdir / export) or a backbone file, or None."""
+  def warm_start(self, state):
+    """Loads `config.init_from` (a detector workdir / export) and/or `model.backbone_weights`.
+
+    The weights arrive as arguments of the already-compiled init, in the fresh params' own
+    shardings; AdamW's moments start at zero either way.
+    """
     init_from = self.config.get("init_from", "")
     weights = self.config.model.get("backbone_weights", "")
     if not init_from and not weights:
-      return None
-    params = jax.device_get(self._fresh_params(jax.random.key(self.config.seed)))
+      return state
+    fresh = state["params"]
+    params = jax.device_get(fresh)
     if init_from:
-      _, state = DetectorTask.restore(init_from)
-      loaded = jax.device_get(state["params"])
-      shapes = jax.tree.map(np.shape, params)
-      if jax.tree.map(np.shape, loaded) != shapes:
+      _, trained = DetectorTask.restore(init_from)
+      loaded = jax.device_get(trained["params"])
+      if jax.tree.map(np.shape, loaded) != jax.tree.map(np.shape, params):
         raise ValueError(f"config.init_from={init_from!r} holds a detector of another size "
                          f"(different model config or class_ids) than this config")
       params = loaded
     if weights:
       from fabgen.detector import backbone  # pylint: disable=g-import-not-at-top
       params["backbone"] = jax.device_get(backbone.load_weights(params["backbone"], weights))
-    return params
-
-  def init_state(self, rng):
-    if self._initial_params is not None:
-      params = jax.tree.map(jnp.asarray, self._initial_params)
-    else:
-      params = self._fresh_params(rng)
-    return {"step": jnp.zeros((), jnp.int32), "params": params,
-            "opt_state": self.optimizer.init(params),
-            "schedule": {k: jnp.asarray(v, jnp.float32) for k, v in self.schedule_values.items()}}
+    params = jax.tree.map(lambda new, old: np.asarray(new, old.dtype), params, fresh)
+    placed = jax.device_put(params, jax.tree.map(lambda x: x.sharding, fresh))
+    return {**state, "params": placed}
 
   # ---- targets and step ------------------------------------------------------------------------
 

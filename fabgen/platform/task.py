@@ -54,6 +54,15 @@ class Task(abc.ABC):
     the checkpoint stores, so a resumed run sees exactly the batches it would have seen.
     """
 
+  def warm_start(self, state: PyTree) -> PyTree:
+    """The state a fresh (not resumed) run starts from, given `jit(init_state)`'s output.
+
+    Fine-tunes load trained weights here rather than in `init_state`: weights baked into
+    `init_state` become constants of its program, a new compile (and cache entry) every run.
+    Must keep every leaf's shape, dtype and sharding. Default: the state unchanged.
+    """
+    return state
+
   def batch_axes(self) -> Mapping[str, Any]:
     """Logical axes of batch entries; the default shards the leading axis over data parallelism."""
     return {}

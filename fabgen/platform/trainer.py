@@ -131,7 +131,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   else:
     start = 0
     with jax.set_mesh(mesh):
-      state = jax.jit(task.init_state, out_shardings=state_shardings)(init_rng)
+      state = task.warm_start(jax.jit(task.init_state, out_shardings=state_shardings)(init_rng))
     if primary:
       (workdir_path / "config.json").write_text(config.to_json(indent=2))
   saved_step = int(jax.device_get(state["step"]))

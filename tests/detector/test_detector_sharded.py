@@ -58,9 +58,14 @@ def test_sharded_training_equals_unsharded_then_restore_and_finetune(tmp_path):
   assert pred["boxes"].shape == (2, 10, 4) and pred["seg_probs"].shape == (2, 64, 64, 7)
   ft = task_lib.finetune_config(config, workdir, total_steps=5)
   assert ft.optim.lr == pytest.approx(config.optim.lr * 0.1) and ft.total_steps == 5
-  ft_state = task_lib.DetectorTask(ft).init_state(jax.random.key(5))
+  # The fine-tune's state: the trained weights, placed in the fresh state's own shardings.
+  ft_task = task_lib.DetectorTask(ft)
+  fresh = jax.jit(ft_task.init_state, out_shardings=shardings)(jax.random.key(5))
+  fresh_shardings = jax.tree.map(lambda x: x.sharding, fresh)
+  ft_state = ft_task.warm_start(fresh)
+  assert jax.tree.map(lambda x: x.sharding, ft_state) == fresh_shardings
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(ft_state["params"]),
                jax.device_get(restored["params"]))
-  bad = task_lib.finetune_config(_config(**{"model.dim": 16}), workdir)
+  bad = task_lib.DetectorTask(task_lib.finetune_config(_config(**{"model.dim": 16}), workdir))
   with pytest.raises(ValueError, match="another size"):
-    task_lib.DetectorTask(bad)
+    bad.warm_start(jax.jit(bad.init_state)(jax.random.key(0)))
