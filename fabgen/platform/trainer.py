@@ -79,6 +79,11 @@ def use_compilation_cache(directory: str) -> None:
   if jax.config.jax_compilation_cache_dir == directory:
     return
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  if jax.default_backend() == "cpu":
+    # JAX puts a GPU autotune-cache path under `directory` into every program's compile options,
+    # so the cache key would change with the directory's path: a moved or copied workdir would
+    # recompile everything. The CPU backend has no autotuning, so the option is dropped there.
+    jax.config.update("jax_persistent_cache_enable_xla_caches", "none")
   compilation_cache.set_cache_dir(directory)
   compilation_cache.reset_cache()  # re-read the directory even if JAX already compiled
 

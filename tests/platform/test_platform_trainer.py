@@ -7,6 +7,7 @@ import os
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -133,3 +134,29 @@ def test_nan_stops_naming_step_and_metric_and_keeps_last_good_checkpoint(tmp_pat
 def test_restore_latest_without_checkpoint_names_the_workdir(tmp_path):
   with pytest.raises(FileNotFoundError, match=str(tmp_path)):
     checkpoint_lib.restore_latest(str(tmp_path))
+
+
+def test_compilation_cache_still_hits_after_its_directory_moves(tmp_path):
+  """A copied or moved workdir keeps its compiled programs (the CPU key holds no cache path)."""
+  from jax.experimental.compilation_cache import compilation_cache  # pylint: disable=g-import-not-at-top
+  previous = (jax.config.jax_compilation_cache_dir,
+              jax.config.jax_persistent_cache_min_compile_time_secs,
+              jax.config.jax_persistent_cache_enable_xla_caches)
+  program = lambda x: jnp.tanh(x @ x.T) @ x * 3.0 + jnp.cumsum(x, axis=0)
+  x = jnp.arange(35.0).reshape(5, 7)
+  try:
+    trainer.use_compilation_cache(str(tmp_path / "a"))
+    jax.clear_caches()
+    jax.jit(program)(x).block_until_ready()
+    written = set(os.listdir(tmp_path / "a"))
+    assert any(name.startswith("jit_") for name in written)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    trainer.use_compilation_cache(str(tmp_path / "b"))
+    jax.clear_caches()
+    jax.jit(program)(x).block_until_ready()
+    assert set(os.listdir(tmp_path / "b")) == written  # a hit: nothing new was compiled
+  finally:
+    jax.config.update("jax_compilation_cache_dir", previous[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
+    jax.config.update("jax_persistent_cache_enable_xla_caches", previous[2])
+    compilation_cache.reset_cache()
