@@ -83,6 +83,29 @@ def flip_batch(batch, flip_h, flip_v):
   return {**batch, "image": image, "instance_mask": mask, "boxes": boxes}
 
 
+_BLUEPRINTS: dict[str, tuple] = {}
+
+
+def _blueprint(m: ml_collections.ConfigDict):
+  """(graphdef, abstract params state, jitted params init) of one model config, once per process.
+
+  Tracing the NNX model costs seconds of Python on a CPU, and the adaptation protocol builds the
+  same architecture for every fine-tune and evaluation (task, restore, eval_shape, init): they
+  all reuse this one trace. The init is a `jax.jit`, so tracing it again inside `init_state`
+  (eval_shape, the trainer's jit) hits jit's own trace cache.
+  """
+  key = m.to_json()
+  if key not in _BLUEPRINTS:
+    m = copy.deepcopy(m)
+    abstract = nnx.eval_shape(lambda: model_lib.DetectorModel.from_config(m, nnx.Rngs(0)))
+    graphdef, state = nnx.split(abstract)
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+    init = jax.jit(lambda rng: nnx.to_pure_dict(nnx.state(
+        model_lib.DetectorModel.from_config(m, nnx.Rngs(params=rng)))))
+    _BLUEPRINTS[key] = (graphdef, shapes, init)
+  return _BLUEPRINTS[key]
+
+
 class DetectorTask(Task):
   """RT-DETR-style detector with a DeepLabV3+ seg head (see configs/detector.py)."""
 
@@ -93,10 +116,7 @@ class DetectorTask(Task):
       raise ValueError("config.model.class_ids is empty: the detector needs classes to predict")
     self.class_ids = tuple(int(c) for c in m.class_ids)
     self.num_classes = len(self.class_ids)
-    abstract = nnx.eval_shape(lambda: model_lib.DetectorModel.from_config(m, nnx.Rngs(0)))
-    self.graphdef, abstract_state = nnx.split(abstract)
-    self.abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                                 abstract_state)
+    self.graphdef, self.abstract, self._init_params = _blueprint(m)
     o = config.optim
     # AdamW, with the learning rate applied in `train_step` from numbers held in the state: a
     # fine-tune (other lr, length, warmup) then runs the very program the source training
@@ -122,8 +142,7 @@ class DetectorTask(Task):
 
   def init_state(self, rng):
     """Freshly initialized weights; `warm_start` then loads `init_from` / backbone weights."""
-    model = model_lib.DetectorModel.from_config(self.config.model, nnx.Rngs(params=rng))
-    params = nnx.to_pure_dict(nnx.state(model))
+    params = self._init_params(rng)
     return {"step": jnp.zeros((), jnp.int32), "params": params,
             "opt_state": self.optimizer.init(params),
             "schedule": {k: jnp.asarray(v, jnp.float32) for k, v in self.schedule_values.items()}}

@@ -130,3 +130,26 @@ def test_a_fine_tune_runs_the_program_the_source_training_compiled():
                          _stack(synthetic_records(2, seed=1)))
     texts.append(jax.jit(task.train_step).lower(state, batch, jax.random.key(1)).as_text())
   assert texts[0] == texts[1]
+
+
+def test_tasks_of_one_architecture_trace_the_model_once(monkeypatch):
+  """Fine-tunes and evaluations rebuild the same detector: its NNX trace is reused, not redone,
+  and two tasks' inits still agree; another architecture gets its own."""
+  from fabgen.detector import model as model_lib  # pylint: disable=g-import-not-at-top
+  built = []
+  original = model_lib.DetectorModel.from_config
+  monkeypatch.setattr(model_lib.DetectorModel, "from_config",
+                      staticmethod(lambda *a, **k: built.append(1) or original(*a, **k)))
+  config = _config(**{"model.dim": 24})  # an architecture no other test traced in this process
+  first = task_lib.DetectorTask(config)
+  a = jax.eval_shape(first.init_state, jax.random.key(0))
+  traced = len(built)
+  assert traced == 2  # the abstract model, and the init's trace
+  second = task_lib.DetectorTask(task_lib.finetune_config(config, "", total_steps=3))
+  b = jax.eval_shape(second.init_state, jax.random.key(0))
+  jax.tree.map(lambda x, y: (x.shape, x.dtype) == (y.shape, y.dtype) or pytest.fail("shape"), a, b)
+  jax.tree.map(np.testing.assert_array_equal, first.init_state(jax.random.key(4))["params"],
+               second.init_state(jax.random.key(4))["params"])
+  assert len(built) == traced
+  task_lib.DetectorTask(_config(**{"model.dim": 16}))
+  assert len(built) == traced + 1
