@@ -149,11 +149,11 @@ class _SimTwins:
   compilation; a batched render would compile once more per batch size).
   """
 
-  def __init__(self, src):
-    self.src = src
+  def __init__(self, src, indices: Sequence[int]):
+    self.src, self.indices = src, indices  # clean_images[i] is the twin of src[indices[i]]
 
   def __getitem__(self, i):
-    entry = int(self.src._entry(i))  # pylint: disable=protected-access
+    entry = int(self.src._entry(self.indices[i]))  # pylint: disable=protected-access
     fabric, image_index, _ = self.src.sim.record_spec(self.src.split, entry)
     return np.asarray(self.src.sim.render(fabric, image_index, -1)["image"])
 
@@ -162,18 +162,18 @@ def from_source(spec_or_source, patch_size: int, max_records: int,
                 class_ids: Sequence[int] | None = None,
                 max_per_class: int | None = None) -> PatchSet:
   """Examples from any `fabgen.data.readers` source (a spec string or a `Source`)."""
-  from fabgen.data.readers import open_source  # pylint: disable=g-import-not-at-top
+  from fabgen.data.readers import open_source, spread_indices  # pylint: disable=g-import-not-at-top
   src = open_source(spec_or_source) if isinstance(spec_or_source, str) else spec_or_source
   name = getattr(src, "name", spec_or_source)
-  n = min(len(src), max_records)
-  if n == 0:
+  indices = spread_indices(len(src), max_records)
+  if not indices:
     raise ValueError(f"stage-1 data source {name!r} is empty")
   sim = getattr(src, "sim", None)
   twins = None
   if sim is not None and hasattr(sim, "render") and hasattr(sim, "record_spec"):
-    twins = _SimTwins(src)
-  records = (src[i] for i in range(n))
-  names = [f"{name}[{i}]" for i in range(n)]
+    twins = _SimTwins(src, indices)
+  records = (src[i] for i in indices)
+  names = [f"{name}[{i}]" for i in indices]
   patches = build_patches(records, patch_size, class_ids, twins, names, max_per_class)
   if not len(patches):
     reasons = "; ".join(f"{w}: {r}" for w, r in patches.dropped[:3])

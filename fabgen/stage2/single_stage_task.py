@@ -60,10 +60,10 @@ class SingleStageTask(Task):
 
   def get_crops(self):
     if self.crops is None:
-      from fabgen.data.readers import open_source  # pylint: disable=g-import-not-at-top
+      from fabgen.data.readers import open_source, spread_indices  # pylint: disable=g-import-not-at-top
       d = self.config.data
       src = open_source(d.source)
-      records = [src[i] for i in range(min(len(src), d.max_records))]
+      records = [src[i] for i in spread_indices(len(src), d.max_records)]
       self.crops = data_lib.real_crops(records, self.config.image_size, d.max_per_class)
     return self.crops
 

@@ -133,10 +133,10 @@ class FusionTask(Task):
 
   def build_examples(self) -> data_lib.FusionExamples:
     """Real crops from config.data.source; donors: real crops, or stage-1 patches if configured."""
-    from fabgen.data.readers import open_source  # pylint: disable=g-import-not-at-top
+    from fabgen.data.readers import open_source, spread_indices  # pylint: disable=g-import-not-at-top
     d = self.config.data
     src = open_source(d.source)
-    records = [src[i] for i in range(min(len(src), d.max_records))]
+    records = [src[i] for i in spread_indices(len(src), d.max_records)]
     real = data_lib.real_crops(records, self.config.image_size, d.max_per_class)
     if d.donors == "real":
       donors = real  # the same bank: each example draws a random donor of its class

@@ -81,14 +81,14 @@ class CutPasteSynthesizer(base.Synthesizer):
                       max_records: int = 2000, **unused) -> "CutPasteSynthesizer":
     """`checkpoint` is a labelled source: a reader spec or folder (see `open_source`)."""
     del unused
-    from fabgen.data.readers import open_source  # pylint: disable=g-import-not-at-top
+    from fabgen.data import readers  # pylint: disable=g-import-not-at-top
     try:
-      src = open_source(checkpoint)
+      src = readers.open_source(checkpoint)
     except Exception as e:  # the reader's own message names the path; keep it
       raise base.SynthesisError(
           f"cutpaste --checkpoint must be a labelled data source (reader spec or folder); "
           f"cannot open {checkpoint!r}: {e}") from e
-    records = (src[i] for i in range(min(len(src), max_records)))
+    records = (src[i] for i in readers.spread_indices(len(src), max_records))
     bank = extract_crops(records, patch_size, max_per_class)
     if len(bank[0]) == 0:
       raise base.SynthesisError(f"cutpaste: {checkpoint!r} has no defect instance that fits a "

@@ -21,9 +21,10 @@ from fabgen.data.readers import coco
 from fabgen.data.readers import generic
 from fabgen.data.readers import mvtec
 from fabgen.data.readers.base import Source
+from fabgen.data.readers.base import spread_indices
 from fabgen.data.readers.images import ReadError
 
-__all__ = ["open_source", "Source", "ReadError", "detect_layout"]
+__all__ = ["open_source", "Source", "ReadError", "detect_layout", "spread_indices"]
 
 
 def detect_layout(folder: str) -> str:

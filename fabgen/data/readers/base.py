@@ -39,6 +39,17 @@ class ClassNames:
     return tuple(self.names)
 
 
+def spread_indices(total: int, count: int) -> list[int]:
+  """`min(count, total)` indices spread evenly over `range(total)`, ascending.
+
+  What a "scan at most N records" option reads: FabricSim splits and folder-per-class data sets
+  are ordered by class, so their *first* N records can all be one class (the demo's generators
+  once learned only colour spots from FabricSim's first 24 records).
+  """
+  count = max(0, min(int(count), int(total)))
+  return [int(i) for i in np.linspace(0, total, count, endpoint=False)] if count else []
+
+
 class Source:
   """Base of all sources. Subclasses fill `entries` and implement `_load` and `_path`."""
 
