@@ -21,6 +21,7 @@ import numpy as np
 from fabgen.adapt import evaluation
 from fabgen.adapt import protocol
 from fabgen.data import classes as classes_lib
+from fabgen.data import readers
 
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -95,7 +96,7 @@ class PlatformBackend(protocol.Backend):
   def _fabric_indices(self, split: str, fabric: int, limit: int) -> list[int]:
     specs = self.sim.record_specs(split)
     idx = [i for i in range(len(specs)) if int(specs[i, 0]) == fabric]
-    return idx[:limit] if limit else idx
+    return [idx[i] for i in readers.spread_indices(len(idx), limit)] if limit else idx
 
   def target(self) -> dict:
     fabrics = [int(f) for f in self.sim.fabric_ids("target_test")]

@@ -24,13 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--threshold", type=float, default=0.5, help="score threshold of the table")
   parser.add_argument("--fabric", type=int, default=None,
                       help="FabricSim sources: only records of this fabric id")
-  parser.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+  parser.add_argument("--limit", type=int, default=None, help="evaluate N images spread over the source (its splits are ordered by class)")
   parser.add_argument("--overlap", type=int, default=64, help="tile overlap for large images")
   parser.add_argument("--batch-size", type=int, default=8)
 
 
 def select_indices(source, fabric: int | None, limit: int | None) -> list[int]:
-  """Indices of a source restricted to one FabricSim fabric and/or the first `limit`."""
+  """Indices of a source restricted to one FabricSim fabric and/or `limit` spread over it."""
+  from fabgen.data.readers import spread_indices  # pylint: disable=g-import-not-at-top
   indices = list(range(len(source)))
   if fabric is not None:
     sim = getattr(source, "sim", None)
@@ -41,7 +42,7 @@ def select_indices(source, fabric: int | None, limit: int | None) -> list[int]:
     if not indices:
       raise ValueError(f"{source.name!r} has no records of fabric {fabric}; its fabrics: "
                        f"{sorted(set(specs[:, 0].tolist()))}")
-  return indices[:limit] if limit else indices
+  return [indices[i] for i in spread_indices(len(indices), limit)] if limit else indices
 
 
 def run(args: argparse.Namespace) -> int:

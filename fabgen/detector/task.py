@@ -254,7 +254,7 @@ class DetectorTask(Task):
       self.source = self.build_source()
     d = self.config.data
     size = (self.config.image_size, self.config.image_size)
-    transform = pipeline.make_transform(d.transform, size)
+    transform = pipeline.make_transform(d.transform, size, d.get("crop_on_defect", 0.0))
     kwargs = dict(seed=seed, transform=transform, process_index=process_index,
                   process_count=process_count)
     batch = self.config.batch_size // process_count

@@ -139,3 +139,36 @@ def test_config_read_options_reads_the_platform_keys():
   c.data_threads, c.data_buffer = 3, 5
   opts = pipeline.config_read_options(c)
   assert (opts.num_threads, opts.prefetch_buffer_size) == (3, 5)
+
+
+def _two_defects():
+  """64x64: a big class-0 stain (rows 0-40) and a 4-px class-3 knot near the far corner."""
+  mask = np.zeros((64, 64), np.int32)
+  mask[0:40, 0:40] = 1
+  mask[56:60, 58:62] = 2
+  return records.make_sample(np.zeros((64, 64, 3), np.uint8), mask, [0, 3])[0]
+
+
+def test_defect_crops_hold_a_whole_defect_drawn_class_balanced():
+  sample, crop = _two_defects(), pipeline.make_transform("crop", (16, 16), on_defect=1.0)
+  knots = 0
+  for i in range(400):
+    out = crop(sample, np.random.default_rng(i))
+    kinds = {int(c) for c in out["instance_class"] if c >= 0}
+    assert kinds, "a defect crop lost its defect"
+    if 3 in kinds:  # the knot is whole: all 16 of its pixels are in the crop
+      k = 1 + list(out["instance_class"]).index(3)
+      assert (out["instance_mask"] == k).sum() == 16
+      knots += 1
+  assert 160 < knots < 240  # one class of two, not one pixel area of ~1600
+  uniform = pipeline.make_transform("crop", (16, 16))
+  hits = sum(3 in set(uniform(sample, np.random.default_rng(i))["instance_class"].tolist())
+             for i in range(400))
+  assert hits < 40  # what uniform crops give the knot
+
+
+def test_defect_crop_probability_is_checked():
+  with pytest.raises(ValueError, match="on_defect=1.5"):
+    pipeline.make_transform("crop", (16, 16), on_defect=1.5)
+  with pytest.raises(ValueError, match="'resize'"):
+    pipeline.make_transform("resize", (16, 16), on_defect=0.5)

@@ -30,3 +30,13 @@ def test_a_class_ordered_source_gives_every_class_to_a_small_scan():
   assert first == {0}
   _, _, bank = cutpaste.extract_crops((records[i] for i in spread_indices(40, 8)), 16, 4)
   assert set(bank.tolist()) == {0, 1, 2, 3}
+
+
+def test_evaluate_limit_reads_images_of_every_class():
+  """`fabgen evaluate --limit N` on a class-ordered split: N images spread over it, not the first
+  N (which held no broken ends on FabricSim's test split)."""
+  from fabgen.cli import evaluate  # pylint: disable=g-import-not-at-top
+  source = [c for c in (0, 1, 2, 3) for _ in range(10)]  # a source only needs len() here
+  picked = evaluate.select_indices(source, None, 8)
+  assert {source[i] for i in picked} == {0, 1, 2, 3}
+  assert evaluate.select_indices(source, None, None) == list(range(40))
