@@ -34,8 +34,9 @@ def get_config(arg=None):
   # that an interrupted demo loses little, logs often enough to show progress. The JAX-native
   # matcher keeps the train step free of host callbacks, which JAX never writes to the persistent
   # compilation cache: so the fine-tunes after the first (same program) skip their compile.
-  # lr 1e-3 (the small config's 5e-4 is for its 1500 steps): measured on target fabric 40, the
-  # 320-step source detector's mean F went 34.1 -> 39.9 and it began to find knots (0 -> 11.1).
+  # lr 1e-3 (the small config's 5e-4 is for its 1500 steps): measured on target fabric 40 (its
+  # first 48 test images, before evaluation spread them over the split), the 320-step source
+  # detector's mean F went 34.1 -> 39.9 and it began to find knots (0 -> 11.1).
   c.detector = training(*(("configs/detector.py:small", "total_steps=320", "batch_size=8",
                            "loss.matcher=auction", "optim.lr=1e-3",
                            "optim.warmup_steps=15", "checkpoint.every_steps=80",
@@ -59,12 +60,12 @@ def get_config(arg=None):
   c.synth.num = 96 if demo else 2000           # synthesized images per method
   c.synth.num_backgrounds = 16 if demo else 0  # target defect-free images used (0 = all)
   c.synth.batch_size = 16
-  # Options of the method's `from_checkpoint` (cutpaste: its crop bank is built from the first
-  # `max_records` source records, each one a FabricSim render on the fly).
+  # Options of the method's `from_checkpoint` (cutpaste: its crop bank is built from
+  # `max_records` source records spread over the split, each one a FabricSim render on the fly).
   c.synth.options = ml_collections.ConfigDict({"max_records": 200 if demo else 2000})
   c.finetune = ml_collections.ConfigDict()
   c.finetune.steps = 100 if demo else 4000     # fine-tuning steps per method
-  # Fine-tuning lr = source lr * this. Demo (source lr 1e-3, target fabric 40), mean F of
+  # Fine-tuning lr = source lr * this. Demo (source lr 1e-3, fabric 40's first 48), mean F of
   # no adaptation / control / cutpaste / multistage / r3gan: at 0.3, 39.9 / 43.9 / 43.3 / 34.8 /
   # 49.4; at 0.1, 39.9 / 46.5 / 43.3 / 39.6 / 49.6 (README, issue 6).
   c.finetune.lr_factor = 0.3 if demo else 0.1
