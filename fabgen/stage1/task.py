@@ -172,8 +172,24 @@ class Stage1Task(Task):
     return data_lib.dataset(self.train_set, self.config.batch_size, process_index,
                             process_count, seed, pipeline.config_read_options(self.config))
 
+  def warm_start(self, state):
+    """A fresh run records the classes its training patches hold in `config.data.class_ids`.
+
+    `()` means "every class the source has"; resolved here, before the trainer writes the config
+    into the workdir and every checkpoint, it tells synthesis which classes this generator can
+    paint (a source without knots must not yield a generator that claims knots).
+    """
+    d = self.config.data
+    if not d.class_ids:
+      if self.train_set is None:
+        self.train_set = self.build_patch_set(d.source)
+      d.class_ids = tuple(sorted({int(c) for c in self.train_set.class_ids}))
+      logging.info("stage1: training patches hold classes %s", d.class_ids)
+    return state
+
   def class_ids(self) -> tuple[int, ...]:
-    """Global class ids this model was trained to generate."""
+    """Global class ids this model was trained to generate (all, for configs saved before
+    `warm_start` recorded them)."""
     if self.config.data.class_ids:
       return tuple(int(c) for c in self.config.data.class_ids)
     return tuple(range(self.config.model.num_classes))

@@ -191,3 +191,20 @@ def test_generator_api_on_task_state(base):
   assert vm["patch"].shape == (2, 1, 8, 8, 3)
   with pytest.raises(ValueError, match="smaller than the 8px"):
     gen.generate(bg[:, :4, :4], np.array([0, 1]), jax.random.key(0))
+
+
+def test_a_fresh_run_records_the_classes_it_trains_on():
+  """`data.class_ids = ()` resolves, at warm start, to the classes the training patches hold
+  (the fixture's blobs: 0 and 1 of the model's 6), so the saved config and the generator served
+  from it claim only those; an explicit list is kept as it is."""
+  task = Stage1Task(fx.config())
+  task.train_set = fx.patch_set(task, 8)
+  state = {"step": jnp.zeros((), jnp.int32)}
+  assert task.class_ids() == tuple(range(6))  # before: a config that says nothing
+  assert task.warm_start(state) is state
+  assert task.class_ids() == (0, 1) and task.config.data.class_ids == (0, 1)
+  assert generate_lib.Stage1Generator(task, {}).class_ids == (0, 1)
+  explicit = Stage1Task(fx.config())
+  explicit.config.data.class_ids = (1, 4)
+  explicit.warm_start(state)
+  assert explicit.class_ids() == (1, 4)

@@ -38,7 +38,9 @@ def test_tiny_trains_checkpoints_resumes_and_serves_the_generator(tmp_path):
   assert steps_logged == [1, 2, 3, 4]  # no step lost or repeated across the resume
 
   gen = Stage1Generator.from_checkpoint(wd)
-  assert gen.patch_size == 16 and gen.class_ids == tuple(range(6))
+  with open(os.path.join(wd, "config.json")) as f:  # the classes its 8 training records hold
+    trained = tuple(json.load(f)["data"]["class_ids"])
+  assert gen.patch_size == 16 and gen.class_ids == trained and set(trained) <= set(range(6))
   bg = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
   out = gen.generate(bg, np.array([0, 3], np.int32), jax.random.key(0))
   assert out["patch"].shape == (2, 16, 16, 3) and out["mask"].shape == (2, 16, 16)
