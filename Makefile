@@ -21,10 +21,10 @@ demo: venv
 	$(BIN)/fabgen demo --workdir $(WORKDIR)
 
 test: venv
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not e2e" tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not e2e" --durations=15 tests
 
 test-e2e: venv
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m e2e tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m e2e --durations=10 tests
 
 bench: venv
 	$(BIN)/python -m benchmarks.run_all

@@ -1,5 +1,8 @@
 """`fabgen train` of configs/stage1.py:tiny through the platform: trains on FabricSim, checkpoints,
-resumes, writes sample grids and metrics, and the checkpoint serves `Stage1Generator`."""
+resumes, writes sample grids and metrics, and the checkpoint serves `Stage1Generator`.
+
+An `e2e` test (two platform runs with end-of-run KID and conditioning check: about 2.5 minutes of
+the 20 that `make test` may take on 2 cores); `make test-e2e` and CI run it."""
 
 import json
 import os
@@ -20,7 +23,7 @@ def _config(steps, cache):
       "eval.num_fabrics=2", "eval.num_draws=2", "checkpoint.asynchronous=False"])
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_tiny_trains_checkpoints_resumes_and_serves_the_generator(tmp_path):
   wd, cache = str(tmp_path / "run"), str(tmp_path / "xla")
   first = trainer.train(_config(2, cache), wd, devices=jax.devices()[:1])
