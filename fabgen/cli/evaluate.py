@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--threshold", type=float, default=0.5, help="score threshold of the table")
   parser.add_argument("--fabric", type=int, default=None,
                       help="FabricSim sources: only records of this fabric id")
-  parser.add_argument("--limit", type=int, default=None, help="evaluate N images spread over the source (its splits are ordered by class)")
+  parser.add_argument("--limit", type=int, default=None,
+                      help="evaluate N images spread over the source (splits are class-ordered)")
   parser.add_argument("--overlap", type=int, default=64, help="tile overlap for large images")
   parser.add_argument("--batch-size", type=int, default=8)
 

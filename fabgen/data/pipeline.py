@@ -70,7 +70,7 @@ def random_crop(hw: tuple[int, int], on_defect: float = 0.0) -> Transform:
 
 
 def _defect_box(sample: dict, rng: np.random.Generator) -> tuple[int, int, int, int] | None:
-  """(y0, x0, y1, x1) of one instance, its class drawn uniformly from those present; None if none."""
+  """(y0, x0, y1, x1) of one instance, its class drawn uniformly from those present, or None."""
   classes = np.asarray(sample["instance_class"])
   mask = np.asarray(sample["instance_mask"])
   present = [k for k in range(len(classes)) if classes[k] >= 0 and (mask == k + 1).any()]
@@ -84,7 +84,7 @@ def _defect_box(sample: dict, rng: np.random.Generator) -> tuple[int, int, int, 
 
 
 def _positions_containing(a0: int, a1: int, size: int, full: int) -> tuple[int, int]:
-  """[lo, hi) of crop starts whose window [s, s+size) holds [a0, a1) (its centre if it is longer)."""
+  """[lo, hi) of crop starts whose window [s, s+size) holds [a0, a1) (its centre if longer)."""
   if a1 - a0 > size:
     a0 = a1 = (a0 + a1) // 2
   lo = min(max(0, a1 - size), max(0, full - size))
@@ -123,20 +123,19 @@ def resize(hw: tuple[int, int]) -> Transform:
 
 def make_transform(kind: str | None, hw: Sequence[int] | None,
                    on_defect: float = 0.0) -> Transform | None:
-  """'crop' | 'center' | 'resize' | None by name (what configs name); `on_defect`: see random_crop."""
+  """'crop' | 'center' | 'resize' | None by name (what configs name); on_defect: random_crop's."""
   if kind is None or kind == "none":
     return None
   if hw is None or len(hw) != 2:
     raise ValueError(f"transform {kind!r} needs a size (H, W), got {hw!r}")
-  table = {"crop": random_crop, "center": center_crop, "resize": resize}
+  table = {"crop": lambda hw: random_crop(hw, on_defect), "center": center_crop, "resize": resize}
   if kind not in table:
     raise ValueError(f"unknown transform {kind!r}; known: {', '.join(table)}")
   if not 0.0 <= on_defect <= 1.0:
     raise ValueError(f"crop on_defect={on_defect!r} is a probability; use a value in [0, 1]")
   if on_defect and kind != "crop":
     raise ValueError(f"on_defect={on_defect} applies to the 'crop' transform, not {kind!r}")
-  hw = (int(hw[0]), int(hw[1]))
-  return random_crop(hw, on_defect) if kind == "crop" else table[kind](hw)
+  return table[kind]((int(hw[0]), int(hw[1])))
 
 
 # ---- the dataset -------------------------------------------------------------------------------
