@@ -18,9 +18,9 @@ import numpy as np
 
 from benchmarks import harness
 from configs import fusion as fusion_config
-from configs import r3gan_inpaint as r3gan_config
+from configs import inpainter as inpainter_config
 from fabgen.platform import config as config_lib
-from fabgen.stage2.single_stage_task import SingleStageTask
+from fabgen.stage2.inpainter_task import InpainterTask
 from fabgen.stage2.task import FusionTask
 
 SMALL_ARGS = ["--variant", "tiny", "--steps", "3"]  # what benchmarks/run_all.py passes
@@ -44,7 +44,7 @@ def bench(config, steps: int, json_path: str | None = None) -> dict:
   if config.task == "fusion":
     task = FusionTask(config)
   else:
-    task = SingleStageTask(config)
+    task = InpainterTask(config)
     task.crops = (batch["y"], batch["mask"], batch["class_id"])
   return harness.benchmark_task(config, steps=steps, batch=batch, task=task,
                                 json_path=json_path, label=f"{config.task}:{config.image_size}px")
@@ -59,7 +59,7 @@ def main(argv=None):
   parser.add_argument("--json", default=None, help="prefix; writes <prefix>_<task>.json")
   args = parser.parse_args(argv)
   results = []
-  for module in (fusion_config, r3gan_config):
+  for module in (fusion_config, inpainter_config):
     config = module.get_config(args.variant)
     overrides = [f"mesh.{kv}" for kv in args.mesh.split(",") if kv]
     if args.objective:

@@ -2,13 +2,14 @@
 
   python -m benchmarks.bench_synthesis [--num 64] [--batch 16] [--size 256]
       [--source fabricsim:simple:train --backgrounds fabricsim:simple:target_good]
-      [--r3gan DIR] [--multistage STAGE1_DIR,FUSION_DIR]
+      [--inpainter DIR] [--multistage STAGE1_DIR,FUSION_DIR]
 
 `--source` / `--backgrounds` are any `open_source` specs (real crops for cutpaste and the seam
 reference; defect-free target images); `--source procedural` uses a striped fabric with blob
 defects instead, which costs no rendering. multistage is timed only with --multistage (it needs
-a stage-1 and a fusion checkpoint). Without a trained r3gan checkpoint, r3gan is timed with freshly
-initialised `configs/r3gan_inpaint.py:64` weights: throughput does not depend on training, but
+a stage-1 and a fusion checkpoint). Without a trained inpainter checkpoint, the inpainter is timed with
+freshly
+initialised `configs/inpainter.py:64` weights: throughput does not depend on training, but
 its seam-quality row then means nothing and is marked untrained. Timing excludes compilation
 (one warm-up batch) and includes labelling and PNG writing, i.e. end-to-end `synthesize` speed.
 """
@@ -51,15 +52,15 @@ def _procedural(n, size, seed, defects):
   return out
 
 
-def _untrained_r3gan():
-  from configs import r3gan_inpaint  # pylint: disable=g-import-not-at-top
-  from fabgen.stage2 import data as data_lib  # pylint: disable=g-import-not-at-top
-  from fabgen.stage2.single_stage_task import SingleStageTask  # pylint: disable=g-import-not-at-top
-  from fabgen.synthesis.r3gan import R3GANSynthesizer  # pylint: disable=g-import-not-at-top
-  config = r3gan_inpaint.get_config("64")
-  task = SingleStageTask(config)
-  task.crops = data_lib.real_crops(_procedural(16, 128, 7, True), 64)
-  return R3GANSynthesizer(task, task.init_state(jax.random.key(0)))
+def _untrained_inpainter():
+  from configs import inpainter  # pylint: disable=g-import-not-at-top
+  from fabgen.data import defect_crops  # pylint: disable=g-import-not-at-top
+  from fabgen.stage2.inpainter_task import InpainterTask  # pylint: disable=g-import-not-at-top
+  from fabgen.synthesis.inpainter import InpainterSynthesizer  # pylint: disable=g-import-not-at-top
+  config = inpainter.get_config("64")
+  task = InpainterTask(config)
+  task.crops = defect_crops.extract_crops(_procedural(16, 128, 7, True), 64)
+  return InpainterSynthesizer(task, task.init_state(jax.random.key(0)))
 
 
 def time_method(synth, bgs, num, batch, out_dir):
@@ -88,7 +89,7 @@ def main(argv=None):
   parser.add_argument("--size", type=int, default=256)
   parser.add_argument("--source", default="fabricsim:simple:train")
   parser.add_argument("--backgrounds", default="fabricsim:simple:target_good")
-  parser.add_argument("--r3gan", default=None)
+  parser.add_argument("--inpainter", default=None)
   parser.add_argument("--multistage", default=None)
   args = parser.parse_args(argv)
 
@@ -102,8 +103,8 @@ def main(argv=None):
     bgs = backgrounds_lib.open_backgrounds(
         [r["image"] for r in _procedural(32, args.size, 1, False)])
   methods = {"cutpaste": (cutpaste.CutPasteSynthesizer.from_records(real, 64), True)}
-  methods["r3gan"] = ((base.load("r3gan", args.r3gan), True) if args.r3gan
-                      else (_untrained_r3gan(), False))
+  methods["inpainter"] = ((base.load("inpainter", args.inpainter), True) if args.inpainter
+                      else (_untrained_inpainter(), False))
   if args.multistage:
     methods["multistage"] = (base.load("multistage", args.multistage), True)
   ref = seam_quality.set_statistics(seam_quality.source_pairs(real))

@@ -27,7 +27,7 @@ def get_config(arg=None):
   c.seed = 0                                   # FabricSim seed and synthesis seed
   c.compilation_cache = True                   # persistent XLA cache in <workdir>/jax_cache
   c.target_fabric = -1                         # a target fabric id; -1 = the first one
-  c.methods = ("cutpaste", "multistage", "r3gan")   # rows of the table after "no adaptation"
+  c.methods = ("cutpaste", "multistage", "inpainter")   # rows of the table after "no adaptation"
   c.extra_generators = ml_collections.ConfigDict()  # method -> generator stage names, for new methods
   # Training of every model, on the source fabrics' train split (data.source is set by adapt).
   # demo: the small detector (128x128 crops) for a few minutes of CPU; checkpoints often enough
@@ -41,7 +41,7 @@ def get_config(arg=None):
                            "loss.matcher=auction", "optim.lr=1e-3",
                            "optim.warmup_steps=15", "checkpoint.every_steps=80",
                            "log_every_steps=20") if demo else ("configs/detector.py:base",)))
-  # fusion / r3gan_inpaint configs keep their length in `num_steps`; the platform reads
+  # fusion / inpainter configs keep their length in `num_steps`; the platform reads
   # `total_steps`, so it is set here explicitly for every generator.
   c.generators = ml_collections.ConfigDict({
       # demo: no end-of-training KID / conditioning check / sample grid (40 s of the budget);
@@ -52,7 +52,7 @@ def get_config(arg=None):
       "fusion": training("configs/fusion.py:tiny" if demo else "configs/fusion.py:64",
                          *(("total_steps=100", "log_every_steps=25") if demo
                            else ("total_steps=50000",))),
-      "r3gan": training("configs/r3gan_inpaint.py:tiny" if demo else "configs/r3gan_inpaint.py:64",
+      "inpainter": training("configs/inpainter.py:tiny" if demo else "configs/inpainter.py:64",
                         *(("total_steps=100", "log_every_steps=25") if demo
                           else ("total_steps=100000",))),
   })
@@ -66,7 +66,7 @@ def get_config(arg=None):
   c.finetune = ml_collections.ConfigDict()
   c.finetune.steps = 100 if demo else 4000     # fine-tuning steps per method
   # Fine-tuning lr = source lr * this. Demo (source lr 1e-3, fabric 40's first 48), mean F of
-  # no adaptation / control / cutpaste / multistage / r3gan: at 0.3, 39.9 / 43.9 / 43.3 / 34.8 /
+  # no adaptation / control / cutpaste / multistage / inpainter: at 0.3, 39.9 / 43.9 / 43.3 / 34.8 /
   # 49.4; at 0.1, 39.9 / 46.5 / 43.3 / 39.6 / 49.6 (README, issue 6).
   c.finetune.lr_factor = 0.3 if demo else 0.1
   # Fraction of every fine-tuning batch replayed from the source train split (the rest is the

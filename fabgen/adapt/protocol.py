@@ -3,14 +3,14 @@
   source detector ─┬─ evaluate on the target's real defects          -> row "no adaptation"
                    ├─ (finetune.control) fine-tune on the sources only, the same steps, and
                    │    evaluate                                     -> row "source only (control)"
-                   └─ for each method (cutpaste, multistage, r3gan, ...):
+                   └─ for each method (cutpaste, multistage, inpainter, ...):
                         synthesize defects on the target's defect-free images
                         fine-tune the source detector on them
                         evaluate on the target's real defects         -> row <method>
 
-Generators (stage 1 + fusion for multistage, the single-stage inpainter for r3gan) are trained
-on the source fabrics once, before synthesis. The target fabric contributes only defect-free
-images (`target_good` records of that fabric) until the final evaluation, which uses its real
+Generators (stage 1 + fusion for multistage, the single-stage inpainter for `inpainter`) are
+trained on the source fabrics once, before synthesis. The target fabric contributes only
+defect-free images (`target_good` records of that fabric) until the final evaluation, which uses its real
 defects (`target_test` records of that fabric).
 
 Resumability: every stage runs in its own subfolder of the workdir and, when it finishes, writes
@@ -41,7 +41,7 @@ import ml_collections
 from fabgen.adapt import table as table_lib
 
 RESULT = "result.json"
-GENERATORS = {"multistage": ("stage1", "fusion"), "r3gan": ("r3gan",), "cutpaste": ()}
+GENERATORS = {"multistage": ("stage1", "fusion"), "inpainter": ("inpainter",), "cutpaste": ()}
 NO_ADAPTATION = "no adaptation"
 CONTROL = "source only (control)"
 
@@ -59,7 +59,7 @@ class Backend(abc.ABC):
 
   @abc.abstractmethod
   def train_generator(self, name: str, out_dir: str, done: Mapping[str, dict]) -> dict:
-    """Trains generator `name` ("stage1", "fusion", "r3gan"); `done` = earlier stages' results."""
+    """Trains generator `name` ("stage1", "fusion", "inpainter"); `done`: earlier results."""
 
   @abc.abstractmethod
   def synthesize(self, method: str, out_dir: str, done: Mapping[str, dict]) -> dict:

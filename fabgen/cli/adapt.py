@@ -5,7 +5,7 @@
       --config.target_fabric=43 --config.methods='("cutpaste","multistage")'
 
 Resumable: rerun the same command and finished stages are skipped. Writes table.md, table.json,
-samples.png and one folder per stage (detector_source/, stage1/, fusion/, r3gan/, synth_<m>/,
+samples.png and one folder per stage (detector_source/, stage1/, fusion/, inpainter/, synth_<m>/,
 finetune_<m>/, eval_source/, eval_<m>/) under --workdir.
 """
 

@@ -4,10 +4,10 @@
       --backgrounds fabricsim:simple:target_good --num 1000 --out synth/
   fabgen synthesize --method multistage --checkpoint runs/ (holding stage1/ and fusion/) ...
   fabgen synthesize --method multistage --checkpoint runs/stage1,runs/fusion ...
-  fabgen synthesize --method r3gan --checkpoint runs/r3gan64 ...
+  fabgen synthesize --method inpainter --checkpoint runs/inpainter64 ...
 
---checkpoint: multistage = parent of stage1/ + fusion/ or 'STAGE1,FUSION'; r3gan = a workdir of
-configs/r3gan_inpaint.py; cutpaste = a labelled source (reader spec or folder) to crop from.
+--checkpoint: multistage = parent of stage1/ + fusion/ or 'STAGE1,FUSION'; inpainter = a workdir of
+configs/inpainter.py; cutpaste = a labelled source (reader spec or folder) to crop from.
 --backgrounds: a folder, a reader spec, or 'fabricsim:<preset>:fabric=<id>[:<count>]'.
 Re-running into the same --out resumes an interrupted run (same arguments required).
 """
@@ -20,7 +20,7 @@ import sys
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--method", required=True,
-                      help="multistage | cutpaste | r3gan (or any registered method)")
+                      help="multistage | cutpaste | inpainter (or any registered method)")
   parser.add_argument("--checkpoint", required=True, help="what the method loads (see above)")
   parser.add_argument("--backgrounds", required=True, help="defect-free images of the fabric")
   parser.add_argument("--num", type=int, required=True, help="number of images to write")

@@ -37,6 +37,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from PIL import Image
 
+from fabgen.data import defect_crops
 from fabgen.data import tiling
 from fabgen.data.readers import base
 from fabgen.data.readers import records
@@ -58,38 +59,15 @@ def random_crop(hw: tuple[int, int], on_defect: float = 0.0) -> Transform:
   def apply(sample: dict, rng: np.random.Generator) -> dict:
     h, w = np.asarray(sample["image"]).shape[:2]
     if on_defect > 0.0 and rng.random() < on_defect:
-      box = _defect_box(sample, rng)
+      box = defect_crops.random_defect_box(sample, rng)
       if box is not None:
-        y = int(rng.integers(*_positions_containing(box[0], box[2], hw[0], h)))
-        x = int(rng.integers(*_positions_containing(box[1], box[3], hw[1], w)))
+        y = int(rng.integers(*defect_crops.positions_containing(box[0], box[2], hw[0], h)))
+        x = int(rng.integers(*defect_crops.positions_containing(box[1], box[3], hw[1], w)))
         return tiling.crop_sample(sample, y, x, hw)
     y = int(rng.integers(0, max(0, h - hw[0]) + 1))
     x = int(rng.integers(0, max(0, w - hw[1]) + 1))
     return tiling.crop_sample(sample, y, x, hw)
   return apply
-
-
-def _defect_box(sample: dict, rng: np.random.Generator) -> tuple[int, int, int, int] | None:
-  """(y0, x0, y1, x1) of one instance, its class drawn uniformly from those present, or None."""
-  classes = np.asarray(sample["instance_class"])
-  mask = np.asarray(sample["instance_mask"])
-  present = [k for k in range(len(classes)) if classes[k] >= 0 and (mask == k + 1).any()]
-  if not present:
-    return None
-  kinds = sorted({int(classes[k]) for k in present})
-  kind = kinds[int(rng.integers(len(kinds)))]
-  of_kind = [k for k in present if classes[k] == kind]
-  ys, xs = np.nonzero(mask == of_kind[int(rng.integers(len(of_kind)))] + 1)
-  return int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1
-
-
-def _positions_containing(a0: int, a1: int, size: int, full: int) -> tuple[int, int]:
-  """[lo, hi) of crop starts whose window [s, s+size) holds [a0, a1) (its centre if longer)."""
-  if a1 - a0 > size:
-    a0 = a1 = (a0 + a1) // 2
-  lo = min(max(0, a1 - size), max(0, full - size))
-  hi = max(lo, min(a0, full - size))
-  return lo, hi + 1
 
 
 def center_crop(hw: tuple[int, int]) -> Transform:

@@ -12,7 +12,7 @@ TASKS: dict[str, str] = {
     "reference": "fabgen.platform.reference_task:ReferenceTask",
     "stage1": "fabgen.stage1.task:Stage1Task",
     "fusion": "fabgen.stage2.task:FusionTask",
-    "r3gan_inpaint": "fabgen.stage2.single_stage_task:SingleStageTask",
+    "inpainter": "fabgen.stage2.inpainter_task:InpainterTask",
     "detector": "fabgen.detector.task:DetectorTask",
 }
 

@@ -24,6 +24,7 @@ import numpy as np
 from flax import nnx
 
 from fabgen.nn import gram as gram_lib
+from fabgen.nn import masks as mask_ops
 from fabgen.nn import r3gan
 from fabgen.nn import vgg
 
@@ -47,7 +48,7 @@ class GramFeatures:
                                                                       jnp.uint8)).shape[-1])
 
   def grams(self, images) -> dict:
-    return gram_lib.grams(self.params, to_unit(images), self.taps)
+    return gram_lib.grams(self.params, mask_ops.to_unit(images), self.taps)
 
   def __call__(self, images) -> jax.Array:
     return features_from_grams(self.grams(images), self.pool, self.kind)
@@ -62,14 +63,6 @@ class GramFeatures:
         chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, 0)])
       out.append(np.asarray(self._jitted(chunk))[:n])
     return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
-
-
-def to_unit(images) -> jax.Array:
-  """uint8 [0, 255] or float [0, 1] images -> float32 in [0, 1]."""
-  images = jnp.asarray(images)
-  if images.dtype == jnp.uint8:
-    return images.astype(jnp.float32) / 255.0
-  return images.astype(jnp.float32)
 
 
 def _pool_gram(g: jax.Array, pool: int) -> jax.Array:

@@ -24,6 +24,7 @@ from typing import Iterable, Mapping, Sequence
 import grain
 import numpy as np
 
+from fabgen.data import defect_crops
 from fabgen.data import pipeline
 
 
@@ -47,16 +48,6 @@ class PatchSet:
     return PatchSet(self.patches[index], self.masks[index], self.clean[index],
                     self.class_ids[index], self.fabric_ids[index],
                     None if self.cond is None else self.cond[index], list(self.dropped))
-
-
-def centred_window(mask: np.ndarray, size: int) -> tuple[int, int]:
-  """Top-left (y, x) of a size x size window centred on mask's bounding box, inside the image."""
-  h, w = mask.shape
-  ys, xs = np.nonzero(mask)
-  cy, cx = (ys.min() + ys.max() + 1) // 2, (xs.min() + xs.max() + 1) // 2
-  y0 = int(np.clip(cy - size // 2, 0, h - size))
-  x0 = int(np.clip(cx - size // 2, 0, w - size))
-  return y0, x0
 
 
 def clean_window(defects: np.ndarray, size: int, near: tuple[int, int],
@@ -113,7 +104,7 @@ def build_patches(records: Iterable[Mapping[str, np.ndarray]], patch_size: int,
         continue
       if max_per_class is not None and counts.get(cls, 0) >= max_per_class:
         continue
-      y, x = centred_window(m, patch_size)
+      y, x = defect_crops.centred_window(defect_crops.mask_box(m), patch_size, m.shape)
       if twin is not None:
         clean = _crop(np.asarray(twin), y, x, patch_size)
       else:

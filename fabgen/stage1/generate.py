@@ -19,7 +19,7 @@ import os
 import jax
 import jax.numpy as jnp
 
-from fabgen.stage1 import condition as condition_lib
+from fabgen.nn import masks as mask_ops
 
 
 class Stage1Generator:
@@ -45,7 +45,7 @@ class Stage1Generator:
 
   def generate(self, backgrounds, class_ids, rng):
     """Defect patches + soft masks conditioned on the texture of `backgrounds` (see module doc)."""
-    x = condition_lib.to_unit(backgrounds)
+    x = mask_ops.to_unit(backgrounds)
     if x.ndim != 4 or x.shape[-1] != 3:
       raise ValueError(f"backgrounds must be [B, H, W, 3], got {x.shape}")
     p = self.patch_size

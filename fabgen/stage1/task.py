@@ -28,17 +28,13 @@ import optax
 
 from fabgen.data import pipeline
 from fabgen.gan import losses
+from fabgen.nn import masks as mask_ops
 from fabgen.platform import ema as ema_lib
 from fabgen.platform import schedules
 from fabgen.platform.task import Task
 from fabgen.stage1 import condition as condition_lib
 from fabgen.stage1 import data as data_lib
 from fabgen.stage1 import model as model_lib
-
-
-def to_signed(images: jax.Array) -> jax.Array:
-  """uint8 [0, 255] -> float32 [-1, 1]."""
-  return images.astype(jnp.float32) / 127.5 - 1.0
 
 
 class Stage1Task(Task):
@@ -98,9 +94,10 @@ class Stage1Task(Task):
     """One D step and one G step with base penalty weight `gamma` (traced)."""
     lc, m = self.config.loss, self.config.model
     step = state["step"]
-    real = model_lib.d_input(to_signed(batch["patch"]), batch["mask"].astype(jnp.float32))
+    real = model_lib.d_input(mask_ops.to_signed(batch["patch"]),
+                             batch["mask"].astype(jnp.float32))
     cond, cls = batch["cond"].astype(jnp.float32), batch["class_id"]
-    texture = to_signed(batch["clean"])
+    texture = mask_ops.to_signed(batch["clean"])
     b = real.shape[0]
     k_d, k_g = jax.random.split(rng)
     gamma_t = gamma * self.gamma_shape(step)

@@ -1,4 +1,4 @@
-"""Checks of the stage-2 configs (fusion, r3gan_inpaint) that the platform's `validate` cannot know.
+"""Checks of the stage-2 configs (fusion, inpainter) that the platform's `validate` cannot know.
 
 A bad value must fail when the task is built, with the key and the value named, not as a shape
 error deep inside a traced step: widths that do not fit the crop size, an unknown objective, a
@@ -18,7 +18,7 @@ def _positive_int(config, key):
   for part in key.split("."):
     if part not in node:
       raise ValueError(f"config.{key} is missing (start from configs/fusion.py or "
-                       f"configs/r3gan_inpaint.py)")
+                       f"configs/inpainter.py)")
     node = node[part]
   if not isinstance(node, int) or isinstance(node, bool) or node <= 0:
     raise ValueError(f"config.{key}={node!r} must be a positive int")
@@ -72,8 +72,8 @@ def validate_fusion(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.data.margin={config.data.margin!r} must be >= 0")
 
 
-def validate_inpaint(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the key of the first bad r3gan_inpaint-config value."""
+def validate_inpainter(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the key of the first bad inpainter-config value."""
   _common(config)
   _positive_int(config, "model.noise_channels")
   _positive_int(config, "model.mask_bank_size")

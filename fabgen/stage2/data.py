@@ -17,21 +17,12 @@ stage-1 mask, filled with the stage-1 patch), so T sees the same kind of input i
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
-
 import grain
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from fabgen.data import pipeline
-from fabgen.synthesis import cutpaste
-
-
-def real_crops(records: Iterable[Mapping[str, np.ndarray]], size: int, max_per_class: int = 256,
-               class_ids=None):
-  """`size` crops centred on real defect instances: (images u8, masks f32, classes)."""
-  return cutpaste.extract_crops(records, size, max_per_class, class_ids)
+from fabgen.nn import masks as mask_ops
 
 
 def _resize(array: np.ndarray, h: int, w: int, resample) -> np.ndarray:
@@ -44,7 +35,7 @@ def _resize(array: np.ndarray, h: int, w: int, resample) -> np.ndarray:
 def make_imperfect(y: np.ndarray, m: np.ndarray, donor: np.ndarray, donor_mask: np.ndarray,
                    margin: int) -> tuple[np.ndarray, np.ndarray]:
   """(x uint8 [S,S,3], window R float32 [S,S]): y with its defect window replaced by the donor."""
-  w_mask = ndimage.binary_dilation(m > 0.5, iterations=margin) if margin > 0 else m > 0.5
+  w_mask = mask_ops.defect_region(m, margin) > 0.5
   ys, xs = np.nonzero(w_mask)
   if len(ys) == 0:
     return y.copy(), np.zeros(m.shape, np.float32)
@@ -53,8 +44,7 @@ def make_imperfect(y: np.ndarray, m: np.ndarray, donor: np.ndarray, donor_mask: 
   dm = _resize(donor_mask.astype(np.float32), y1 - y0, x1 - x0, Image.BILINEAR) > 0.5
   placed = np.zeros(m.shape, bool)
   placed[y0:y1, x0:x1] = dm
-  if margin > 0:
-    placed = ndimage.binary_dilation(placed, iterations=margin)
+  placed = mask_ops.defect_region(placed.astype(np.float32), margin) > 0.5
   inside_box = np.zeros(m.shape, bool)
   inside_box[y0:y1, x0:x1] = True
   region = w_mask | (placed & inside_box)

@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from fabgen.nn import masks as mask_ops
 from fabgen.nn import r3gan
 from fabgen.nn import resample
-from fabgen.synthesis import compose
 
 
 def _fixup_scale(num_blocks: int) -> float:
@@ -110,8 +110,8 @@ class FusionNet(nnx.Module):
   def __call__(self, x, window):
     delta = self.unet(jnp.concatenate([x, window[..., None]], -1))
     if self.reach_radius > 0:
-      delta = delta * compose.dilate((window > 0.5).astype(delta.dtype),
-                                     self.reach_radius)[..., None]
+      delta = delta * mask_ops.defect_region(window, self.reach_radius)[..., None].astype(
+          delta.dtype)
     return x + delta
 
 

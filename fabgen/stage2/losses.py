@@ -18,12 +18,12 @@ import jax
 import jax.numpy as jnp
 from einops import reduce
 
-from fabgen.synthesis import compose
+from fabgen.nn import masks as mask_ops
 
 
 def seam_weights(window: jax.Array, logits_shape, radius: int, seam_weight: float) -> jax.Array:
   """[B, h, w] weights at logit resolution, proportional to 1 + seam_weight * (seam share)."""
-  band = compose.seam_band(window, radius)
+  band = mask_ops.seam_band(window, radius)
   _, h, w = logits_shape
   fy, fx = window.shape[1] // h, window.shape[2] // w
   band = reduce(band, "b (h fy) (w fx) -> b h w", "mean", fy=fy, fx=fx)
@@ -36,7 +36,7 @@ def seam_weights(window: jax.Array, logits_shape, radius: int, seam_weight: floa
 
 def outside(window: jax.Array, radius: int) -> jax.Array:
   """[B, H, W] float: 1 outside dilate(window > 0.5, radius), where T must leave x unchanged."""
-  return 1.0 - compose.dilate((window > 0.5).astype(jnp.float32), radius)
+  return 1.0 - mask_ops.defect_region(window, radius)
 
 
 def outside_l1(out: jax.Array, x: jax.Array, window: jax.Array, radius: int) -> jax.Array:

@@ -21,6 +21,7 @@ import optax
 
 from fabgen.data import pipeline
 from fabgen.gan import losses as gan_losses
+from fabgen.nn import masks as mask_ops
 from fabgen.nn import r3gan
 from fabgen.platform import ema as ema_lib
 from fabgen.platform import schedules
@@ -40,11 +41,6 @@ from fabgen.stage2 import losses
 # term alone must hold it, which took longer than the tests' 30 tiny steps with the R3GAN blocks
 # (measured 0.13-0.20 at step 30, reach 2x seam radius; see the stage-2 report).
 OUT_OF_MASK_BOUND = 0.05
-
-
-def to_signed(images: jax.Array) -> jax.Array:
-  """uint8 -> float32 in [-1, 1] (the networks' range)."""
-  return images.astype(jnp.float32) / 127.5 - 1.0
 
 
 class FusionTask(Task):
@@ -71,6 +67,20 @@ class FusionTask(Task):
     """T on signed images [B,S,S,3] and window [B,S,S] -> signed fused images."""
     return self.t_net.apply(params, x, window)
 
+  def fuse(self, t_params, background, patch, patch_mask):
+    """Fuses a defect patch into signed background windows, as synthesis needs it.
+
+    background [B,S,S,3] and patch [B,S,S,3] signed, patch_mask [B,S,S] (zero where the patch
+    is not). T's input is built as its training examples are (`fabgen.stage2.data`): the patch
+    pasted over R = defect_region(mask, data.margin); of T's output only dilate(R, seam_radius)
+    is kept (T's change outside it is bounded by `OUT_OF_MASK_BOUND` in training).
+    """
+    c = self.config
+    region = mask_ops.defect_region(patch_mask, c.data.margin)
+    x = mask_ops.paste(background, patch, region)
+    fused = self.apply_t(t_params, x, region)
+    return mask_ops.paste(background, fused, mask_ops.dilate(region, c.loss.seam_radius))
+
   def apply_d(self, params, images, window):
     return self.d_net.apply(params, images, window[..., None])
 
@@ -85,7 +95,7 @@ class FusionTask(Task):
   def train_step(self, state, batch, rng):
     del rng  # the step is deterministic given the batch
     c = self.config.loss
-    x, y = to_signed(batch["x"]), to_signed(batch["y"])
+    x, y = mask_ops.to_signed(batch["x"]), mask_ops.to_signed(batch["y"])
     window = batch["window"].astype(jnp.float32)
     fake = jax.lax.stop_gradient(self.apply_t(state["t"], x, window))
     both_windows = jnp.concatenate([window, window], 0)

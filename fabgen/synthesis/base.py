@@ -81,7 +81,7 @@ class Synthesizer(abc.ABC):
 SYNTHESIZERS: dict[str, str] = {
     "multistage": "fabgen.synthesis.multistage:MultistageSynthesizer",
     "cutpaste": "fabgen.synthesis.cutpaste:CutPasteSynthesizer",
-    "r3gan": "fabgen.synthesis.r3gan:R3GANSynthesizer",
+    "inpainter": "fabgen.synthesis.inpainter:InpainterSynthesizer",
     # Later methods plug in here (or via `register`) with the same interface:
     "defectfill": "fabgen.diffusion.synthesizer:DefectFillSynthesizer",
     "dgt": "fabgen.dgt.synthesizer:DGTSynthesizer",

@@ -5,9 +5,9 @@
 
 Per sample: cut the fusion window (T's `image_size`) at the placed offset; stage 1 generates a
 `patch_size` defect patch and mask conditioned on the window's texture (its Gram matrix); the
-patch is pasted, centred, over R = dilate(mask, margin) (hard seams, exactly as T's training
-inputs are built); T fuses; only dilate(R, seam_radius) of T's output is kept (T's change outside
-it is bounded by `OUT_OF_MASK_BOUND` in training and discarded here); the window goes back.
+patch is centred in the window and `FusionTask.fuse` pastes it over the fusion region (hard
+seams, exactly as T's training inputs are built), runs T and keeps T's output near the region;
+the window goes back.
 
 End to end with real tiny checkpoints (tests/synthesis/test_synthesis_multistage_e2e.py):
 
@@ -24,9 +24,8 @@ import os
 import jax
 import jax.numpy as jnp
 
-from fabgen.stage2.task import to_signed
+from fabgen.nn import masks as mask_ops
 from fabgen.synthesis import base
-from fabgen.synthesis import compose
 from fabgen.synthesis import restore
 
 
@@ -72,8 +71,7 @@ class MultistageSynthesizer(base.Synthesizer):
 
   def apply(self, state, backgrounds, class_ids, offsets, keys):
     s, p = self.patch_size, self.stage1.patch_size
-    c = self.fusion.config
-    windows = compose.crop_windows(backgrounds, offsets, s)
+    windows = mask_ops.crop_windows(backgrounds, offsets, s)
     lo = (s - p) // 2
     # Per-sample keys: each sample's patch depends only on its own key.
     out = jax.vmap(lambda w, cid, k: self.stage1.generate(
@@ -83,10 +81,5 @@ class MultistageSynthesizer(base.Synthesizer):
     pad = ((0, 0), (lo, s - p - lo), (lo, s - p - lo))
     patch = jnp.pad(patch, pad + ((0, 0),))
     pmask = jnp.pad(pmask, pad)
-    region = compose.dilate((pmask > 0.5).astype(jnp.float32), c.data.margin)
-    signed = to_signed(windows)
-    x = compose.paste(signed, patch, region)
-    fused = self.fusion.apply_t(state["t"], x, region)
-    keep = compose.dilate(region, c.loss.seam_radius)
-    result = compose.paste(signed, fused, keep)
-    return compose.put_windows(backgrounds, compose.to_uint8((result + 1.0) / 2.0), offsets)
+    fused = self.fusion.fuse(state["t"], mask_ops.to_signed(windows), patch, pmask)
+    return mask_ops.put_windows(backgrounds, mask_ops.signed_to_uint8(fused), offsets)

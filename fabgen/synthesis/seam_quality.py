@@ -13,7 +13,7 @@ from real", not "how smooth" (a blurred blob would be smooth and still wrong):
   not VGG, so the metric needs no weights and means the same on every machine.
 
 Lower gap and lower band_fd are better; the seam-quality table in the synthesis benchmark reports
-them for multistage, cutpaste and r3gan.
+them for multistage, cutpaste and inpainter.
 """
 
 from __future__ import annotations

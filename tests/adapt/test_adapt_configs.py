@@ -26,17 +26,17 @@ def test_every_stage_config_validates(variant, monkeypatch, tmp_path):
   config = load(variant)
   backend = platform_backend.PlatformBackend(config)
   source = f"data.source={backend.source_spec('train')}"
-  sections = [config.detector] + [config.generators[g] for g in ("stage1", "fusion", "r3gan")]
+  sections = [config.detector] + [config.generators[g] for g in ("stage1", "fusion", "inpainter")]
   built = {}
   for section in sections:
     cfg = config_lib.get(platform_backend.resolve_spec(section.spec),
                          list(section.overrides) + [source])
     assert cfg.data.source == f"fabricsim:{config.preset}:train:{config.seed}"
     built[cfg.task] = cfg
-  assert sorted(built) == ["detector", "fusion", "r3gan_inpaint", "stage1"]
+  assert sorted(built) == ["detector", "fusion", "inpainter", "stage1"]
   # The platform trains for total_steps: each generator's length is set explicitly (the stage-2
   # configs keep their own length in num_steps, which the trainer does not read).
-  for gen, task in (("stage1", "stage1"), ("fusion", "fusion"), ("r3gan", "r3gan_inpaint")):
+  for gen, task in (("stage1", "stage1"), ("fusion", "fusion"), ("inpainter", "inpainter")):
     steps = [o for o in config.generators[gen].overrides if o.startswith("total_steps=")]
     assert steps, f"generators.{gen} does not set total_steps"
     assert built[task].total_steps == int(steps[-1].split("=")[1])

@@ -3,7 +3,7 @@
 import numpy as np
 
 from fabgen.data.readers import spread_indices
-from fabgen.synthesis import cutpaste
+from fabgen.data import defect_crops
 
 
 def test_spread_indices_cover_the_range_evenly():
@@ -28,7 +28,7 @@ def test_a_class_ordered_source_gives_every_class_to_a_small_scan():
   records = [_record(c) for c in (0, 1, 2, 3) for _ in range(10)]
   first = {int(records[i]["instance_class"][0]) for i in range(8)}
   assert first == {0}
-  _, _, bank = cutpaste.extract_crops((records[i] for i in spread_indices(40, 8)), 16, 4)
+  _, _, bank = defect_crops.extract_crops((records[i] for i in spread_indices(40, 8)), 16, 4)
   assert set(bank.tolist()) == {0, 1, 2, 3}
 
 

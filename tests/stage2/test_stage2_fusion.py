@@ -7,6 +7,8 @@ import pytest
 
 from configs import fusion as fusion_config
 from fabgen.gan import losses as gan_losses
+from fabgen.nn import masks as mask_ops
+from fabgen.data import defect_crops
 from fabgen.stage2 import data as data_lib
 from fabgen.stage2 import losses
 from fabgen.stage2 import task as task_lib
@@ -17,13 +19,13 @@ def _task(objective="nsgan"):
   config = fusion_config.get_config(f"tiny,objective={objective}")
   config.batch_size = 8
   task = task_lib.FusionTask(config)
-  crops = data_lib.real_crops(_records(), config.image_size)
+  crops = defect_crops.extract_crops(_records(), config.image_size)
   task.examples = data_lib.FusionExamples(crops, crops, config.data.margin)
   return task, config
 
 
 def test_imperfect_input_replaces_only_the_window():
-  crops = data_lib.real_crops(_records(2), 32)
+  crops = defect_crops.extract_crops(_records(2), 32)
   x, window = data_lib.make_imperfect(crops[0][0], crops[1][0], crops[0][1], crops[1][1], 2)
   outside = window < 0.5
   np.testing.assert_array_equal(x[outside], crops[0][0][outside])
@@ -45,7 +47,7 @@ def test_t_starts_as_identity():
   task, _ = _task()
   state = task.init_state(jax.random.key(0))
   batch = next(iter(task.dataset(0, 1, 0)))
-  x = task_lib.to_signed(batch["x"])
+  x = mask_ops.to_signed(batch["x"])
   out = jax.jit(task.apply_t)(state["t"], x, jnp.asarray(batch["window"]))
   np.testing.assert_allclose(out, x, atol=1e-6)
 
@@ -55,7 +57,7 @@ def _pasted_vs_real_loss(task):
   c = task.config.loss
 
   def loss(d_params, batch):
-    x, y = task_lib.to_signed(batch["x"]), task_lib.to_signed(batch["y"])
+    x, y = mask_ops.to_signed(batch["x"]), mask_ops.to_signed(batch["y"])
     window = batch["window"].astype(jnp.float32)
     real, fake = task.apply_d(d_params, y, window), task.apply_d(d_params, x, window)
     w = losses.seam_weights(window, real.shape, c.seam_radius, c.seam_weight)
@@ -84,8 +86,8 @@ def test_training_learns_and_stays_inside_the_window():
   before, after = float(seam_cue(d_init, held)), float(seam_cue(state["d"], held))
   assert after < before - 0.05, (before, after)
   # T has moved off the identity inside the window, and holds the out-of-mask bound.
-  out = jax.jit(task.apply_t)(state["t"], task_lib.to_signed(held["x"]),
+  out = jax.jit(task.apply_t)(state["t"], mask_ops.to_signed(held["x"]),
                               jnp.asarray(held["window"]))
-  assert float(jnp.abs(out - task_lib.to_signed(held["x"])).max()) > 1e-3
+  assert float(jnp.abs(out - mask_ops.to_signed(held["x"])).max()) > 1e-3
   assert max(m["out_of_mask"] for m in history[-5:]) < task_lib.OUT_OF_MASK_BOUND, history[-1]
   assert int(state["step"]) == steps

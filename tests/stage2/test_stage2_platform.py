@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import fusion as fusion_config
-from configs import r3gan_inpaint as r3gan_config
+from configs import inpainter as inpainter_config
 from fabgen.data import classes as classes_lib
 from fabgen.data import labels
 from fabgen.data import sample as sample_lib
@@ -20,7 +20,7 @@ from fabgen.platform import config as config_lib
 from fabgen.platform import faults
 from fabgen.platform import trainer
 from fabgen.synthesis import base
-from fabgen.synthesis import r3gan
+from fabgen.synthesis import inpainter
 from fabgen.synthesis import restore
 
 
@@ -105,15 +105,15 @@ def test_fusion_trains_resumes_exactly_and_restores_for_synthesis(source, tmp_pa
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                jax.device_get(state["t_ema"]), jax.device_get(state_p["t_ema"]))
   with pytest.raises(base.SynthesisError, match="holds a 'fusion' model"):
-    restore.restore_task(full, expect="r3gan_inpaint")
+    restore.restore_task(full, expect="inpainter")
 
 
-def test_r3gan_inpaint_trains_and_restores_as_a_synthesizer(source, tmp_path):
-  config = _config(r3gan_config, source, steps=2, objective="nsgan")  # rpgan: single-stage test
-  workdir = str(tmp_path / "r3gan")
+def test_inpainter_trains_and_restores_as_a_synthesizer(source, tmp_path):
+  config = _config(inpainter_config, source, steps=2, objective="nsgan")  # rpgan: single-stage test
+  workdir = str(tmp_path / "inpainter")
   result = _train(config, workdir)
   assert result["step"] == 2 and np.isfinite(result["g_loss"])
-  synth = r3gan.R3GANSynthesizer.from_checkpoint(workdir)
+  synth = inpainter.InpainterSynthesizer.from_checkpoint(workdir)
   assert synth.class_ids == (1, 2) and synth.patch_size == 32
   bank = jax.device_get(synth.state["classes"])
   assert bank.shape == (config.model.mask_bank_size,) and sorted(set(bank[bank >= 0])) == [1, 2]

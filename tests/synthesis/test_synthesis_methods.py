@@ -70,8 +70,8 @@ def test_wrong_checkpoint_kind_is_named(tmp_path):
   config = fusion_config.get_config("tiny")
   task = fusion_task.FusionTask(config)
   restore.export_task(str(tmp_path / "f"), config, task.init_state(jax.random.key(0)))
-  with pytest.raises(base.SynthesisError, match="holds a 'fusion' model.*'r3gan_inpaint'"):
-    base.load("r3gan", str(tmp_path / "f"))
+  with pytest.raises(base.SynthesisError, match="holds a 'fusion' model.*'inpainter'"):
+    base.load("inpainter", str(tmp_path / "f"))
   with pytest.raises(base.SynthesisError, match="no stage-1 model"):
     multistage.split_checkpoint(str(tmp_path / "nowhere"))
   with pytest.raises(base.SynthesisError, match="unknown synthesis method 'nope'"):

@@ -1,8 +1,9 @@
-"""The single-stage R3GAN inpainting generator G(z, background, mask, class) (method `r3gan`).
+"""The single-stage R3GAN inpainting generator G(z, background, mask, class) (method `inpainter`).
 
-  fabgen train --config configs/r3gan_inpaint.py:tiny --workdir /tmp/r3gan_tiny     # CPU, ~1 min
-  fabgen train --config configs/r3gan_inpaint.py:64 --workdir runs/r3gan64
-  fabgen synthesize --method r3gan --checkpoint runs/r3gan64 --backgrounds ... --num 1000 --out o/
+  fabgen train --config configs/inpainter.py:tiny --workdir /tmp/inpainter_tiny     # CPU, ~1 min
+  fabgen train --config configs/inpainter.py:64 --workdir runs/inpainter64
+  fabgen synthesize --method inpainter --checkpoint runs/inpainter64 \
+      --backgrounds ... --num 1000 --out o/
   python -m benchmarks.bench_stage2
 
 Variants: tiny (32x32 windows of `fabricsim:tiny:train`: tests and CPUs), 64, 128. Trained with
@@ -19,12 +20,12 @@ def get_config(arg=None):
   """`arg`: variant plus key=value options, e.g. "tiny,objective=nsgan,steps=20"."""
   o = config_lib.parse_arg(arg, variant="64", objective="rpgan", source="", steps=0, batch=0)
   if o.variant not in VARIANTS:
-    raise ValueError(f"configs/r3gan_inpaint.py: unknown variant {o.variant!r}; use "
+    raise ValueError(f"configs/inpainter.py: unknown variant {o.variant!r}; use "
                      f"{', '.join(VARIANTS)}")
   tiny = o.variant == "tiny"
   size = {"tiny": 32, "64": 64, "128": 128}[o.variant]
   c = config_lib.base_config()
-  c.task = "r3gan_inpaint"
+  c.task = "inpainter"
   c.seed = 0
   c.image_size = size                        # side of the window G paints into
   c.total_steps = o.steps or (40 if tiny else 100_000)

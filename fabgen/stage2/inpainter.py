@@ -22,11 +22,11 @@ import numpy as np
 from flax import nnx
 
 from fabgen.data import pipeline
+from fabgen.nn import masks as mask_ops
 from fabgen.stage2 import fusion
-from fabgen.synthesis import compose
 
 
-class InpaintGenerator(nnx.Module):
+class Inpainter(nnx.Module):
   """UNet over [blanked background (3), mask (1), noise (noise_channels)] + class embeddings."""
 
   def __init__(self, num_classes: int, widths: Sequence[int] = (32, 64, 128), blocks: int = 1,
@@ -40,14 +40,9 @@ class InpaintGenerator(nnx.Module):
     return jnp.tanh(self.unet(jnp.concatenate([blanked, mask[..., None], noise], -1), class_ids))
 
 
-def region(mask: jax.Array, margin: int) -> jax.Array:
-  """R = dilate(mask > 0.5, margin): where G may paint."""
-  return compose.dilate((mask > 0.5).astype(jnp.float32), margin)
-
-
 def inpaint(g_fn, background, mask, class_ids, key, margin: int, noise_channels: int):
   """Signed background [B,S,S,3], mask [B,S,S] -> signed composite (G only inside R)."""
-  r = region(mask, margin)
+  r = mask_ops.defect_region(mask, margin)
   blanked = background * (1.0 - r[..., None])
   noise = jax.random.normal(key, background.shape[:3] + (noise_channels,))
   painted = g_fn(blanked, mask, class_ids, noise)
@@ -57,7 +52,7 @@ def inpaint(g_fn, background, mask, class_ids, key, margin: int, noise_channels:
 def mask_bank(crops: tuple, size: int) -> dict[str, np.ndarray]:
   """The real defect shapes a trained model samples from at synthesis, in a fixed-size bank.
 
-  The bank lives in the training state (one checkpoint is everything the `r3gan` method needs);
+  The bank lives in the training state (one checkpoint is everything the `inpainter` method needs);
   its shape is fixed by `size`, not by how many crops the data held, so a checkpoint's layout does
   not depend on the data. Crops are taken round-robin over classes; unused rows have class -1.
   """

@@ -1,10 +1,10 @@
-"""`SingleStageTask` ("r3gan_inpaint"): trains G(z, background, mask, class) with RpGAN + R1 + R2.
+"""`InpainterTask` ("inpainter"): trains G(z, background, mask, class) with RpGAN + R1 + R2.
 
 The state also carries the *mask bank* (real defect masks and their classes from the source
 data), because synthesis samples defect shapes from it: one checkpoint is then everything the
-`r3gan` synthesis method needs.
+`inpainter` synthesis method needs.
 
-Config (configs/r3gan_inpaint.py): image_size, model.{widths, d_widths, blocks, expansion,
+Config (configs/inpainter.py): image_size, model.{widths, d_widths, blocks, expansion,
 group_width, conv_impl, noise_channels, mask_bank_size},
 loss.{objective, margin, seam_radius, seam_weight, r1_gamma, r2_gamma}, optim.{lr_g, lr_d, b2},
 ema_half_life, data.{source, max_records, max_per_class}, batch_size.
@@ -20,6 +20,7 @@ import optax
 from fabgen.data import classes as classes_lib
 from fabgen.data import pipeline
 from fabgen.gan import losses as gan_losses
+from fabgen.nn import masks as mask_ops
 from fabgen.nn import r3gan
 from fabgen.platform import ema as ema_lib
 from fabgen.platform import schedules
@@ -28,19 +29,18 @@ from fabgen.stage2 import config_checks
 from fabgen.stage2 import data as data_lib
 from fabgen.stage2 import fusion
 from fabgen.stage2 import losses
-from fabgen.stage2 import single_stage
-from fabgen.stage2.task import to_signed
+from fabgen.stage2 import inpainter
 
 
-class SingleStageTask(Task):
+class InpainterTask(Task):
   """Single-stage inpainting GAN; G and D are built from the shared R3GAN blocks in `fusion`."""
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
-    config_checks.validate_inpaint(config)
+    config_checks.validate_inpainter(config)
     m = config.model
     args = fusion.network_args(m)
-    self.g_net = r3gan.Functional(lambda rngs: single_stage.InpaintGenerator(
+    self.g_net = r3gan.Functional(lambda rngs: inpainter.Inpainter(
         classes_lib.NUM_CLASSES, m.widths, m.blocks, m.noise_channels, **args, rngs=rngs))
     self.d_net = r3gan.Functional(lambda rngs: fusion.PatchDiscriminator(
         m.d_widths, extra_channels=1, blocks=m.blocks, num_classes=classes_lib.NUM_CLASSES,
@@ -72,21 +72,21 @@ class SingleStageTask(Task):
     g, d = self.g_net.init(kg), self.d_net.init(kd)
     return {"step": jnp.zeros((), jnp.int32), "g": g, "d": d, "g_ema": jax.tree.map(jnp.copy, g),
             "opt_g": self.opt_g.init(g), "opt_d": self.opt_d.init(d),
-            "mask_bank": single_stage.mask_bank(self.get_crops(), self.config.model.mask_bank_size)}
+            "mask_bank": inpainter.mask_bank(self.get_crops(), self.config.model.mask_bank_size)}
 
   def generate(self, g_params, background, mask, class_ids, key):
     """Signed composite for signed backgrounds (used by training and by synthesis)."""
     m = self.config
-    return single_stage.inpaint(self.g_fn(g_params), background, mask, class_ids, key,
+    return inpainter.inpaint(self.g_fn(g_params), background, mask, class_ids, key,
                                 m.loss.margin, m.model.noise_channels)
 
   def train_step(self, state, batch, rng):
     c = self.config.loss
-    y = to_signed(batch["y"])
+    y = mask_ops.to_signed(batch["y"])
     mask = batch["mask"].astype(jnp.float32)
     cls = batch["class_id"]
     fake = jax.lax.stop_gradient(self.generate(state["g"], y, mask, cls, rng))
-    w = losses.seam_weights(single_stage.region(mask, c.margin), (mask.shape[0],) +
+    w = losses.seam_weights(mask_ops.defect_region(mask, c.margin), (mask.shape[0],) +
                             self.logit_shape(), c.seam_radius, c.seam_weight)
     both_masks, both_cls = jnp.concatenate([mask, mask], 0), jnp.concatenate([cls, cls], 0)
 
@@ -123,7 +123,7 @@ class SingleStageTask(Task):
     return side, side
 
   def dataset(self, process_index, process_count, seed):
-    return single_stage.crop_dataset(self.get_crops(), self.config.batch_size // process_count,
+    return inpainter.crop_dataset(self.get_crops(), self.config.batch_size // process_count,
                                      process_index, process_count, seed,
                                      pipeline.config_read_options(self.config))
 

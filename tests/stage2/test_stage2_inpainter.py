@@ -6,22 +6,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import r3gan_inpaint as r3gan_config
-from fabgen.stage2 import data as data_lib
-from fabgen.stage2 import single_stage
-from fabgen.stage2 import single_stage_task
-from fabgen.stage2.task import to_signed
+from configs import inpainter as inpainter_config
+from fabgen.data import defect_crops
+from fabgen.nn import masks as mask_ops
+from fabgen.stage2 import inpainter_task
 from fabgen.synthesis import backgrounds as backgrounds_lib
-from fabgen.synthesis import r3gan
+from fabgen.synthesis import inpainter as inpainter_synth
 from fabgen.synthesis import restore
 from fabgen.synthesis import stream
 from stage2_fixtures import striped_records as _records
 
 
 def _task():
-  config = r3gan_config.get_config("tiny")
-  task = single_stage_task.SingleStageTask(config)
-  task.crops = data_lib.real_crops(_records(), config.image_size)
+  config = inpainter_config.get_config("tiny")
+  task = inpainter_task.InpainterTask(config)
+  task.crops = defect_crops.extract_crops(_records(), config.image_size)
   return task, config
 
 
@@ -29,9 +28,9 @@ def test_generator_changes_nothing_outside_its_region():
   task, config = _task()
   state = task.init_state(jax.random.key(0))
   batch = next(iter(task.dataset(0, 1, 0)))
-  y, mask = to_signed(batch["y"]), jnp.asarray(batch["mask"])
+  y, mask = mask_ops.to_signed(batch["y"]), jnp.asarray(batch["mask"])
   out = task.generate(state["g"], y, mask, jnp.asarray(batch["class_id"]), jax.random.key(1))
-  outside = single_stage.region(mask, config.loss.margin) < 0.5
+  outside = mask_ops.defect_region(mask, config.loss.margin) < 0.5
   np.testing.assert_array_equal(np.asarray(out)[outside], np.asarray(y)[outside])
 
 
@@ -45,7 +44,7 @@ def test_train_export_and_synthesize(tmp_path):
     assert all(np.isfinite(float(v)) for v in metrics.values()), metrics
   assert float(metrics["r1"]) > 0
   restore.export_task(str(tmp_path / "ckpt"), config, state)
-  synth = r3gan.R3GANSynthesizer.from_checkpoint(str(tmp_path / "ckpt"))
+  synth = inpainter_synth.InpainterSynthesizer.from_checkpoint(str(tmp_path / "ckpt"))
   assert synth.class_ids == (1,) and synth.patch_size == 32
   bgs = backgrounds_lib.open_backgrounds([r["image"] for r in _records(3, 48, seed=5)])
   manifest = stream.SynthesisRun(synth, bgs, 8, str(tmp_path / "out"), batch_size=8).run()

@@ -1,6 +1,6 @@
-"""Method `r3gan`: the single-stage inpainting generator paints each defect in place.
+"""Method `inpainter`: the single-stage inpainting generator paints each defect in place.
 
-`--checkpoint` is a workdir trained with `configs/r3gan_inpaint.py` (task "r3gan_inpaint"). Per
+`--checkpoint` is a workdir trained with `configs/inpainter.py` (task "inpainter"). Per
 sample we draw a real defect shape of the requested class from the checkpoint's mask bank (with
 a random flip), cut the `image_size` window at the placed offset, let G (EMA weights) paint
 inside dilate(mask, margin) and put the window back. No fusion stage: G paints the seam itself.
@@ -11,19 +11,18 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from fabgen.stage2.single_stage_task import SingleStageTask
-from fabgen.stage2.task import to_signed
+from fabgen.stage2.inpainter_task import InpainterTask
+from fabgen.nn import masks as mask_ops
 from fabgen.synthesis import base
-from fabgen.synthesis import compose
 from fabgen.synthesis import restore
 
 
-class R3GANSynthesizer(base.Synthesizer):
-  """Wraps a trained `SingleStageTask` state."""
+class InpainterSynthesizer(base.Synthesizer):
+  """Wraps a trained `InpainterTask` state."""
 
-  name = "r3gan"
+  name = "inpainter"
 
-  def __init__(self, task: SingleStageTask, task_state):
+  def __init__(self, task: InpainterTask, task_state):
     self.task = task
     self.patch_size = int(task.config.image_size)
     bank = task_state["mask_bank"]
@@ -31,9 +30,9 @@ class R3GANSynthesizer(base.Synthesizer):
     self.state = {"g": task_state["g_ema"], "masks": bank["masks"], "classes": bank["classes"]}
 
   @classmethod
-  def from_checkpoint(cls, checkpoint: str, **unused) -> "R3GANSynthesizer":
+  def from_checkpoint(cls, checkpoint: str, **unused) -> "InpainterSynthesizer":
     del unused
-    task, state = restore.restore_task(checkpoint, expect="r3gan_inpaint")
+    task, state = restore.restore_task(checkpoint, expect="inpainter")
     return cls(task, state)
 
   def apply(self, state, backgrounds, class_ids, offsets, keys):
@@ -46,8 +45,8 @@ class R3GANSynthesizer(base.Synthesizer):
       return jnp.where(jax.random.bernoulli(kf), m[:, ::-1], m), kn
 
     masks, noise_keys = jax.vmap(pick)(keys, class_ids)
-    windows = to_signed(compose.crop_windows(backgrounds, offsets, p))
+    windows = mask_ops.to_signed(mask_ops.crop_windows(backgrounds, offsets, p))
     painted = jax.vmap(
         lambda w, m, c, k: self.task.generate(state["g"], w[None], m[None], c[None], k)[0]
     )(windows, masks, class_ids, noise_keys)
-    return compose.put_windows(backgrounds, compose.to_uint8((painted + 1.0) / 2.0), offsets)
+    return mask_ops.put_windows(backgrounds, mask_ops.signed_to_uint8(painted), offsets)
