@@ -21,7 +21,7 @@ from configs import fusion as fusion_config
 from configs import inpainter as inpainter_config
 from fabgen.platform import config as config_lib
 from fabgen.stage2.inpainter_task import InpainterTask
-from fabgen.stage2.task import FusionTask
+from fabgen.stage2.fusion_task import FusionTask
 
 SMALL_ARGS = ["--variant", "tiny", "--steps", "3"]  # what benchmarks/run_all.py passes
 

@@ -77,7 +77,7 @@ aot_compile = aot.aot_compile
 def _setup(config, task=None, batch=None, devices=None):
   """Mesh, task, abstract state + shardings, a global batch, and the jitted step."""
   mesh = mesh_lib.make_mesh(config.mesh, devices)
-  task = task or registry.get_task_class(config.task)(config)
+  task = task or registry.build_task(config)
   if batch is None:
     batch = next(iter(task.dataset(0, 1, config.seed)))
   batch = {k: np.asarray(v) for k, v in batch.items()}

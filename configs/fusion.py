@@ -12,6 +12,8 @@ R1 + R2), donors ("real" crops, or a stage-1 workdir whose patches are pasted), 
 `open_source` spec), steps, batch.
 """
 
+import ml_collections
+
 from fabgen.platform import config as config_lib
 
 VARIANTS = ("tiny", "64", "128")
@@ -65,6 +67,12 @@ def get_config(arg=None):
   d.max_per_class = 16 if tiny else 512      # crops kept per class (real and donor banks)
   d.margin = 2 if tiny else 3                # window = dilate(defect mask, margin)
   d.donors = o.donors                        # "real" or a stage-1 workdir
+
+  # A vmapped grid of runs in one program (fabgen.gan.grid_task): gamma sets loss.r1_gamma and
+  # loss.r2_gamma (objective rpgan only); () = the single run's value / seed.
+  c.grid = ml_collections.ConfigDict()
+  c.grid.gammas = ()
+  c.grid.seeds = ()
 
   c.checkpoint.every_steps = 20 if tiny else 2000
   c.log_every_steps = 5 if tiny else 100

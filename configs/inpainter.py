@@ -11,6 +11,8 @@ the stage-1 recipe: RpGAN + R1 + R2 (`objective=nsgan|hinge|wgan` for the ablati
 objective, source (any `open_source` spec), steps, batch.
 """
 
+import ml_collections
+
 from fabgen.platform import config as config_lib
 
 VARIANTS = ("tiny", "64", "128")
@@ -61,6 +63,12 @@ def get_config(arg=None):
   d.source = o.source or ("fabricsim:tiny:train" if tiny else "fabricsim:simple:train")
   d.max_records = 24 if tiny else 4000
   d.max_per_class = 16 if tiny else 512
+
+  # A vmapped grid of runs in one program (fabgen.gan.grid_task): gamma sets loss.r1_gamma and
+  # loss.r2_gamma (objective rpgan only); () = the single run's value / seed.
+  c.grid = ml_collections.ConfigDict()
+  c.grid.gammas = ()
+  c.grid.seeds = ()
 
   c.checkpoint.every_steps = 20 if tiny else 2000
   c.log_every_steps = 5 if tiny else 100

@@ -17,11 +17,21 @@ from typing import Callable, Mapping
 
 import ml_collections
 import numpy as np
+from PIL import Image
 
+from fabgen import synthesis
 from fabgen.adapt import evaluation
 from fabgen.adapt import protocol
 from fabgen.data import classes as classes_lib
 from fabgen.data import readers
+from fabgen.data.fabricsim import FabricSim
+from fabgen.detector import infer
+from fabgen.detector import plots
+from fabgen.detector import task as task_lib
+from fabgen.platform import config as config_lib
+from fabgen.platform import trainer
+from fabgen.synthesis import backgrounds as backgrounds_lib
+from fabgen.synthesis import stream
 
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -40,37 +50,6 @@ def resolve_spec(spec: str) -> str:
   return path + sep + arg
 
 
-# Tasks that `fabgen.synthesis.restore.restore_task` loads; they get an export/ next to their
-# checkpoints (see `export_for_synthesis`).
-EXPORTED_TASKS = ("fusion", "inpainter")
-
-
-def export_for_synthesis(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """Writes `<workdir>/export/` (config + final state) that synthesis restores without data.
-
-  Restoring a bare training workdir rebuilds the state's shapes with `eval_shape(init_state)`;
-  a task whose init_state reads its training data (the single-stage inpainter's mask bank) cannot
-  do that under tracing unless its input was built first, as the trainer does. So the state is
-  restored here in the trainer's order (input, then shapes) and exported once.
-  """
-  import jax  # pylint: disable=g-import-not-at-top
-  from fabgen.platform import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
-  from fabgen.platform import registry  # pylint: disable=g-import-not-at-top
-  from fabgen.synthesis import restore as restore_lib  # pylint: disable=g-import-not-at-top
-  task = registry.get_task_class(config.task)(config)
-  task.dataset(0, 1, config.seed)  # builds what init_state reads (as trainer.train does)
-  abstract = jax.eval_shape(task.init_state, jax.random.key(config.seed))
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                        abstract)
-  ckpt = checkpoint_lib.Checkpointer(workdir, every_steps=1, keep=1_000_000, asynchronous=False)
-  try:
-    state, _ = ckpt.restore(target, None, ckpt.latest_step())
-  finally:
-    ckpt.close()
-  return restore_lib.export_task(workdir, config, state)
-
-
 class PlatformBackend(protocol.Backend):
   """Runs each stage for real; hyperparameters come from the adapt config only."""
 
@@ -86,7 +65,6 @@ class PlatformBackend(protocol.Backend):
   @property
   def sim(self):
     if self._sim is None:
-      from fabgen.data.fabricsim import FabricSim  # pylint: disable=g-import-not-at-top
       self._sim = FabricSim(self.preset, seed=self.seed)
     return self._sim
 
@@ -118,12 +96,8 @@ class PlatformBackend(protocol.Backend):
   # ---- training --------------------------------------------------------------------------------
 
   def _train(self, section: ml_collections.ConfigDict, out_dir: str, extra=()) -> dict:
-    from fabgen.platform import config as config_lib  # pylint: disable=g-import-not-at-top
-    from fabgen.platform import trainer  # pylint: disable=g-import-not-at-top
     cfg = config_lib.get(resolve_spec(section.spec), list(section.overrides) + list(extra))
     metrics = trainer.train(cfg, out_dir)
-    if cfg.task in EXPORTED_TASKS:
-      export_for_synthesis(cfg, out_dir)
     return {"checkpoint": out_dir, "task": cfg.task, "steps": int(metrics.get("step", 0)),
             "final_metrics": {k: float(v) for k, v in metrics.items()
                               if isinstance(v, (int, float)) and k != "step"}}
@@ -140,9 +114,6 @@ class PlatformBackend(protocol.Backend):
                        [f"data.source={self.source_spec('train')}"])
 
   def finetune(self, detector: dict, synthetic: dict, out_dir: str) -> dict:
-    from fabgen.detector import task as task_lib  # pylint: disable=g-import-not-at-top
-    from fabgen.platform import config as config_lib  # pylint: disable=g-import-not-at-top
-    from fabgen.platform import trainer  # pylint: disable=g-import-not-at-top
     f = self.config.finetune
     base = config_lib.get(resolve_spec(self.config.detector.spec),
                           list(self.config.detector.overrides)
@@ -169,9 +140,6 @@ class PlatformBackend(protocol.Backend):
     The classes drawn are the target's classes that the method can produce (a cut-paste bank or
     a generator trained on sources lacking a class cannot paint it); the manifest records them.
     """
-    from fabgen import synthesis  # pylint: disable=g-import-not-at-top
-    from fabgen.synthesis import backgrounds as backgrounds_lib  # pylint: disable=g-import-not-at-top
-    from fabgen.synthesis import stream  # pylint: disable=g-import-not-at-top
     if method == "cutpaste":
       checkpoint = self.source_spec("train")
     elif method == "multistage":
@@ -206,12 +174,9 @@ class PlatformBackend(protocol.Backend):
 
   @staticmethod
   def _open(spec):
-    from fabgen.data.readers import open_source  # pylint: disable=g-import-not-at-top
-    return open_source(spec)
+    return readers.open_source(spec)
 
   def evaluate(self, detector: dict, out_dir: str) -> dict:
-    from fabgen.detector import infer  # pylint: disable=g-import-not-at-top
-    from fabgen.detector import plots  # pylint: disable=g-import-not-at-top
     predict_fn, info = infer.load_predictor(detector["checkpoint"])
     e = self.config.eval
     src = self._open(self.source_spec("target_test"))
@@ -235,8 +200,6 @@ class PlatformBackend(protocol.Backend):
 
   def pictures(self, workdir: str, done: Mapping[str, dict]) -> list[str]:
     """samples.png: real target defects, each method's synthesized defects, detections."""
-    from PIL import Image  # pylint: disable=g-import-not-at-top
-    from fabgen.detector import plots  # pylint: disable=g-import-not-at-top
     target = done["target"]
     src = self._open(self.source_spec("target_test"))
     real = [plots.draw_detections(src[i]["image"], np.zeros((0, 4)), [], [], [],

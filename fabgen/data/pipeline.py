@@ -8,16 +8,15 @@ grain runs over sample *indices*, and a batch of indices is fetched in one call 
     .batch(per_process_batch)
     .map_with_index(fetch)                source.get_batch / FabricSim's vectorized `records`,
                                           then an optional fixed-size transform per sample
-    .to_iter_dataset(read_options())      checkpointable: get_state / set_state, orbax handler
+    .to_iter_dataset(read options)        checkpointable: get_state / set_state, orbax handler
 
 Fetching batches of indices (not samples) lets FabricSim render a batch in one jitted call, and
 keeps the iterator state tiny (a position). Random transforms draw from
 `numpy.random.default_rng([seed, process, batch, slot])`: a function of the position in the
 stream only, so a resumed iterator yields exactly the batches of the uninterrupted one.
-`read_options` bounds grain's read-ahead: its defaults (16 threads, 500 elements ahead) made every
+`fabgen.platform.input_options.read_options` bounds grain's read-ahead: its defaults (16 threads, 500 elements ahead) made every
 training stage render hundreds of FabricSim batches it never used, on a 2-core host starving the
 train step (measured: fine-tune steps 3x slower) and running on after the stage had ended.
-`to_global_batch` assembles the per-process numpy batches into global `jax.Array`s.
 
 `make_mixed_dataset` draws each batch from several sources in fixed proportions (e.g. a small
 synthesized target set plus replay of the source training set, so fine-tuning does not forget):
@@ -28,13 +27,11 @@ batch in one call. The iterator state is still a position, so resume equals unin
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Sequence
 
 import grain
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 from PIL import Image
 
 from fabgen.data import defect_crops
@@ -269,39 +266,7 @@ def make_mixed_dataset(sources: Sequence[base.Source], weights: Sequence[float],
   return ds.map_with_index(_FetchMixed(sources, transform, seed, pi))
 
 
-def read_options(threads: int = 0, buffer: int = 0) -> grain.ReadOptions:
-  """grain read options with a bounded read-ahead (config keys data_threads / data_buffer).
-
-  threads: reader threads, 0 = min(CPU count, 8); buffer: elements (batches) read ahead,
-  0 = 2 x threads. Enough to hide input behind the step, never more work than it can use.
-  """
-  if threads < 0 or buffer < 0:
-    raise ValueError(f"data_threads={threads}, data_buffer={buffer}: must be >= 0 (0 = auto)")
-  threads = threads or min(os.cpu_count() or 1, 8)
-  return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=buffer or 2 * threads)
-
-
-def config_read_options(config) -> grain.ReadOptions:
-  """`read_options` from a training config's data_threads / data_buffer (absent = auto)."""
-  return read_options(int(config.get("data_threads", 0)), int(config.get("data_buffer", 0)))
-
-
 def make_iterator(dataset: grain.MapDataset, num_threads: int = 0, prefetch: int = 0):
   """A checkpointable iterator (`get_state`/`set_state`, `grain.checkpoint.CheckpointSave`)."""
   read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
   return iter(dataset.to_iter_dataset(read))
-
-
-def to_global_batch(np_batch: Any, mesh: jax.sharding.Mesh,
-                    partition_spec: P = P("data")) -> Any:
-  """Per-process numpy batch -> global jax.Arrays sharded by `partition_spec` over `mesh`."""
-  sharding = NamedSharding(mesh, partition_spec)
-  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), np_batch)
-
-
-def per_process_batch(global_batch: int, process_count: int | None = None) -> int:
-  """The batch each process loads, with an error if the global batch does not divide."""
-  pc = jax.process_count() if process_count is None else process_count
-  if global_batch % pc:
-    raise ValueError(f"global batch {global_batch} is not divisible by {pc} processes")
-  return global_batch // pc

@@ -27,6 +27,8 @@ import tensorflow_datasets as tfds
 
 from fabgen.data import classes as classes_lib
 from fabgen.data import sample as sample_lib
+from fabgen.data.fabricsim import FabricSim
+from fabgen.data.fabricsim import get_preset
 from fabgen.data.readers import base
 
 FILE_FORMAT = "array_record"
@@ -59,11 +61,9 @@ class FabgenFabricsim(tfds.core.GeneratorBasedBuilder):
     return epath.Path(inspect.getfile(cls))
 
   def _sim(self):
-    from fabgen.data.fabricsim import FabricSim  # pylint: disable=g-import-not-at-top
     return FabricSim(self.builder_config.preset, seed=self.builder_config.seed)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    from fabgen.data.fabricsim import get_preset  # pylint: disable=g-import-not-at-top
     size = int(get_preset(self.builder_config.preset).image_size)
     zlib = tfds.features.Encoding.ZLIB
     return self.dataset_info_from_configs(

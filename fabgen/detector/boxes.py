@@ -67,11 +67,6 @@ def giou(a, b):
   return overlap - (hull - union) / (hull + _EPS)
 
 
-def pairwise_iou(a, b):
-  """IoU of every a [..., N, 4] with every b [..., M, 4] -> [..., N, M]."""
-  return iou(a[..., :, None, :], b[..., None, :, :])
-
-
 def pairwise_giou(a, b):
   """GIoU of every a [..., N, 4] with every b [..., M, 4] -> [..., N, M]."""
   return giou(a[..., :, None, :], b[..., None, :, :])

@@ -68,6 +68,8 @@ def export_detector(checkpoint: str, out_dir: str, height: int | None = None,
                     width: int | None = None, batch: int | None = None,
                     platforms: Sequence[str] | None = None) -> str:
   """Restores a trained detector from its workdir and exports its `predict`."""
+  # Deferred: `load` (this module's reader side) needs only jax and numpy; the training code is
+  # imported only to export from a workdir.
   from fabgen.data import classes as classes_lib  # pylint: disable=g-import-not-at-top
   from fabgen.detector import task as task_lib  # pylint: disable=g-import-not-at-top
   task, state = task_lib.DetectorTask.restore(checkpoint)

@@ -33,6 +33,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from fabgen.data import tiling
+from fabgen.detector import export
 from fabgen.detector import metrics
 
 PredictFn = Callable[[np.ndarray], Mapping[str, Any]]
@@ -231,7 +232,6 @@ def load_predictor(checkpoint: str) -> tuple[PredictFn, dict]:
   exported at), which is what tiling and reporting need.
   """
   import os  # pylint: disable=g-import-not-at-top
-  from fabgen.detector import export  # pylint: disable=g-import-not-at-top
   if not os.path.isdir(checkpoint):
     raise FileNotFoundError(f"--checkpoint {checkpoint!r} is not a directory (expected a "
                             f"detector workdir or an exported detector)")
@@ -239,6 +239,7 @@ def load_predictor(checkpoint: str) -> tuple[PredictFn, dict]:
     det = export.load(checkpoint)
     return det, {"class_ids": det.class_ids, "class_names": det.class_names, "tile": det.tile}
   import jax  # pylint: disable=g-import-not-at-top
+  # Deferred: serving an exported artifact needs no training code; only a workdir imports it.
   from fabgen.data import classes as classes_lib  # pylint: disable=g-import-not-at-top
   from fabgen.detector import task as task_lib  # pylint: disable=g-import-not-at-top
   task, state = task_lib.DetectorTask.restore(checkpoint)

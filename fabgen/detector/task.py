@@ -20,7 +20,7 @@ Public API used by evaluation, export and the adaptation protocol:
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,32 +29,17 @@ import numpy as np
 import optax
 from flax import nnx
 
+from fabgen.data import pipeline
 from fabgen.data import sample as sample_lib
+from fabgen.data.readers import open_source
+from fabgen.detector import backbone
 from fabgen.detector import boxes as box_ops
 from fabgen.detector import losses as losses_lib
 from fabgen.detector import model as model_lib
+from fabgen.platform import checkpoint as checkpoint_lib
+from fabgen.platform import input_options
 from fabgen.platform import schedules
 from fabgen.platform.task import Task
-
-
-class RecordsSource:
-  """An in-memory list of sample records as a source (tests, notebooks, synthesized sets)."""
-
-  def __init__(self, records: Sequence[dict], name: str = "records",
-               class_names: Sequence[str] | None = None):
-    from fabgen.data import classes  # pylint: disable=g-import-not-at-top
-    self.records = [dict(r) for r in records]
-    self.name = name
-    self.class_names = tuple(class_names or classes.CLASSES)
-
-  def __len__(self):
-    return len(self.records)
-
-  def __getitem__(self, index):
-    return self.records[int(index)]
-
-  def get_batch(self, indices):
-    return [self.records[int(i)] for i in indices]
 
 
 def head_index(class_ids, global_ids):
@@ -148,7 +133,7 @@ class DetectorTask(Task):
             "schedule": {k: jnp.asarray(v, jnp.float32) for k, v in self.schedule_values.items()}}
 
   def warm_start(self, state):
-    """Loads `config.init_from` (a detector workdir / export) and/or `model.backbone_weights`.
+    """Loads `config.init_from` (a detector workdir) and/or `model.backbone_weights`.
 
     The weights arrive as arguments of the already-compiled init, in the fresh params' own
     shardings; AdamW's moments start at zero either way.
@@ -167,7 +152,6 @@ class DetectorTask(Task):
                          f"(different model config or class_ids) than this config")
       params = loaded
     if weights:
-      from fabgen.detector import backbone  # pylint: disable=g-import-not-at-top
       params["backbone"] = jax.device_get(backbone.load_weights(params["backbone"], weights))
     params = jax.tree.map(lambda new, old: np.asarray(new, old.dtype), params, fresh)
     placed = jax.device_put(params, jax.tree.map(lambda x: x.sharding, fresh))
@@ -230,26 +214,19 @@ class DetectorTask(Task):
 
   @staticmethod
   def restore(workdir: str) -> tuple["DetectorTask", Any]:
-    """(task, state) of the newest checkpoint in a detector training workdir (or its export/)."""
-    from fabgen.synthesis import restore as restore_lib  # pylint: disable=g-import-not-at-top
-    from fabgen.synthesis.base import SynthesisError  # pylint: disable=g-import-not-at-top
-    try:
-      return restore_lib.restore_task(workdir, "detector")
-    except SynthesisError as e:
-      raise ValueError(str(e)) from e
+    """(task, state) of the newest checkpoint in a detector training workdir."""
+    _, task, state = checkpoint_lib.restore(workdir, expect="detector")
+    return task, state
 
   # ---- input -----------------------------------------------------------------------------------
 
   def build_source(self):
-    from fabgen.data.readers import open_source  # pylint: disable=g-import-not-at-top
     return open_source(self.config.data.source)
 
   def build_mix_source(self):
-    from fabgen.data.readers import open_source  # pylint: disable=g-import-not-at-top
     return open_source(self.config.data.mix_source)
 
   def dataset(self, process_index, process_count, seed):
-    from fabgen.data import pipeline  # pylint: disable=g-import-not-at-top
     if self.source is None:
       self.source = self.build_source()
     d = self.config.data
@@ -266,7 +243,7 @@ class DetectorTask(Task):
                                        [1.0 - mix_weight, mix_weight], batch, **kwargs)
     else:
       ds = pipeline.make_dataset(self.source, batch, **kwargs)
-    return ds.map(_select_keys).to_iter_dataset(pipeline.config_read_options(self.config))
+    return ds.map(_select_keys).to_iter_dataset(input_options.config_read_options(self.config))
 
   def param_count_tree(self, state):
     return state["params"]

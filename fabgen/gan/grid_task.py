@@ -1,22 +1,28 @@
-"""`GridTask`: a grid of stage-1 runs (gammas x seeds) trained as one platform Task, one program.
+"""`GridTask`: a grid of GAN runs (gammas x seeds) trained as one platform Task, one program.
 
 An ablation sweep over the R1/R2 weight gamma, or over seeds, normally costs one compilation and
-one process per point. With `config.grid.gammas` and/or `config.grid.seeds` set, `Stage1Task`
-builds this wrapper instead (see `Stage1Task.__new__`), so the ordinary platform trains the whole
-grid: `fabgen train --config configs/stage1.py:tiny,gammas=0.5;1;2 --workdir DIR`.
+one process per point. With `config.grid.gammas` and/or `config.grid.seeds` set, the registry
+(`fabgen.platform.registry.build_task`) builds this wrapper around the config's task, so the
+ordinary platform trains the whole grid:
+`fabgen train --config configs/stage1.py:tiny,gammas=0.5;1;2 --workdir DIR`, or
+`--config.grid.gammas='(0.5,2.0)'` with configs/fusion.py / configs/inpainter.py.
 
-Members are the cross product gammas x seeds (an empty list means the config's single value:
-`loss.gamma`, `seed`). Member (g, s) is exactly the single run with `loss.gamma=g, seed=s`: its
+Any GAN task works that has `step_with(state, batch, rng, gamma)` with `gamma` traced, a class
+attribute `GRID_GAMMA_KEYS` (the config keys gamma stands for: stage 1's `loss.gamma`, the
+fusion network's and the inpainter's `loss.r1_gamma` and `loss.r2_gamma`) and a static
+`penalised(config)` (whether gamma weighs anything). Members are the cross product gammas x
+seeds (an empty list means the config's single value: the first gamma key, `seed`). Member
+(g, s) is exactly the single run with every gamma key = g and `seed=s`: its
 init key and per-step rngs are derived from `s` as the trainer derives them for one run, and
 it sees the same batches (the input order follows `config.seed`, shared by every member, so the
 differences between members come from the hyperparameter, not the data).
 
 State: `{"step": scalar, "members": member states stacked on a leading axis}`, so checkpoints,
 resume, NaN stops and sharding go through the trainer unchanged. One step is
-`vmap(Stage1Task.step_with)` over (state, rng, gamma) with the batch shared. Metrics are
+`vmap(task.step_with)` over (state, rng, gamma) with the batch shared. Metrics are
 reported per member, named `<metric>/<label>` (`g_loss/gamma=0.5`, `d_loss/gamma=1/seed=2`).
-Evaluation (KID, Gram distance, conditioning check, sample grid) runs for every member, with
-scalars `eval/<metric>/<label>` and grids in `samples/<label>/`.
+The task's evaluation (stage 1: KID, Gram distance, conditioning check, sample grid) runs for
+every member, with scalars `eval/<metric>/<label>` and grids in `samples/<label>/`.
 
 Sharding: the member axis goes on the mesh's "data" axis when the member count divides it (each
 device trains its own members and sees the whole batch), otherwise members stay replicated and
@@ -44,6 +50,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from fabgen.platform import registry
 from fabgen.platform import sharding as sharding_lib
 from fabgen.platform.task import Task
 
@@ -74,11 +81,15 @@ def grid_members(config: ml_collections.ConfigDict) -> list[tuple[float, int]]:
   for v in seeds:
     if not _is_number(v) or float(v) != int(v) or v < 0:
       raise ValueError(f"config.grid.seeds: {v!r} is not an int >= 0 (in {tuple(seeds)!r})")
-  if gammas and not (config.loss.r1 or config.loss.r2):
-    raise ValueError(f"config.grid.gammas={tuple(gammas)!r} sweeps the R1/R2 weight, but "
-                     f"config.loss.r1 and config.loss.r2 are both off: every member would be "
-                     f"the same run")
-  gammas = [float(v) for v in gammas] or [float(config.loss.gamma)]
+  task_cls = registry.get_task_class(config.task)
+  if not hasattr(task_cls, "GRID_GAMMA_KEYS"):
+    raise ValueError(f"config.grid: task {config.task!r} has no step_with(state, batch, rng, "
+                     f"gamma) / GRID_GAMMA_KEYS, so it cannot be trained as a grid")
+  if gammas and not task_cls.penalised(config):
+    raise ValueError(f"config.grid.gammas={tuple(gammas)!r} sweeps the R1/R2 weight "
+                     f"({', '.join(task_cls.GRID_GAMMA_KEYS)}), but this config applies no R1/R2 "
+                     f"penalty: every member would be the same run")
+  gammas = [float(v) for v in gammas] or [float(_get(config, task_cls.GRID_GAMMA_KEYS[0]))]
   seeds = [int(v) for v in seeds] or [int(config.seed)]
   return [(gm, s) for gm in gammas for s in seeds]
 
@@ -94,14 +105,23 @@ def member_labels(config: ml_collections.ConfigDict) -> list[str]:
   return out
 
 
+def _get(config, dotted: str):
+  for part in dotted.split("."):
+    config = config[part]
+  return config
+
+
 def member_config(config: ml_collections.ConfigDict, gamma: float | None = None,
                   seed: int | None = None) -> ml_collections.ConfigDict:
   """`config` without the grid (optionally with one member's gamma and seed): a single run's."""
   c = copy.deepcopy(config)
+  keys = registry.get_task_class(config.task).GRID_GAMMA_KEYS if gamma is not None else ()
   with c.unlocked(), c.ignore_type():
     c.grid.gammas, c.grid.seeds = (), ()
-    if gamma is not None:
-      c.loss.gamma = float(gamma)
+    for key in keys:
+      *parents, leaf = key.split(".")
+      section = _get(c, ".".join(parents)) if parents else c
+      section[leaf] = float(gamma)
     if seed is not None:
       c.seed = int(seed)
   return c
@@ -115,9 +135,21 @@ class GridTask(Task):
     self.members = grid_members(config)
     self.labels = member_labels(config)
     self.inner = task_cls(member_config(config))
-    if not hasattr(self.inner, "step_with"):
-      raise ValueError(f"config.grid: task {config.task!r} has no step_with(state, batch, rng, "
-                       f"gamma), so it cannot be trained as a grid")
+
+  def resolve_config(self):
+    """The inner task's resolved values, with this grid kept."""
+    resolved = self.inner.resolve_config()
+    if resolved is self.inner.config:
+      return self.config
+    c = copy.deepcopy(resolved)
+    with c.unlocked():
+      c.grid = copy.deepcopy(self.config.grid)
+    return c
+
+  def with_config(self, config):
+    task = super().with_config(config)
+    task.inner = self.inner.with_config(member_config(config))
+    return task
 
   @property
   def size(self) -> int:
@@ -175,7 +207,7 @@ class GridTask(Task):
     return self.inner.param_count_tree(self.member(state, 0))
 
   def evaluate(self, state, step, writer, workdir):
-    """Every member's stage-1 evaluation; scalars `eval/<metric>/<label>`, grids per member."""
+    """Every member's evaluation; scalars `eval/<metric>/<label>`, grids per member."""
     host = sharding_lib.to_host(state)
     out = {}
     for i, label in enumerate(self.labels):

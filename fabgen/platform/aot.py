@@ -58,7 +58,7 @@ def aot_compile(config, mesh_sizes: Mapping[str, int] | None = None, *, task=Non
   sizes = dict(config.mesh.to_dict() if hasattr(config.mesh, "to_dict") else config.mesh)
   sizes.update(mesh_sizes or {})
   mesh = mesh_lib.make_mesh(sizes, devices)
-  task = task or registry.get_task_class(config.task)(config)
+  task = task or registry.build_task(config)
   if batch is None:
     batch = next(iter(task.dataset(0, 1, config.seed)))
   batch = {k: np.asarray(v) for k, v in batch.items()}

@@ -4,7 +4,9 @@ One orbax `CheckpointManager` under `<workdir>/checkpoints` writes three items p
 `state` (orbax StandardSave: sharded arrays, each host writing its shards, asynchronously),
 `data` (grain's own handler: one JSON iterator state per process) and `config` (JSON). Restoring
 takes an abstract target that carries the *current* mesh's shardings, so a run saved on 8
-devices continues on 1 or 4, and the iterator resumes at the exact next batch.
+devices continues on 1 or 4, and the iterator resumes at the exact next batch. `restore` is the
+one function that loads a trained task (config, task, state) for inference, synthesis,
+fine-tuning and tests.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from fabgen.platform import registry
+from fabgen.platform import sharding as sharding_lib
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -104,28 +107,65 @@ class Checkpointer:
     self.manager.close()
 
 
-def restore_latest(workdir: str):
-  """(config, task, state) of the newest checkpoint in `workdir`, on the default device.
+def _split_step_dir(path: str) -> tuple[str, int | None]:
+  """`<workdir>/checkpoints/<step>` -> (workdir, step); any other path -> (path, None)."""
+  parent, name = os.path.split(os.path.abspath(path))
+  if name.isdigit() and os.path.basename(parent) == CHECKPOINT_DIR:
+    return os.path.dirname(parent), int(name)
+  return path, None
 
-  For inference and synthesis on one host: the task is rebuilt from the saved config, the state's
-  shapes from `jax.eval_shape(task.init_state)`, and every array lands on the first device.
+
+def restore(path: str, step: int | None = None, *, expect: str | None = None,
+            mesh: jax.sharding.Mesh | None = None):
+  """(config, task, state) of a trained task: the one way anything restores a checkpoint.
+
+  `path` is a training workdir or one of its `checkpoints/<step>` folders; `step` defaults to
+  that folder's, else the newest. The task is rebuilt from the config saved with the step (by
+  `registry.build_task`) and the state's structure and shapes come from
+  `jax.eval_shape(task.init_state)`, which is data-free by the Task contract: nothing but the
+  checkpoint is read, and a checkpoint of another structure fails in orbax instead of loading.
+  The state lands on the first local device, or on `mesh` laid out by the config's sharding
+  rules. `expect` is the task name the caller needs (e.g. "fusion"); another is a ValueError.
   """
+  workdir, folder_step = _split_step_dir(path)
+  step = folder_step if step is None else step
   directory = resolve(workdir) / CHECKPOINT_DIR
   if not directory.is_dir():
-    raise FileNotFoundError(f"workdir {workdir!r} has no checkpoints (no {directory})")
+    raise FileNotFoundError(f"{path!r} is not a training workdir (no {directory})")
   ckpt = Checkpointer(workdir, every_steps=1, keep=1_000_000, asynchronous=False)
   try:
-    step = ckpt.latest_step()
+    step = ckpt.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"workdir {workdir!r} has no finished checkpoint in {directory}")
     config = ckpt.config(step)
-    task = registry.get_task_class(config.task)(config)
+    if expect is not None and config.get("task") != expect:
+      raise ValueError(f"checkpoint {path!r} holds a {config.get('task')!r} model, but a "
+                       f"{expect!r} one is needed")
+    task = registry.build_task(config)
     abstract = jax.eval_shape(task.init_state, jax.random.key(config.get("seed", 0)))
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                          abstract)
+    if mesh is None:
+      device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+      target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                            abstract)
+    else:
+      target = sharding_lib.with_shardings(
+          abstract, sharding_lib.state_shardings(abstract, mesh, config))
     state, _ = ckpt.restore(target, None, step)
     logging.info("restored %s step %d from %s", config.task, step, directory)
     return config, task, state
   finally:
     ckpt.close()
+
+
+def write(workdir: str, config: ml_collections.ConfigDict, state) -> str:
+  """Saves `state` (and `config`) as a checkpoint of `workdir` at its step, synchronously.
+
+  For states trained outside the trainer (tests, notebooks): `restore` reads it like any run's.
+  """
+  ckpt = Checkpointer(workdir, every_steps=1, keep=1_000_000, asynchronous=False)
+  try:
+    ckpt.save(int(jax.device_get(state["step"])), state, None, config)
+    ckpt.wait()
+  finally:
+    ckpt.close()
+  return str(resolve(workdir))

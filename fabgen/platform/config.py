@@ -17,6 +17,8 @@ from typing import Any, Sequence
 
 import ml_collections
 
+from fabgen.platform import registry
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 
@@ -202,7 +204,6 @@ def _close(name, names):
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks the platform's common fields; errors name the key and the bad value."""
-  from fabgen.platform import registry  # pylint: disable=g-import-not-at-top
   for key in ("task", "seed", "total_steps", "batch_size", "mesh", "checkpoint",
               "log_every_steps", "precision"):
     if key not in config:

@@ -21,8 +21,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from fabgen.data import pipeline
 from fabgen.platform import ema as ema_lib
+from fabgen.platform import input_options
 from fabgen.platform import precision as precision_lib
 from fabgen.platform import schedules
 from fabgen.platform import sharding as sharding_lib
@@ -78,7 +78,7 @@ def grating_dataset(num_examples: int, global_batch: int, process_index: int,
   ds = ds.batch(global_batch, drop_remainder=True)
   ds = ds.map(lambda idx: make_batch(np.asarray(idx)[lo:lo + rows], seed, size, channels,
                                      num_classes))
-  return ds.to_iter_dataset(options or pipeline.read_options())
+  return ds.to_iter_dataset(options or input_options.read_options())
 
 
 class ReferenceTask(Task):
@@ -134,7 +134,7 @@ class ReferenceTask(Task):
     d, m = self.config.data, self.config.model
     return grating_dataset(d.num_examples, self.config.batch_size, process_index, process_count,
                            seed, d.image_size, d.channels, m.num_classes,
-                           pipeline.config_read_options(self.config))
+                           input_options.config_read_options(self.config))
 
   def eval_batch(self, n: int = 64):
     """Held-out examples (indices past the training set), the same on every call."""

@@ -12,6 +12,7 @@ step counter, so that one checkpoint and one sharding cover a whole GAN.
 from __future__ import annotations
 
 import abc
+import copy
 from typing import Any, Iterator, Mapping
 
 import jax
@@ -54,11 +55,29 @@ class Task(abc.ABC):
     the checkpoint stores, so a resumed run sees exactly the batches it would have seen.
     """
 
+  def resolve_config(self) -> ml_collections.ConfigDict:
+    """This config with the values a fresh run resolves from its data (default: unchanged).
+
+    E.g. stage 1 records the classes its training patches hold in `data.class_ids`. The trainer
+    calls it once, before a fresh run's `init_state`, logs every changed key, and writes the
+    result into config.json and every checkpoint; a task changes its config nowhere else. Must
+    return a new ConfigDict (or `self.config` when nothing changes), never edit `self.config`.
+    """
+    return self.config
+
+  def with_config(self, config: ml_collections.ConfigDict) -> "Task":
+    """This task with `config` (from `resolve_config`), keeping what it already built (input)."""
+    task = copy.copy(self)
+    task.config = config
+    return task
+
   def warm_start(self, state: PyTree) -> PyTree:
     """The state a fresh (not resumed) run starts from, given `jit(init_state)`'s output.
 
-    Fine-tunes load trained weights here rather than in `init_state`: weights baked into
-    `init_state` become constants of its program, a new compile (and cache entry) every run.
+    Fine-tunes load trained weights here, and anything read from data (a mask bank) is filled
+    in here, rather than in `init_state`: `init_state` allocates, data-free, so that a checkpoint
+    restores into a freshly built task without reading its data, and weights baked into it would
+    become constants of its program (a new compile and cache entry every run).
     Must keep every leaf's shape, dtype and sharding. Default: the state unchanged.
     """
     return state

@@ -73,6 +73,33 @@ def abstract_state(task, config):
   return init_rng, step_rng, abstract
 
 
+def _flat(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def resolve_config(task, config):
+  """(task, config) with what a fresh run resolves from its data (`Task.resolve_config`).
+
+  Each changed key is logged; the resolved config is the one written into config.json and every
+  checkpoint, so a run's saved config says what it actually trained (e.g. stage 1's classes).
+  """
+  resolved = task.resolve_config()
+  if resolved is config:
+    return task, config
+  before, after = _flat(config.to_dict()), _flat(resolved.to_dict())
+  for key in sorted(set(before) | set(after)):
+    if before.get(key) != after.get(key):
+      logging.info("config resolved from the data: %s = %r (was %r)", key, after.get(key),
+                   before.get(key))
+  return task.with_config(resolved), resolved
+
+
 def use_compilation_cache(directory: str) -> None:
   """Points JAX's persistent compilation cache at `directory` (every compile is cached)."""
   from jax.experimental.compilation_cache import compilation_cache  # pylint: disable=g-import-not-at-top
@@ -119,7 +146,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
                      f"fsdp mesh axes ({n_batch}) and the process count ({jax.process_count()})")
 
   # ---- Task and input ---------------------------------------------------------------------------
-  task = registry.get_task_class(config.task)(config)
+  task = registry.build_task(config)
   data_iter = iter(input_pipeline(task, config))
 
   # ---- State shapes and shardings ---------------------------------------------------------------
@@ -135,6 +162,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     logging.info("resumed from step %d in %s", start, ckpt.directory)
   else:
     start = 0
+    task, config = resolve_config(task, config)
     with jax.set_mesh(mesh):
       state = task.warm_start(jax.jit(task.init_state, out_shardings=state_shardings)(init_rng))
     if primary:

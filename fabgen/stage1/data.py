@@ -25,7 +25,8 @@ import grain
 import numpy as np
 
 from fabgen.data import defect_crops
-from fabgen.data import pipeline
+from fabgen.data.readers import open_source, spread_indices
+from fabgen.platform import input_options
 
 
 @dataclasses.dataclass
@@ -153,7 +154,6 @@ def from_source(spec_or_source, patch_size: int, max_records: int,
                 class_ids: Sequence[int] | None = None,
                 max_per_class: int | None = None) -> PatchSet:
   """Examples from any `fabgen.data.readers` source (a spec string or a `Source`)."""
-  from fabgen.data.readers import open_source, spread_indices  # pylint: disable=g-import-not-at-top
   src = open_source(spec_or_source) if isinstance(spec_or_source, str) else spec_or_source
   name = getattr(src, "name", spec_or_source)
   indices = spread_indices(len(src), max_records)
@@ -195,4 +195,4 @@ def dataset(patches: PatchSet, global_batch: int, process_index: int, process_co
 
   ds = grain.MapDataset.range(len(patches)).shuffle(seed=seed).repeat(None)
   return ds.batch(global_batch, drop_remainder=True).map(make).to_iter_dataset(
-      options or pipeline.read_options())
+      options or input_options.read_options())

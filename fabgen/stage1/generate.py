@@ -14,12 +14,11 @@ same fixed random filters, or the same weights file, which must still exist).
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 
 from fabgen.nn import masks as mask_ops
+from fabgen.platform import checkpoint as checkpoint_lib
 
 
 class Stage1Generator:
@@ -34,13 +33,8 @@ class Stage1Generator:
 
   @classmethod
   def from_checkpoint(cls, path: str) -> "Stage1Generator":
-    """From a training workdir, an `export/` directory's parent, or `<workdir>/checkpoints/<step>`."""
-    path = os.path.abspath(path)
-    parent, step = os.path.split(path)
-    if step.isdigit() and os.path.basename(parent) == "checkpoints":
-      return cls(*_restore_step(os.path.dirname(parent), int(step)))
-    from fabgen.synthesis import restore  # pylint: disable=g-import-not-at-top
-    task, state = restore.restore_task(path, expect="stage1")
+    """From a training workdir (its newest step) or one of its `checkpoints/<step>` folders."""
+    _, task, state = checkpoint_lib.restore(path, expect="stage1")
     return cls(task, state["g_ema"])
 
   def generate(self, backgrounds, class_ids, rng):
@@ -60,22 +54,3 @@ class Stage1Generator:
     cls = jnp.asarray(class_ids, jnp.int32).reshape(x.shape[0])
     rgb, mask = self.task.generate(self.params, z, feats, cls, x * 2.0 - 1.0)
     return {"patch": (rgb + 1.0) * 0.5, "mask": mask}
-
-
-def _restore_step(workdir: str, step: int):
-  from fabgen.platform import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-  from fabgen.platform import registry  # pylint: disable=g-import-not-at-top
-  ckpt = ckpt_lib.Checkpointer(workdir, every_steps=1, keep=1_000_000, asynchronous=False)
-  try:
-    config = ckpt.config(step)
-    if config.get("task") != "stage1":
-      raise ValueError(f"{workdir} step {step} holds a {config.get('task')!r} model, not stage1")
-    task = registry.get_task_class("stage1")(config)
-    abstract = jax.eval_shape(task.init_state, jax.random.key(0))
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-                          abstract)
-    state, _ = ckpt.restore(target, None, step)
-  finally:
-    ckpt.close()
-  return task, state["g_ema"]

@@ -11,11 +11,13 @@ cosine from its start to a tenth of it, all over `optim.schedule_steps` (0 = tot
 
 Ablations are config switches: loss.kind in {rpgan, nsgan, hinge, wgan}, loss.r1 / loss.r2 on
 or off, loss.gamma, loss.lazy_interval, ema.enabled. The base gamma and the step rng are
-*traced* arguments of `step_with`, which is what `fabgen.gan.grid` vmaps over.
+*traced* arguments of `step_with`, which is what `fabgen.gan.grid_task` vmaps over; the
+D-then-G update itself is `fabgen.gan.step.update`.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -24,33 +26,22 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
-from fabgen.data import pipeline
 from fabgen.gan import losses
+from fabgen.gan import step as gan_step
 from fabgen.nn import masks as mask_ops
 from fabgen.platform import ema as ema_lib
+from fabgen.platform import input_options
 from fabgen.platform import schedules
 from fabgen.platform.task import Task
 from fabgen.stage1 import condition as condition_lib
 from fabgen.stage1 import data as data_lib
+from fabgen.stage1 import evaluate as evaluate_lib
 from fabgen.stage1 import model as model_lib
 
 
 class Stage1Task(Task):
   """Conditional R3GAN on (defect patch, mask | Gram of defect-free texture, class)."""
-
-  def __new__(cls, config: ml_collections.ConfigDict):
-    """A non-empty `config.grid` builds the vmapped grid of stage-1 runs instead (one program).
-
-    The hook sits here so that `config.task = "stage1"` (and every checkpoint written with it)
-    keeps naming the model family; `fabgen.gan.grid_task` holds the grid itself.
-    """
-    if cls is Stage1Task and "grid" in config and (config.grid.get("gammas")
-                                                   or config.grid.get("seeds")):
-      from fabgen.gan import grid_task  # pylint: disable=g-import-not-at-top
-      return grid_task.GridTask(config, Stage1Task)
-    return super().__new__(cls)
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
@@ -81,11 +72,16 @@ class Stage1Task(Task):
 
   def init_state(self, rng):
     kg, kd = jax.random.split(rng)
-    g, d = self.g.init(kg), self.d.init(kd)
-    return {"step": jnp.zeros((), jnp.int32), "g": g, "d": d, "g_ema": jax.tree.map(jnp.copy, g),
-            "opt_g": self.opt_g.init(g), "opt_d": self.opt_d.init(d)}
+    return gan_step.init_state(self.g.init(kg), self.d.init(kd), self.opt_g, self.opt_d)
 
   # ---- step ------------------------------------------------------------------------------------
+
+  GRID_GAMMA_KEYS = ("loss.gamma",)  # what a grid's `gammas` set (`fabgen.gan.grid_task`)
+
+  @staticmethod
+  def penalised(config: ml_collections.ConfigDict) -> bool:
+    """Whether gamma weighs anything in this config (R1 or R2 on)."""
+    return bool(config.loss.r1 or config.loss.r2)
 
   def train_step(self, state, batch, rng):
     return self.step_with(state, batch, rng, jnp.float32(self.config.loss.gamma))
@@ -107,49 +103,35 @@ class Stage1Task(Task):
                               texture)
     fake = jax.lax.stop_gradient(model_lib.d_input(rgb, mask))
 
-    def d_grads(weight, with_penalty):
-      def objective(d_params):
-        d_fn = lambda x: self.discriminate(d_params, x, cond2, cls2)
-        return losses.d_objective(lc.kind, d_fn, real, fake, weight, weight,
-                                  use_r1=lc.r1 and with_penalty, use_r2=lc.r2 and with_penalty)
-      (_, metrics), grads = jax.value_and_grad(objective, has_aux=True)(state["d"])
-      return grads, metrics
+    def d_penalised(d_params, weight, with_penalty):
+      d_fn = lambda x: self.discriminate(d_params, x, cond2, cls2)
+      return losses.d_objective(lc.kind, d_fn, real, fake, weight, weight,
+                                use_r1=lc.r1 and with_penalty, use_r2=lc.r2 and with_penalty)
 
     interval = int(lc.lazy_interval)
-    if (lc.r1 or lc.r2) and interval > 1:
-      grads_d, d_metrics = jax.lax.cond(
-          losses.is_penalty_step(step, interval),
-          lambda: d_grads(gamma_t * interval, True), lambda: d_grads(gamma_t, False))
-    else:
-      grads_d, d_metrics = d_grads(gamma_t, True)
-    upd, opt_d = self.opt_d.update(grads_d, state["opt_d"], state["d"])
-    d_params = optax.apply_updates(state["d"], upd)
+
+    def d_objective(d_params):
+      if (lc.r1 or lc.r2) and interval > 1:  # lazy: the penalty every `interval` steps, scaled
+        return jax.lax.cond(losses.is_penalty_step(step, interval),
+                            lambda: d_penalised(d_params, gamma_t * interval, True),
+                            lambda: d_penalised(d_params, gamma_t, False))
+      return d_penalised(d_params, gamma_t, True)
 
     z_g = jax.random.normal(k_g, (b, m.noise_dim))
 
-    def g_objective(g_params):
+    def g_objective(g_params, d_params):
       rgb, mask = self.generate(g_params, z_g, cond, cls, texture)
       logits = self.discriminate(d_params, jnp.concatenate([real, model_lib.d_input(rgb, mask)]),
                                  cond2, cls2)
       loss = losses.g_loss(lc.kind, jax.lax.stop_gradient(logits[:b]), logits[b:])
       return loss, {"g_loss": loss, "mask_mean": jnp.mean(mask)}
 
-    (_, g_metrics), grads_g = jax.value_and_grad(g_objective, has_aux=True)(state["g"])
-    upd, opt_g = self.opt_g.update(grads_g, state["opt_g"], state["g"])
-    g_params = optax.apply_updates(state["g"], upd)
-
     e = self.config.ema
-    if e.enabled:
-      decay = ema_lib.ema_decay(step, self.config.batch_size, e.half_life, e.ramp)
-      g_ema = ema_lib.ema_update(state["g_ema"], g_params, decay)
-    else:
-      g_ema = jax.tree.map(jnp.copy, g_params)
-    new_state = {"step": step + 1, "g": g_params, "d": d_params, "g_ema": g_ema,
-                 "opt_g": opt_g, "opt_d": opt_d}
-    metrics = {**d_metrics, **g_metrics, "gamma": gamma_t, "lr": self.lr(step),
-               "b2": self.b2(step), "grad_norm/d": optax.tree.norm(grads_d),
-               "grad_norm/g": optax.tree.norm(grads_g)}
-    return new_state, metrics
+    decay = (ema_lib.ema_decay(step, self.config.batch_size, e.half_life, e.ramp)
+             if e.enabled else None)
+    new_state, metrics = gan_step.update(state, d_objective, g_objective, self.opt_d, self.opt_g,
+                                         decay)
+    return new_state, {**metrics, "gamma": gamma_t, "lr": self.lr(step), "b2": self.b2(step)}
 
   # ---- input -----------------------------------------------------------------------------------
 
@@ -167,22 +149,24 @@ class Stage1Task(Task):
     if self.train_set is None:
       self.train_set = self.build_patch_set(self.config.data.source)
     return data_lib.dataset(self.train_set, self.config.batch_size, process_index,
-                            process_count, seed, pipeline.config_read_options(self.config))
+                            process_count, seed, input_options.config_read_options(self.config))
 
-  def warm_start(self, state):
-    """A fresh run records the classes its training patches hold in `config.data.class_ids`.
+  def resolve_config(self):
+    """The config with `data.class_ids` resolved to the classes the training patches hold.
 
-    `()` means "every class the source has"; resolved here, before the trainer writes the config
-    into the workdir and every checkpoint, it tells synthesis which classes this generator can
-    paint (a source without knots must not yield a generator that claims knots).
+    `()` means "every class the source has"; the trainer resolves it before a fresh run writes
+    the config into the workdir and every checkpoint, so that it tells synthesis which classes
+    this generator can paint (a source without knots must not yield one that claims knots).
     """
     d = self.config.data
-    if not d.class_ids:
-      if self.train_set is None:
-        self.train_set = self.build_patch_set(d.source)
-      d.class_ids = tuple(sorted({int(c) for c in self.train_set.class_ids}))
-      logging.info("stage1: training patches hold classes %s", d.class_ids)
-    return state
+    if d.class_ids:
+      return self.config
+    if self.train_set is None:
+      self.train_set = self.build_patch_set(d.source)
+    config = copy.deepcopy(self.config)
+    with config.unlocked():
+      config.data.class_ids = tuple(sorted({int(c) for c in self.train_set.class_ids}))
+    return config
 
   def class_ids(self) -> tuple[int, ...]:
     """Global class ids this model was trained to generate (all, for configs saved before
@@ -195,7 +179,6 @@ class Stage1Task(Task):
 
   def evaluate(self, state, step, writer, workdir):
     """KID, Gram distance, conditioning check, sample grid (see `fabgen.stage1.evaluate`)."""
-    from fabgen.stage1 import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
     if self.eval_set is None:
       source = self.config.data.eval_source or self.config.data.source
       self.eval_set = (self.build_patch_set(source) if source != self.config.data.source

@@ -18,11 +18,13 @@ stage-1 mask, filled with the stage-1 patch), so T sees the same kind of input i
 from __future__ import annotations
 
 import grain
+import jax
 import numpy as np
 from PIL import Image
 
-from fabgen.data import pipeline
 from fabgen.nn import masks as mask_ops
+from fabgen.platform import input_options
+from fabgen.stage1.generate import Stage1Generator
 
 
 def _resize(array: np.ndarray, h: int, w: int, resample) -> np.ndarray:
@@ -93,7 +95,7 @@ def fusion_dataset(examples: FusionExamples, batch_size: int, process_index: int
   ds = ds.shuffle(seed=seed).repeat(None)
   ds = ds.random_map(lambda i, rng: examples.example(int(i), rng), seed=seed + 1)
   return ds.batch(batch_size, drop_remainder=True).to_iter_dataset(
-      options or pipeline.read_options())
+      options or input_options.read_options())
 
 
 def stage1_donors(checkpoint: str, records, count: int, seed: int = 0, batch_size: int = 16):
@@ -102,8 +104,6 @@ def stage1_donors(checkpoint: str, records, count: int, seed: int = 0, batch_siz
   Once stage 1 is trained the paper's inputs use its patches, not real crops; generating a fixed
   bank once (not inside the input pipeline) keeps the grain workers free of JAX models.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  from fabgen.stage1.generate import Stage1Generator  # pylint: disable=g-import-not-at-top
   gen = Stage1Generator.from_checkpoint(checkpoint)
   p = gen.patch_size
   images = [np.asarray(r["image"]) for r in records if min(np.asarray(r["image"]).shape[:2]) >= p]

@@ -23,6 +23,7 @@ from flax import nnx
 
 from fabgen.data import pipeline
 from fabgen.nn import masks as mask_ops
+from fabgen.platform import input_options
 from fabgen.stage2 import fusion
 
 
@@ -83,4 +84,4 @@ def crop_dataset(crops: tuple, batch_size: int, process_index: int, process_coun
   ds = grain.MapDataset.range(len(images)).slice(slice(process_index, None, process_count))
   ds = ds.shuffle(seed=seed).repeat(None).random_map(lambda i, r: example(int(i), r), seed=seed)
   return ds.batch(batch_size, drop_remainder=True).to_iter_dataset(
-      options or pipeline.read_options())
+      options or input_options.read_options())

@@ -2,7 +2,9 @@
 
 The state also carries the *mask bank* (real defect masks and their classes from the source
 data), because synthesis samples defect shapes from it: one checkpoint is then everything the
-`inpainter` synthesis method needs.
+`inpainter` synthesis method needs. `init_state` allocates the bank empty (data-free, so a
+checkpoint restores without reading the data); `warm_start` fills it on a fresh run. The
+adversarial update is `fabgen.gan.step.update`.
 
 Config (configs/inpainter.py): image_size, model.{widths, d_widths, blocks, expansion,
 group_width, conv_impl, noise_channels, mask_bank_size},
@@ -15,21 +17,22 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
 from fabgen.data import classes as classes_lib
-from fabgen.data import pipeline
+from fabgen.data import defect_crops
+from fabgen.data.readers import open_source, spread_indices
 from fabgen.gan import losses as gan_losses
+from fabgen.gan import step as gan_step
 from fabgen.nn import masks as mask_ops
 from fabgen.nn import r3gan
 from fabgen.platform import ema as ema_lib
+from fabgen.platform import input_options
 from fabgen.platform import schedules
 from fabgen.platform.task import Task
 from fabgen.stage2 import config_checks
-from fabgen.stage2 import data as data_lib
 from fabgen.stage2 import fusion
-from fabgen.stage2 import losses
 from fabgen.stage2 import inpainter
+from fabgen.stage2 import losses
 
 
 class InpainterTask(Task):
@@ -60,27 +63,49 @@ class InpainterTask(Task):
 
   def get_crops(self):
     if self.crops is None:
-      from fabgen.data.readers import open_source, spread_indices  # pylint: disable=g-import-not-at-top
       d = self.config.data
       src = open_source(d.source)
       records = [src[i] for i in spread_indices(len(src), d.max_records)]
-      self.crops = data_lib.real_crops(records, self.config.image_size, d.max_per_class)
+      self.crops = defect_crops.extract_crops(records, self.config.image_size, d.max_per_class)
     return self.crops
 
   def init_state(self, rng):
+    """G, D, EMA, optimizers and an empty mask bank (data-free; `warm_start` fills the bank)."""
     kg, kd = jax.random.split(rng)
-    g, d = self.g_net.init(kg), self.d_net.init(kd)
-    return {"step": jnp.zeros((), jnp.int32), "g": g, "d": d, "g_ema": jax.tree.map(jnp.copy, g),
-            "opt_g": self.opt_g.init(g), "opt_d": self.opt_d.init(d),
-            "mask_bank": inpainter.mask_bank(self.get_crops(), self.config.model.mask_bank_size)}
+    size, s = self.config.model.mask_bank_size, self.config.image_size
+    bank = {"masks": jnp.zeros((size, s, s), jnp.float32),
+            "classes": jnp.full((size,), -1, jnp.int32)}
+    return gan_step.init_state(self.g_net.init(kg), self.d_net.init(kd), self.opt_g, self.opt_d,
+                               mask_bank=bank)
+
+  def warm_start(self, state):
+    """Fills the mask bank with real defect shapes of the training data (a fresh run only)."""
+    bank = inpainter.mask_bank(self.get_crops(), self.config.model.mask_bank_size)
+    filled = {k: jax.device_put(v, state["mask_bank"][k].sharding) for k, v in bank.items()}
+    return {**state, "mask_bank": filled}
 
   def generate(self, g_params, background, mask, class_ids, key):
     """Signed composite for signed backgrounds (used by training and by synthesis)."""
     m = self.config
     return inpainter.inpaint(self.g_fn(g_params), background, mask, class_ids, key,
-                                m.loss.margin, m.model.noise_channels)
+                             m.loss.margin, m.model.noise_channels)
+
+  GRID_GAMMA_KEYS = ("loss.r1_gamma", "loss.r2_gamma")  # a grid's gamma sets both
+
+  @staticmethod
+  def penalised(config: ml_collections.ConfigDict) -> bool:
+    """R1/R2 apply with the rpgan objective (R3GAN's recipe) only."""
+    return config.loss.objective == "rpgan"
 
   def train_step(self, state, batch, rng):
+    c = self.config.loss
+    return self._step(state, batch, rng, jnp.float32(c.r1_gamma), jnp.float32(c.r2_gamma))
+
+  def step_with(self, state, batch, rng, gamma):
+    """`train_step` with R1 and R2 weights both `gamma` (traced): a grid member's step."""
+    return self._step(state, batch, rng, gamma, gamma)
+
+  def _step(self, state, batch, rng, r1_gamma, r2_gamma):
     c = self.config.loss
     y = mask_ops.to_signed(batch["y"])
     mask = batch["mask"].astype(jnp.float32)
@@ -94,28 +119,18 @@ class InpainterTask(Task):
       # D runs once on [real; fake]; R1/R2 come from the same VJP (fabgen.gan.losses).
       d = self.d_fn(d_params)
       return gan_losses.d_objective(c.objective, lambda im: d(im, both_masks, both_cls), y, fake,
-                                    c.r1_gamma, c.r2_gamma, use_r1=self.penalties,
+                                    r1_gamma, r2_gamma, use_r1=self.penalties,
                                     use_r2=self.penalties, weights=w)
 
-    (_, d_metrics), d_grads = jax.value_and_grad(d_objective, has_aux=True)(state["d"])
-    d_updates, opt_d = self.opt_d.update(d_grads, state["opt_d"], state["d"])
-    d_params = optax.apply_updates(state["d"], d_updates)
-
-    def g_objective(g_params):
+    def g_objective(g_params, d_params):
       d = self.d_fn(d_params)
       out = self.generate(g_params, y, mask, cls, rng)
       real_logits, fake_logits = d(y, mask, cls), d(out, mask, cls)
-      return gan_losses.g_loss(c.objective, jax.lax.stop_gradient(real_logits), fake_logits, w)
+      loss = gan_losses.g_loss(c.objective, jax.lax.stop_gradient(real_logits), fake_logits, w)
+      return loss, {"g_loss": loss}
 
-    g_loss, g_grads = jax.value_and_grad(g_objective)(state["g"])
-    g_updates, opt_g = self.opt_g.update(g_grads, state["opt_g"], state["g"])
-    g_params = optax.apply_updates(state["g"], g_updates)
     decay = ema_lib.ema_decay(state["step"], self.config.batch_size, self.config.ema_half_life)
-    new_state = {**state, "step": state["step"] + 1, "g": g_params, "d": d_params,
-                 "g_ema": ema_lib.ema_update(state["g_ema"], g_params, decay),
-                 "opt_g": opt_g, "opt_d": opt_d}
-    return new_state, {**d_metrics, "g_loss": g_loss, "grad_norm/d": optax.tree.norm(d_grads),
-                       "grad_norm/g": optax.tree.norm(g_grads)}
+    return gan_step.update(state, d_objective, g_objective, self.opt_d, self.opt_g, decay)
 
   def logit_shape(self) -> tuple[int, int]:
     """(h, w) of D's logit map for `image_size` inputs."""
@@ -125,7 +140,7 @@ class InpainterTask(Task):
   def dataset(self, process_index, process_count, seed):
     return inpainter.crop_dataset(self.get_crops(), self.config.batch_size // process_count,
                                      process_index, process_count, seed,
-                                     pipeline.config_read_options(self.config))
+                                     input_options.config_read_options(self.config))
 
   def param_count_tree(self, state):
     return {"g": state["g"], "d": state["d"]}

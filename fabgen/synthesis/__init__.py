@@ -14,6 +14,9 @@ from __future__ import annotations
 from typing import Sequence
 
 from fabgen.data import classes as classes_lib
+from fabgen.synthesis import backgrounds as backgrounds_lib
+from fabgen.synthesis import placement as placement_lib
+from fabgen.synthesis import stream
 from fabgen.synthesis.base import SynthesisError, Synthesizer, load, register  # noqa: F401
 
 
@@ -57,9 +60,6 @@ def synthesize(method: str, checkpoint: str, backgrounds, num: int, out_dir: str
   Returns:
     The final manifest (counts per class, boxes, empty images).
   """
-  from fabgen.synthesis import backgrounds as backgrounds_lib  # pylint: disable=g-import-not-at-top
-  from fabgen.synthesis import placement as placement_lib  # pylint: disable=g-import-not-at-top
-  from fabgen.synthesis import stream  # pylint: disable=g-import-not-at-top
   synth = load(method, checkpoint, **options)
   bgs = backgrounds_lib.open_backgrounds(backgrounds, image_size)
   prior = None if placement in (None, "uniform") else placement_lib.PlacementPrior.load(placement)

@@ -13,6 +13,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from fabgen.data.fabricsim import FabricSim
+from fabgen.data.readers import open_source
 from fabgen.synthesis.base import SynthesisError
 
 
@@ -61,7 +63,6 @@ class Backgrounds:
 
 def _fabric_id_source(spec: str):
   """`fabricsim:<preset>:fabric=<id>[:<n>]`: defect-free renders of one FabricSim fabric."""
-  from fabgen.data.fabricsim import FabricSim  # pylint: disable=g-import-not-at-top
   parts = spec.split(":")
   preset, fabric = parts[1], int(parts[2].split("=", 1)[1])
   count = int(parts[3]) if len(parts) > 3 else 64
@@ -79,7 +80,6 @@ def open_backgrounds(spec: "str | np.ndarray | Sequence[np.ndarray]",
   if spec.startswith("fabricsim:") and ":fabric=" in spec:
     get, count = _fabric_id_source(spec)
     return Backgrounds(get, count, lambda i: f"{spec}[{i}]", spec, image_size)
-  from fabgen.data.readers import open_source  # pylint: disable=g-import-not-at-top
   try:
     src = open_source(spec)
   except Exception as e:

@@ -24,6 +24,8 @@ from typing import Any, Mapping
 
 import jax
 
+from fabgen.platform import checkpoint as checkpoint_lib
+
 PyTree = Any
 
 
@@ -69,7 +71,7 @@ class Synthesizer(abc.ABC):
 
     Returns:
       uint8 [B, H, W, 3] images. Labels are not returned: they are defined as the pixels that
-      changed (see `compose.change_labels`), so they are exact by construction.
+      changed (see `fabgen.synthesis.labelling.label_change`), so they are exact by construction.
     """
 
   def static_options(self) -> Mapping[str, Any]:
@@ -82,10 +84,19 @@ SYNTHESIZERS: dict[str, str] = {
     "multistage": "fabgen.synthesis.multistage:MultistageSynthesizer",
     "cutpaste": "fabgen.synthesis.cutpaste:CutPasteSynthesizer",
     "inpainter": "fabgen.synthesis.inpainter:InpainterSynthesizer",
-    # Later methods plug in here (or via `register`) with the same interface:
-    "defectfill": "fabgen.diffusion.synthesizer:DefectFillSynthesizer",
-    "dgt": "fabgen.dgt.synthesizer:DGTSynthesizer",
+    # Later methods add one line here (or call `register`) with the same interface.
 }
+
+
+def restore_trained(directory: str, expect: str):
+  """(task, state) of the `expect` task trained in `directory` (`fabgen.platform.checkpoint`),
+  any failure as a `SynthesisError` naming the directory."""
+  try:
+    _, task, state = checkpoint_lib.restore(directory, expect=expect)
+  except Exception as e:  # orbax / config errors: keep their message, name the directory
+    raise SynthesisError(f"cannot restore a trained {expect!r} model from {directory!r}: {e}"
+                         ) from e
+  return task, state
 
 
 def register(name: str, import_path: str) -> None:

@@ -14,7 +14,6 @@ import jax.numpy as jnp
 from fabgen.stage2.inpainter_task import InpainterTask
 from fabgen.nn import masks as mask_ops
 from fabgen.synthesis import base
-from fabgen.synthesis import restore
 
 
 class InpainterSynthesizer(base.Synthesizer):
@@ -32,7 +31,7 @@ class InpainterSynthesizer(base.Synthesizer):
   @classmethod
   def from_checkpoint(cls, checkpoint: str, **unused) -> "InpainterSynthesizer":
     del unused
-    task, state = restore.restore_task(checkpoint, expect="inpainter")
+    task, state = base.restore_trained(checkpoint, expect="inpainter")
     return cls(task, state)
 
   def apply(self, state, backgrounds, class_ids, offsets, keys):

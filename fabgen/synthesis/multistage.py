@@ -1,7 +1,7 @@
 """Method `multistage`: the paper's pipeline, stage-1 defect patch + stage-2 fusion network T.
 
 `--checkpoint` names two trained models: a parent directory holding `stage1/` and `fusion/`
-(workdirs or exports), or a comma-separated pair `STAGE1_DIR,FUSION_DIR`.
+(training workdirs), or a comma-separated pair `STAGE1_DIR,FUSION_DIR`.
 
 Per sample: cut the fusion window (T's `image_size`) at the placed offset; stage 1 generates a
 `patch_size` defect patch and mask conditioned on the window's texture (its Gram matrix); the
@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 
 from fabgen.nn import masks as mask_ops
+from fabgen.stage1.generate import Stage1Generator
 from fabgen.synthesis import base
-from fabgen.synthesis import restore
 
 
 def split_checkpoint(checkpoint: str) -> tuple[str, str]:
@@ -61,12 +61,11 @@ class MultistageSynthesizer(base.Synthesizer):
   def from_checkpoint(cls, checkpoint: str, **unused) -> "MultistageSynthesizer":
     del unused
     stage1_dir, fusion_dir = split_checkpoint(checkpoint)
-    from fabgen.stage1.generate import Stage1Generator  # pylint: disable=g-import-not-at-top
     try:
       stage1 = Stage1Generator.from_checkpoint(stage1_dir)
     except Exception as e:
       raise base.SynthesisError(f"cannot load a stage-1 generator from {stage1_dir!r}: {e}") from e
-    task, state = restore.restore_task(fusion_dir, expect="fusion")
+    task, state = base.restore_trained(fusion_dir, expect="fusion")
     return cls(stage1, task, state)
 
   def apply(self, state, backgrounds, class_ids, offsets, keys):

@@ -7,11 +7,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import grain
 import pytest
-from jax.sharding import PartitionSpec as P
 
 from fabgen.data import pipeline
 from fabgen.data.readers import base
 from fabgen.data.readers import records
+from fabgen.platform import input_options
 
 
 class _Synthetic(base.Source):
@@ -95,20 +95,6 @@ def test_mixed_sizes_need_a_transform():
                                                      ys.max() + 1])
 
 
-def test_global_batch_over_eight_devices_equals_the_local_batch():
-  assert jax.device_count() == 8
-  mesh = jax.make_mesh((8,), ("data",))
-  src = _Synthetic(16)
-  batch = pipeline.make_dataset(src, 8, seed=0, process_index=0, process_count=1)[0]
-  arrays = pipeline.to_global_batch(batch, mesh, P("data"))
-  for k, v in batch.items():
-    assert arrays[k].shape == v.shape and len(arrays[k].sharding.device_set) == 8
-    np.testing.assert_array_equal(np.asarray(arrays[k]), v)
-  assert pipeline.per_process_batch(16, 2) == 8
-  with pytest.raises(ValueError, match="not divisible"):
-    pipeline.per_process_batch(15, 2)
-
-
 class _Counting(_Synthetic):
   """Counts the samples read, to see how far ahead grain works."""
 
@@ -123,21 +109,21 @@ def test_read_ahead_is_bounded_by_read_options():
   """grain's defaults read 500 batches ahead on 16 threads; ours stop at threads + buffer."""
   src = _Counting(200)
   ds = pipeline.make_dataset(src, 2, seed=0, process_index=0, process_count=1)
-  it = iter(ds.to_iter_dataset(pipeline.read_options(threads=1, buffer=3)))
+  it = iter(ds.to_iter_dataset(input_options.read_options(threads=1, buffer=3)))
   next(it)
   time.sleep(1.0)  # let the reader fill its buffer
   assert 2 <= _Counting.reads <= 2 * (1 + 3 + 1 + 1), _Counting.reads
-  opts = pipeline.read_options()
+  opts = input_options.read_options()
   assert 1 <= opts.num_threads <= 8 and opts.prefetch_buffer_size == 2 * opts.num_threads
   with pytest.raises(ValueError, match="data_threads=-1"):
-    pipeline.read_options(threads=-1)
+    input_options.read_options(threads=-1)
 
 
 def test_config_read_options_reads_the_platform_keys():
   from fabgen.platform import config as config_lib  # pylint: disable=g-import-not-at-top
   c = config_lib.base_config()
   c.data_threads, c.data_buffer = 3, 5
-  opts = pipeline.config_read_options(c)
+  opts = input_options.config_read_options(c)
   assert (opts.num_threads, opts.prefetch_buffer_size) == (3, 5)
 
 

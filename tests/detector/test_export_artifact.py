@@ -95,13 +95,13 @@ def test_exported_detector_equals_training_code(tmp_path):
   """The real detector: export_detector(workdir) == jit(task.predict) on the restored state."""
   from fabgen.detector import task as task_lib  # pylint: disable=g-import-not-at-top
   from fabgen.platform import config as config_lib  # pylint: disable=g-import-not-at-top
-  from fabgen.synthesis import restore  # pylint: disable=g-import-not-at-top
+  from fabgen.platform import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   config = config_lib.get(os.path.join(os.path.dirname(__file__), "..", "..", "configs",
                                        "detector.py") + ":tiny")
   task = task_lib.DetectorTask(config)
   state = jax.jit(task.init_state)(jax.random.key(0))
   ckpt = str(tmp_path / "det")
-  restore.export_task(ckpt, config, state)
+  checkpoint_lib.write(ckpt, config, state)
   out_dir = str(tmp_path / "exported")
   export.export_detector(ckpt, out_dir)
   loaded = export.load(out_dir)

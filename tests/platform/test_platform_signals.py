@@ -63,7 +63,7 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted(tmp_path):
   uninterrupted = trainer.train(_config(), str(tmp_path / "uninterrupted"))
   assert resumed["step"] == uninterrupted["step"] == STEPS
   np.testing.assert_allclose(resumed["loss"], uninterrupted["loss"], rtol=1e-5)
-  a = checkpoint_lib.restore_latest(workdir)[2]
-  b = checkpoint_lib.restore_latest(str(tmp_path / "uninterrupted"))[2]
+  a = checkpoint_lib.restore(workdir)[2]
+  b = checkpoint_lib.restore(str(tmp_path / "uninterrupted"))[2]
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6),
                jax.device_get(a), jax.device_get(b))

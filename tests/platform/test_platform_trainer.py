@@ -40,7 +40,7 @@ def _losses(workdir):
 
 
 def _params(workdir):
-  _, _, state = checkpoint_lib.restore_latest(workdir)
+  _, _, state = checkpoint_lib.restore(workdir)
   return jax.device_get(state["params"])
 
 
@@ -127,13 +127,13 @@ def test_nan_stops_naming_step_and_metric_and_keeps_last_good_checkpoint(tmp_pat
   ckpt = checkpoint_lib.Checkpointer(str(tmp_path), 6, 3, asynchronous=False)
   assert ckpt.latest_step() == 6
   ckpt.close()
-  _, _, state = checkpoint_lib.restore_latest(str(tmp_path))
+  _, _, state = checkpoint_lib.restore(str(tmp_path))
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(state["params"])))
 
 
-def test_restore_latest_without_checkpoint_names_the_workdir(tmp_path):
+def test_restore_without_checkpoint_names_the_workdir(tmp_path):
   with pytest.raises(FileNotFoundError, match=str(tmp_path)):
-    checkpoint_lib.restore_latest(str(tmp_path))
+    checkpoint_lib.restore(str(tmp_path))
 
 
 def test_compilation_cache_still_hits_after_its_directory_moves(tmp_path):

@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 
 from configs import fusion as fusion_config
+from fabgen.data import defect_crops
+from fabgen.gan import grid_task
 from fabgen.gan import losses as gan_losses
 from fabgen.nn import masks as mask_ops
-from fabgen.data import defect_crops
+from fabgen.platform import registry
 from fabgen.stage2 import data as data_lib
+from fabgen.stage2 import fusion_task as task_lib
 from fabgen.stage2 import losses
-from fabgen.stage2 import task as task_lib
 from stage2_fixtures import striped_records as _records
 
 
@@ -91,3 +93,41 @@ def test_training_learns_and_stays_inside_the_window():
   assert float(jnp.abs(out - mask_ops.to_signed(held["x"])).max()) > 1e-3
   assert max(m["out_of_mask"] for m in history[-5:]) < task_lib.OUT_OF_MASK_BOUND, history[-1]
   assert int(state["step"]) == steps
+
+
+def test_fusion_gamma_grid_member_equals_its_single_run():
+  """The vmapped grid (built by the registry from config.grid) works for the fusion task too:
+  member g after one step is the single run with loss.r1_gamma = loss.r2_gamma = g."""
+  gammas = (0.5, 4.0)
+  config = fusion_config.get_config("tiny,objective=rpgan")
+  config.batch_size = 4
+  config.grid.gammas = gammas
+  grid = registry.build_task(config)
+  assert isinstance(grid, grid_task.GridTask) and grid.labels == ["gamma=0.5", "gamma=4"]
+  crops = defect_crops.extract_crops(_records(), config.image_size)
+  grid.inner.examples = data_lib.FusionExamples(crops, crops, config.data.margin)
+  batch = next(iter(grid.dataset(0, 1, 0)))
+  key = jax.random.key(7)
+  state = jax.jit(grid.init_state)(jax.random.key(config.seed))
+  after, metrics = jax.jit(grid.train_step)(state, batch, key)
+  assert float(metrics["r1/gamma=0.5"]) > 0
+  # the members differ (the penalty weight reaches D's gradient)
+  assert float(metrics["grad_norm/d/gamma=0.5"]) != float(metrics["grad_norm/d/gamma=4"])
+  for i, gamma in enumerate(gammas):
+    single = task_lib.FusionTask(grid_task.member_config(config, gamma))
+    assert single.config.loss.r1_gamma == single.config.loss.r2_gamma == gamma
+    init = jax.jit(single.init_state)(jax.random.split(jax.random.key(config.seed))[0])
+    # (the trainer's init key; lax.map vs a plain jit may round initialisers differently)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                 grid_task.GridTask.member(state, i), init)
+    new, m = jax.jit(single.train_step)(init, batch, key)
+    label = f"gamma={gamma:g}"
+    for k in ("d_loss", "r1", "r2", "g_loss", "grad_norm/d", "grad_norm/t"):
+      np.testing.assert_allclose(metrics[f"{k}/{label}"], m[k], rtol=1e-4, atol=1e-6, err_msg=k)
+    # RpGAN sees only logit differences, so D's last bias has an exactly-zero gradient, and Adam
+    # turns float noise in it into a step of up to lr_d: that leaf (and its moments) within lr_d.
+    def close(path, a, b):
+      noise_only = path[0].key in ("d", "opt_d") and "'head'" in str(path) and "'bias'" in str(path)
+      atol = config.optim.lr_d * 1.01 if noise_only else 1e-6
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=atol, err_msg=str(path))
+    jax.tree_util.tree_map_with_path(close, grid_task.GridTask.member(after, i), new)

@@ -9,10 +9,10 @@ import numpy as np
 from configs import inpainter as inpainter_config
 from fabgen.data import defect_crops
 from fabgen.nn import masks as mask_ops
+from fabgen.platform import checkpoint as checkpoint_lib
 from fabgen.stage2 import inpainter_task
 from fabgen.synthesis import backgrounds as backgrounds_lib
 from fabgen.synthesis import inpainter as inpainter_synth
-from fabgen.synthesis import restore
 from fabgen.synthesis import stream
 from stage2_fixtures import striped_records as _records
 
@@ -34,16 +34,16 @@ def test_generator_changes_nothing_outside_its_region():
   np.testing.assert_array_equal(np.asarray(out)[outside], np.asarray(y)[outside])
 
 
-def test_train_export_and_synthesize(tmp_path):
+def test_train_checkpoint_and_synthesize(tmp_path):
   task, config = _task()
-  state = task.init_state(jax.random.key(0))
+  state = task.warm_start(task.init_state(jax.random.key(0)))  # fills the (data-free) mask bank
   step = jax.jit(task.train_step)
   it = iter(task.dataset(0, 1, 0))
   for i in range(6):
     state, metrics = step(state, next(it), jax.random.key(i))
     assert all(np.isfinite(float(v)) for v in metrics.values()), metrics
   assert float(metrics["r1"]) > 0
-  restore.export_task(str(tmp_path / "ckpt"), config, state)
+  checkpoint_lib.write(str(tmp_path / "ckpt"), config, state)
   synth = inpainter_synth.InpainterSynthesizer.from_checkpoint(str(tmp_path / "ckpt"))
   assert synth.class_ids == (1,) and synth.patch_size == 32
   bgs = backgrounds_lib.open_backgrounds([r["image"] for r in _records(3, 48, seed=5)])

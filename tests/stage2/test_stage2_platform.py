@@ -21,7 +21,6 @@ from fabgen.platform import faults
 from fabgen.platform import trainer
 from fabgen.synthesis import base
 from fabgen.synthesis import inpainter
-from fabgen.synthesis import restore
 
 
 def _record(i, size=40, seed=0):
@@ -99,13 +98,13 @@ def test_fusion_trains_resumes_exactly_and_restores_for_synthesis(source, tmp_pa
   for key in ("d_loss", "g_loss", "l1_outside"):
     np.testing.assert_allclose(resumed[key], result[key], rtol=1e-5, atol=1e-6)
 
-  task, state = restore.restore_task(full, expect="fusion")
-  task_p, state_p = restore.restore_task(part, expect="fusion")
+  task, state = base.restore_trained(full, expect="fusion")
+  task_p, state_p = base.restore_trained(part, expect="fusion")
   assert int(state["step"]) == 2 and task.config.image_size == 32
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                jax.device_get(state["t_ema"]), jax.device_get(state_p["t_ema"]))
   with pytest.raises(base.SynthesisError, match="holds a 'fusion' model"):
-    restore.restore_task(full, expect="inpainter")
+    base.restore_trained(full, expect="inpainter")
 
 
 def test_inpainter_trains_and_restores_as_a_synthesizer(source, tmp_path):
@@ -122,7 +121,7 @@ def test_inpainter_trains_and_restores_as_a_synthesizer(source, tmp_path):
 def test_bad_config_values_are_named():
   c = fusion_config.get_config("tiny")
   c.loss.objective = "lsgan"
-  from fabgen.stage2 import task as task_lib  # pylint: disable=g-import-not-at-top
+  from fabgen.stage2 import fusion_task as task_lib  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match="config.loss.objective='lsgan'"):
     task_lib.FusionTask(c)
   c = fusion_config.get_config("tiny")

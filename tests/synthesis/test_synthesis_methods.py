@@ -11,11 +11,11 @@ from PIL import Image
 
 from configs import fusion as fusion_config
 from fabgen.cli import main as cli_main
-from fabgen.stage2 import task as fusion_task
+from fabgen.platform import checkpoint as checkpoint_lib
+from fabgen.stage2 import fusion_task
 from fabgen.synthesis import backgrounds as backgrounds_lib
 from fabgen.synthesis import base
 from fabgen.synthesis import multistage
-from fabgen.synthesis import restore
 from fabgen.synthesis import seam_quality
 from fabgen.synthesis import stream
 
@@ -46,10 +46,10 @@ def test_multistage_writes_exact_labels_and_keeps_change_near_the_patch(tmp_path
   task = fusion_task.FusionTask(config)
   state = task.init_state(jax.random.key(0))
   state["t_ema"] = jax.tree.map(lambda a: a + 0.01, state["t_ema"])  # a non-identity T
-  restore.export_task(str(tmp_path / "runs" / "fusion"), config, state)
+  checkpoint_lib.write(str(tmp_path / "runs" / "fusion"), config, state)
   os.makedirs(tmp_path / "runs" / "stage1")
   synth = multistage.MultistageSynthesizer(
-      _Stage1Double(), *restore.restore_task(str(tmp_path / "runs" / "fusion"), "fusion"))
+      _Stage1Double(), *base.restore_trained(str(tmp_path / "runs" / "fusion"), "fusion"))
   bgs = backgrounds_lib.open_backgrounds([_fabric(i) for i in range(3)])
   manifest = stream.SynthesisRun(synth, bgs, 8, str(tmp_path / "out"), batch_size=8).run()
   assert manifest["complete"] and manifest["boxes"] > 0
@@ -69,7 +69,7 @@ def test_multistage_writes_exact_labels_and_keeps_change_near_the_patch(tmp_path
 def test_wrong_checkpoint_kind_is_named(tmp_path):
   config = fusion_config.get_config("tiny")
   task = fusion_task.FusionTask(config)
-  restore.export_task(str(tmp_path / "f"), config, task.init_state(jax.random.key(0)))
+  checkpoint_lib.write(str(tmp_path / "f"), config, task.init_state(jax.random.key(0)))
   with pytest.raises(base.SynthesisError, match="holds a 'fusion' model.*'inpainter'"):
     base.load("inpainter", str(tmp_path / "f"))
   with pytest.raises(base.SynthesisError, match="no stage-1 model"):

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from fabgen.data import classes as classes_lib
+from fabgen.data.fabricsim import FabricSim
 
 _COLOURS = ((255, 60, 60), (255, 200, 0), (0, 220, 120), (60, 160, 255), (255, 80, 255),
             (0, 230, 230))
@@ -64,7 +65,6 @@ def grid(tiles: list[Image.Image], columns: int, gap: int = 4) -> Image.Image:
 def preset_tiles(preset: str, per_class: int, seed: int, split: str = "train",
                  with_raw: bool = False) -> list[Image.Image]:
   """One defect-free tile and `per_class` tiles per class, from different source fabrics."""
-  from fabgen.data.fabricsim import FabricSim  # pylint: disable=g-import-not-at-top
   sim = FabricSim(preset, seed)
   fabrics = sim.fabric_ids(split)
   specs = [(int(fabrics[0]), 0, -1)]

@@ -18,6 +18,7 @@ import os
 
 from fabgen.data.readers import aitex
 from fabgen.data.readers import coco
+from fabgen.data.readers import fabricsim_source
 from fabgen.data.readers import generic
 from fabgen.data.readers import mvtec
 from fabgen.data.readers.base import Source
@@ -60,10 +61,10 @@ def open_source(spec: str, validate: bool = False) -> Source:
       `ReadError` naming it when it is read.
   """
   if spec.startswith("fabricsim:"):
-    from fabgen.data.readers import fabricsim_source  # pylint: disable=g-import-not-at-top
     src = fabricsim_source.FabricSimSource(*fabricsim_source.parse_spec(spec))
     return src.validate() if validate else src
   if spec.startswith("tfds:"):
+    # Deferred: tensorflow_datasets is an optional, heavy dependency (only tfds: specs need it).
     from fabgen.data import tfds_fabricsim  # pylint: disable=g-import-not-at-top
     return tfds_fabricsim.open_tfds_source(spec)
   path, subset = spec, None

@@ -13,13 +13,13 @@ from typing import Sequence
 import numpy as np
 
 from fabgen.data import classes as classes_lib
+from fabgen.data.fabricsim import FabricSim
 from fabgen.data.readers import base
 
 
 @functools.lru_cache(maxsize=8)
 def get_sim(preset: str, seed: int):
   """One FabricSim per (preset, seed) per process, so its jitted renderers compile once."""
-  from fabgen.data.fabricsim import FabricSim  # pylint: disable=g-import-not-at-top
   return FabricSim(preset, seed=seed)
 
 

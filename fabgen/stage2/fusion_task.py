@@ -1,15 +1,17 @@
-"""`FusionTask` ("fusion"): trains the defect-fusion network T against the seam-weighted D_T.
+"""The fusion task, `FusionTask` ("fusion"): trains stage 2's defect-fusion network T against
+the seam-weighted discriminator D_T.
 
-Per step (pure, jitted by the platform): D_T on real defect crops y vs T(x) with any objective
-of `fabgen.gan.losses` (+ R1/R2 under RpGAN), seam-weighted, then T on the adversarial loss
-plus `l1_weight` * L1(T(x), x) away from the window, i.e. outside `dilate(window, seam_radius)`.
+Per step (pure, jitted by the platform; the update itself is `fabgen.gan.step.update`): D_T on
+real defect crops y vs T(x) with any objective of `fabgen.gan.losses` (+ R1/R2 under RpGAN),
+seam-weighted, then T, against the updated D_T, on the adversarial loss plus `l1_weight` *
+L1(T(x), x) away from the window, i.e. outside `dilate(window, seam_radius)`; then T's EMA.
 The L1 term and T's reach (`model.reach_radius`) keep the defect where its mask says:
 `out_of_mask` (the share of T's absolute change that lies outside the dilated window) is logged
 every step, and `OUT_OF_MASK_BOUND` is the bound the tests hold T to.
 
 Config (see configs/fusion.py): image_size, model.{widths, d_widths, blocks, expansion,
-group_width, conv_impl, reach_radius}, loss.{objective, seam_radius, seam_weight, l1_weight, r1_gamma, r2_gamma}, optim.{lr_t, lr_d, b2}, ema_half_life,
-data.{source, max_records, max_per_class, margin, donors}, batch_size.
+group_width, conv_impl, reach_radius}, loss.{objective, seam_radius, seam_weight, l1_weight,
+r1_gamma, r2_gamma}, optim.{lr_t, lr_d, b2}, ema_half_life, data.{source, max_records, max_per_class, margin, donors}, batch_size.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
-from fabgen.data import pipeline
+from fabgen.data.readers import open_source, spread_indices
 from fabgen.gan import losses as gan_losses
+from fabgen.gan import step as gan_step
 from fabgen.nn import masks as mask_ops
 from fabgen.nn import r3gan
 from fabgen.platform import ema as ema_lib
+from fabgen.platform import input_options
 from fabgen.platform import schedules
 from fabgen.platform.task import Task
 from fabgen.stage2 import config_checks
@@ -39,7 +42,7 @@ from fabgen.stage2 import losses
 # per pixel, so clipping it is invisible. With the default `model.reach_radius = seam_radius`
 # the network cannot act outside at all (measured share 0); with a larger reach (or 0) the L1
 # term alone must hold it, which took longer than the tests' 30 tiny steps with the R3GAN blocks
-# (measured 0.13-0.20 at step 30, reach 2x seam radius; see the stage-2 report).
+# (measured 0.13-0.20 at step 30, reach 2x seam radius).
 OUT_OF_MASK_BOUND = 0.05
 
 
@@ -86,14 +89,28 @@ class FusionTask(Task):
 
   def init_state(self, rng):
     kt, kd = jax.random.split(rng)
-    t, d = self.t_net.init(kt), self.d_net.init(kd)
-    return {"step": jnp.zeros((), jnp.int32), "t": t, "d": d, "t_ema": jax.tree.map(jnp.copy, t),
-            "opt_t": self.opt_t.init(t), "opt_d": self.opt_d.init(d)}
+    return gan_step.init_state(self.t_net.init(kt), self.d_net.init(kd), self.opt_t, self.opt_d,
+                               g="t")
 
   # ---- step ------------------------------------------------------------------------------------
 
+  GRID_GAMMA_KEYS = ("loss.r1_gamma", "loss.r2_gamma")  # a grid's gamma sets both
+
+  @staticmethod
+  def penalised(config: ml_collections.ConfigDict) -> bool:
+    """R1/R2 apply with the rpgan objective (R3GAN's recipe) only."""
+    return config.loss.objective == "rpgan"
+
   def train_step(self, state, batch, rng):
+    c = self.config.loss
+    return self._step(state, batch, jnp.float32(c.r1_gamma), jnp.float32(c.r2_gamma))
+
+  def step_with(self, state, batch, rng, gamma):
+    """`train_step` with R1 and R2 weights both `gamma` (traced): a grid member's step."""
     del rng  # the step is deterministic given the batch
+    return self._step(state, batch, gamma, gamma)
+
+  def _step(self, state, batch, r1_gamma, r2_gamma):
     c = self.config.loss
     x, y = mask_ops.to_signed(batch["x"]), mask_ops.to_signed(batch["y"])
     window = batch["window"].astype(jnp.float32)
@@ -105,14 +122,10 @@ class FusionTask(Task):
       d_fn = lambda images: self.apply_d(d_params, images, both_windows)
       w = losses.seam_weights(window, (window.shape[0],) + self.logit_shape(), c.seam_radius,
                               c.seam_weight)
-      return gan_losses.d_objective(c.objective, d_fn, y, fake, c.r1_gamma, c.r2_gamma,
+      return gan_losses.d_objective(c.objective, d_fn, y, fake, r1_gamma, r2_gamma,
                                     use_r1=self.penalties, use_r2=self.penalties, weights=w)
 
-    (_, d_metrics), d_grads = jax.value_and_grad(d_objective, has_aux=True)(state["d"])
-    d_updates, opt_d = self.opt_d.update(d_grads, state["opt_d"], state["d"])
-    d_params = optax.apply_updates(state["d"], d_updates)
-
-    def t_objective(t_params):
+    def t_objective(t_params, d_params):
       out = self.apply_t(t_params, x, window)
       real_logits = self.apply_d(d_params, y, window)
       fake_logits = self.apply_d(d_params, out, window)
@@ -123,16 +136,8 @@ class FusionTask(Task):
           "g_loss": adv, "l1_outside": l1,
           "out_of_mask": losses.out_of_mask_share(out - x, window, c.seam_radius)}
 
-    (_, t_metrics), t_grads = jax.value_and_grad(t_objective, has_aux=True)(state["t"])
-    t_updates, opt_t = self.opt_t.update(t_grads, state["opt_t"], state["t"])
-    t_params = optax.apply_updates(state["t"], t_updates)
     decay = ema_lib.ema_decay(state["step"], self.config.batch_size, self.config.ema_half_life)
-    new_state = {"step": state["step"] + 1, "t": t_params, "d": d_params,
-                 "t_ema": ema_lib.ema_update(state["t_ema"], t_params, decay),
-                 "opt_t": opt_t, "opt_d": opt_d}
-    metrics = {**d_metrics, **t_metrics, "grad_norm/d": optax.tree.norm(d_grads),
-               "grad_norm/t": optax.tree.norm(t_grads)}
-    return new_state, metrics
+    return gan_step.update(state, d_objective, t_objective, self.opt_d, self.opt_t, decay, g="t")
 
   def logit_shape(self) -> tuple[int, int]:
     """(h, w) of D_T's logit map for `image_size` inputs."""
@@ -143,7 +148,6 @@ class FusionTask(Task):
 
   def build_examples(self) -> data_lib.FusionExamples:
     """Real crops from config.data.source; donors: real crops, or stage-1 patches if configured."""
-    from fabgen.data.readers import open_source, spread_indices  # pylint: disable=g-import-not-at-top
     d = self.config.data
     src = open_source(d.source)
     records = [src[i] for i in spread_indices(len(src), d.max_records)]
@@ -159,7 +163,7 @@ class FusionTask(Task):
       self.examples = self.build_examples()
     per_process = self.config.batch_size // process_count
     return data_lib.fusion_dataset(self.examples, per_process, process_index, process_count, seed,
-                                   pipeline.config_read_options(self.config))
+                                   input_options.config_read_options(self.config))
 
   def param_count_tree(self, state):
     return {"t": state["t"], "d": state["d"]}
