@@ -23,10 +23,10 @@ from fabgen import synthesis
 from fabgen.adapt import evaluation
 from fabgen.adapt import protocol
 from fabgen.data import classes as classes_lib
+from fabgen.data import drawing
 from fabgen.data import readers
 from fabgen.data.fabricsim import FabricSim
 from fabgen.detector import infer
-from fabgen.detector import plots
 from fabgen.detector import task as task_lib
 from fabgen.platform import config as config_lib
 from fabgen.platform import trainer
@@ -191,20 +191,20 @@ class PlatformBackend(protocol.Backend):
     if kept:
       names = list(classes_lib.CLASSES)
       lut = np.asarray([0] + [c + 1 for c in info["class_ids"]])
-      pics = [plots.draw_detections(s["image"], p["boxes"], p["scores"], p["labels"], names,
+      pics = [drawing.draw_detections(s["image"], p["boxes"], p["scores"], p["labels"], names,
                                     e.threshold, gt_boxes=s["boxes"],
                                     seg_map=lut[np.argmax(p["seg_probs"], -1)]
                                     if "seg_probs" in p else None) for s, p in kept]
-      plots.grid(pics, columns=min(len(pics), 4)).save(os.path.join(out_dir, "detections.png"))
+      drawing.grid(pics, columns=min(len(pics), 4)).save(os.path.join(out_dir, "detections.png"))
     return evaluation._jsonable(report)  # pylint: disable=protected-access
 
   def pictures(self, workdir: str, done: Mapping[str, dict]) -> list[str]:
     """samples.png: real target defects, each method's synthesized defects, detections."""
     target = done["target"]
     src = self._open(self.source_spec("target_test"))
-    real = [plots.draw_detections(src[i]["image"], np.zeros((0, 4)), [], [], [],
+    real = [drawing.draw_detections(src[i]["image"], np.zeros((0, 4)), [], [], [],
                                   gt_boxes=src[i]["boxes"]) for i in target["test_indices"][:4]]
-    rows = [("real target defects (white: ground truth)", plots.grid(real, 4))]
+    rows = [("real target defects (white: ground truth)", drawing.grid(real, 4))]
     for name in self.config.methods:
       sheet = os.path.join(workdir, f"synth_{name}", "data", "contact_sheet.png")
       if os.path.isfile(sheet):
@@ -215,7 +215,7 @@ class PlatformBackend(protocol.Backend):
         rows.append((f"detections after {stage.removeprefix('eval_')}",
                      Image.open(det).convert("RGB")))
     width = max(im.size[0] for _, im in rows)
-    parts = [plots.side_by_side([im], [cap]) for cap, im in rows]
+    parts = [drawing.side_by_side([im], [cap]) for cap, im in rows]
     out = Image.new("RGB", (width + 12, sum(p.size[1] for p in parts)), "white")
     y = 0
     for p in parts:

@@ -86,7 +86,7 @@ def format_summary(s: dict) -> str:
 
 def inspect(spec: str, limit: int | None = None, sheet: str | None = None) -> dict:
   """The summary of any source; optionally a contact sheet of its first images."""
-  from fabgen.data import contact_sheet  # pylint: disable=g-import-not-at-top
+  from fabgen.data import drawing  # pylint: disable=g-import-not-at-top
   from fabgen.data.readers import ReadError, open_source  # pylint: disable=g-import-not-at-top
   src = open_source(spec)
   summary = src.summary(limit)
@@ -100,7 +100,7 @@ def inspect(spec: str, limit: int | None = None, sheet: str | None = None) -> di
       except ReadError:
         continue
     if samples:
-      contact_sheet.contact_sheet(samples, src.class_names).save(sheet)
+      drawing.contact_sheet(samples, src.class_names).save(sheet)
   return summary
 
 

@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from fabgen.data.readers.images import ReadError, read_image  # pylint: disable=g-import-not-at-top
-  from fabgen.detector import coco_eval, infer, plots  # pylint: disable=g-import-not-at-top
+  from fabgen.data import drawing  # pylint: disable=g-import-not-at-top
+  from fabgen.detector import coco_eval, infer  # pylint: disable=g-import-not-at-top
   try:
     predict_fn, info = infer.load_predictor(args.checkpoint)
     images = [read_image(p) for p in args.images]
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
   for image_id, (path, image, pred) in enumerate(zip(args.images, images, preds), start=1):
     seg = lut[np.argmax(pred["seg_probs"], -1)] if "seg_probs" in pred else None
     stem = os.path.splitext(os.path.basename(path))[0]
-    overlay = plots.draw_detections(image, pred["boxes"], pred["scores"], pred["labels"],
+    overlay = drawing.draw_detections(image, pred["boxes"], pred["scores"], pred["labels"],
                                     all_names, args.threshold, seg_map=seg)
     overlay.save(os.path.join(args.out, f"{stem}.png"))
     dets = coco_eval.results_for_image(image_id, pred["boxes"], pred["scores"], pred["labels"],

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from fabgen.data import contact_sheet as sheet_lib
+from fabgen.data import drawing
 
 FORMAT = "fabgen-samples-v1"
 _STRUCTURE = np.ones((3, 3), bool)
@@ -121,7 +121,7 @@ def write_sample_set(samples: Iterable[dict], out_dir: str, class_names: Sequenc
       "info": {"description": "fabgen sample set", "format": FORMAT},
       "categories": [{"id": i, "name": n} for i, n in enumerate(class_names)],
       "images": images, "annotations": annotations})
-  sheet = sheet_lib.contact_sheet(first, class_names)
+  sheet = drawing.contact_sheet(first, class_names)
   _atomic(os.path.join(out_dir, "contact_sheet.png"), lambda t: sheet.save(t, format="PNG"))
   manifest = {"format": FORMAT, "complete": True, **(extra_manifest or {}),
               "images": len(images), "boxes": len(annotations),

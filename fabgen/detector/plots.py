@@ -1,7 +1,9 @@
-"""Evaluation pictures drawn with pillow: confusion matrix, precision-recall curves, overlays.
+"""Evaluation charts drawn with pillow: the confusion matrix and precision-recall curves.
+
+Overlays of detections, grids and the class palette are `fabgen.data.drawing`'s.
 
 matplotlib is not a dependency of fabgen (it is not installed here and would add ~50 MB for
-three pictures), so these are drawn directly; they are meant to be glanced at in a report folder,
+a few pictures), so these are drawn directly; they are meant to be glanced at in a report folder,
 not published.
 """
 
@@ -11,22 +13,9 @@ import math
 from typing import Mapping, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
-# One distinct colour per class (tab10-like), then background.
-PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
-
-
-def class_color(class_id: int) -> tuple[int, int, int]:
-  return PALETTE[int(class_id) % len(PALETTE)]
-
-
-def _font(size: int):
-  try:
-    return ImageFont.load_default(size=size)
-  except TypeError:  # pillow < 10.1 has no sized default font
-    return ImageFont.load_default()
+from fabgen.data import drawing
 
 
 def confusion_matrix_image(cm: np.ndarray, row_names: Sequence[str], col_names: Sequence[str],
@@ -39,7 +28,7 @@ def confusion_matrix_image(cm: np.ndarray, row_names: Sequence[str], col_names: 
   if cm.shape != (len(row_names), len(col_names)):
     raise ValueError(f"confusion matrix shape {cm.shape} does not match "
                      f"{len(row_names)} row and {len(col_names)} column names")
-  font, small = _font(13), _font(11)
+  font, small = drawing.font(13), drawing.font(11)
   left, top = 120, 110
   w, h = left + cell * cm.shape[1] + 20, top + cell * cm.shape[0] + 40
   img = Image.new("RGB", (w, h), "white")
@@ -72,7 +61,7 @@ def pr_curves_image(curves: Mapping[str, Mapping[str, np.ndarray]], size: int = 
   `curves` maps a class name to `metrics.DefectEvaluator.pr_curve(...)` output; its class id
   (for the colour) is taken from the key order.
   """
-  font = _font(12)
+  font = drawing.font(12)
   pad_l, pad_b, pad_t, legend_w = 48, 40, 30, 170
   w, h = pad_l + size + 20 + legend_w, pad_t + size + pad_b
   img = Image.new("RGB", (w, h), "white")
@@ -91,7 +80,7 @@ def pr_curves_image(curves: Mapping[str, Mapping[str, np.ndarray]], size: int = 
   d.text((x0 + size // 2 - 20, y1 + 22), "recall", fill="black", font=font)
   d.text((4, y0 - 22), "precision", fill="black", font=font)
   for k, (name, c) in enumerate(curves.items()):
-    color = class_color(k)
+    color = drawing.class_colour(k)
     r, p = np.asarray(c["recall"], float), np.asarray(c["precision"], float)
     if len(r) and not np.isnan(r).all():
       # One point per threshold (descending), starting at recall 0 with the first precision.
@@ -103,67 +92,3 @@ def pr_curves_image(curves: Mapping[str, Mapping[str, np.ndarray]], size: int = 
     d.text((x1 + 40, ly), f"{name[:14]} AP {ap:.3f}" if not math.isnan(ap) else name[:14],
            fill="black", font=font)
   return img
-
-
-def draw_detections(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
-                    class_names: Sequence[str], threshold: float = 0.5,
-                    gt_boxes: np.ndarray | None = None, seg_map: np.ndarray | None = None,
-                    seg_alpha: float = 0.35) -> Image.Image:
-  """An overlay: predicted boxes (class colour, name and score), optional GT boxes in white and
-  an optional per-pixel class map (0 = background, c + 1 = class c) tinted in."""
-  base = np.asarray(image, np.float32)
-  if base.ndim == 2:
-    base = np.repeat(base[..., None], 3, axis=-1)
-  if seg_map is not None:
-    seg_map = np.asarray(seg_map)
-    tint = np.zeros_like(base)
-    for c in np.unique(seg_map):
-      if c > 0:
-        tint[seg_map == c] = class_color(int(c) - 1)
-    on = (seg_map > 0)[..., None]
-    base = np.where(on, (1 - seg_alpha) * base + seg_alpha * tint, base)
-  img = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
-  d = ImageDraw.Draw(img)
-  font = _font(11)
-  if gt_boxes is not None:
-    for b in np.asarray(gt_boxes).reshape(-1, 4):
-      if b[2] > b[0] and b[3] > b[1]:
-        d.rectangle(tuple(float(v) for v in (b[0], b[1], b[2] - 1, b[3] - 1)), outline="white")
-  for b, s, c in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(scores).reshape(-1),
-                     np.asarray(labels).reshape(-1)):
-    if s < threshold or b[2] <= b[0] or b[3] <= b[1]:
-      continue
-    color = class_color(int(c))
-    d.rectangle(tuple(float(v) for v in (b[0], b[1], b[2] - 1, b[3] - 1)), outline=color, width=2)
-    name = class_names[int(c)] if int(c) < len(class_names) else str(int(c))
-    d.text((float(b[0]) + 2, max(float(b[1]) - 12, 0)), f"{name} {s:.2f}", fill=color, font=font)
-  return img
-
-
-def side_by_side(images: Sequence[Image.Image], captions: Sequence[str],
-                 pad: int = 6) -> Image.Image:
-  """Pictures in a row with a caption above each (real vs synthesized vs detections)."""
-  font = _font(13)
-  h = max(im.size[1] for im in images) + 22
-  w = sum(im.size[0] for im in images) + pad * (len(images) + 1)
-  out = Image.new("RGB", (w, h + pad), "white")
-  d = ImageDraw.Draw(out)
-  x = pad
-  for im, cap in zip(images, captions):
-    d.text((x, 3), cap, fill="black", font=font)
-    out.paste(im.convert("RGB"), (x, 22))
-    x += im.size[0] + pad
-  return out
-
-
-def grid(images: Sequence[Image.Image], columns: int, pad: int = 4) -> Image.Image:
-  """Pictures of equal size in a grid (contact sheets of samples)."""
-  if not images:
-    raise ValueError("grid() needs at least one picture")
-  w, h = images[0].size
-  rows = math.ceil(len(images) / columns)
-  out = Image.new("RGB", (columns * (w + pad) + pad, rows * (h + pad) + pad), "white")
-  for i, im in enumerate(images):
-    out.paste(im.convert("RGB").resize((w, h)),
-              (pad + (i % columns) * (w + pad), pad + (i // columns) * (h + pad)))
-  return out

@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from flax import nnx
 
 from fabgen.data import pipeline
 from fabgen.data import sample as sample_lib
@@ -38,6 +37,7 @@ from fabgen.detector import losses as losses_lib
 from fabgen.detector import model as model_lib
 from fabgen.platform import checkpoint as checkpoint_lib
 from fabgen.platform import input_options
+from fabgen.platform import nnx_bridge
 from fabgen.platform import schedules
 from fabgen.platform.task import Task
 
@@ -68,11 +68,11 @@ def flip_batch(batch, flip_h, flip_v):
   return {**batch, "image": image, "instance_mask": mask, "boxes": boxes}
 
 
-_BLUEPRINTS: dict[str, tuple] = {}
+_MODULES: dict[str, nnx_bridge.PureModule] = {}
 
 
-def _blueprint(m: ml_collections.ConfigDict):
-  """(graphdef, abstract params state, jitted params init) of one model config, once per process.
+def _module(m: ml_collections.ConfigDict) -> nnx_bridge.PureModule:
+  """The detector of model config `m` as a `PureModule` (jitted init), built once per process.
 
   Tracing the NNX model costs seconds of Python on a CPU, and the adaptation protocol builds the
   same architecture for every fine-tune and evaluation (task, restore, eval_shape, init): they
@@ -80,15 +80,11 @@ def _blueprint(m: ml_collections.ConfigDict):
   (eval_shape, the trainer's jit) hits jit's own trace cache.
   """
   key = m.to_json()
-  if key not in _BLUEPRINTS:
+  if key not in _MODULES:
     m = copy.deepcopy(m)
-    abstract = nnx.eval_shape(lambda: model_lib.DetectorModel.from_config(m, nnx.Rngs(0)))
-    graphdef, state = nnx.split(abstract)
-    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
-    init = jax.jit(lambda rng: nnx.to_pure_dict(nnx.state(
-        model_lib.DetectorModel.from_config(m, nnx.Rngs(params=rng)))))
-    _BLUEPRINTS[key] = (graphdef, shapes, init)
-  return _BLUEPRINTS[key]
+    _MODULES[key] = nnx_bridge.PureModule(lambda rngs: model_lib.DetectorModel.from_config(m, rngs),
+                                      jit_init=True)
+  return _MODULES[key]
 
 
 class DetectorTask(Task):
@@ -101,7 +97,7 @@ class DetectorTask(Task):
       raise ValueError("config.model.class_ids is empty: the detector needs classes to predict")
     self.class_ids = tuple(int(c) for c in m.class_ids)
     self.num_classes = len(self.class_ids)
-    self.graphdef, self.abstract, self._init_params = _blueprint(m)
+    self.module = _module(m)
     o = config.optim
     # AdamW, with the learning rate applied in `train_step` from numbers held in the state: a
     # fine-tune (other lr, length, warmup) then runs the very program the source training
@@ -121,13 +117,11 @@ class DetectorTask(Task):
 
   def model(self, params) -> model_lib.DetectorModel:
     """The NNX module with weights `params` (a pure dict); traceable inside jit/grad."""
-    state = jax.tree.map(lambda x: x, self.abstract)
-    nnx.replace_by_pure_dict(state, params)
-    return nnx.merge(self.graphdef, state)
+    return self.module.bind(params)
 
   def init_state(self, rng):
     """Freshly initialized weights; `warm_start` then loads `init_from` / backbone weights."""
-    params = self._init_params(rng)
+    params = self.module.init(rng)
     return {"step": jnp.zeros((), jnp.int32), "params": params,
             "opt_state": self.optimizer.init(params),
             "schedule": {k: jnp.asarray(v, jnp.float32) for k, v in self.schedule_values.items()}}

@@ -2,7 +2,7 @@
 
 The loss is a *compile-time* switch (a Python string: each value traces a different program, so
 an ablation costs no runtime branching); penalty weights are traced values (so a grid of gammas
-can be `jax.vmap`-ed, see `fabgen.gan.grid`). Logits may have any shape (one per image, or a
+can be `jax.vmap`-ed, see `fabgen.gan.grid_task`). Logits may have any shape (one per image, or a
 patch map); optional `weights` of the same shape make every mean a weighted mean (stage 2 weights
 the seam band).
 

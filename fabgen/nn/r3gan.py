@@ -13,14 +13,15 @@ in D.
 Everything is a constructor argument (widths per stage, blocks per stage, group width or
 cardinality per stage, extra input channels, conditioning width), so the stage-1 patch GAN, the
 stage-2 networks and the single-stage generator can all be built from these pieces.
-`Functional` turns any of them into pure `init(rng) -> params` / `apply(params, ...)` functions
-over plain dicts, which is what the training state, orbax and sharding see.
+`fabgen.platform.nnx_bridge.PureModule` turns any of them into pure `init(rng) -> params` /
+`apply(params, ...)` functions over plain dicts, which is what the training state, orbax and
+sharding see.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -213,26 +214,3 @@ class Discriminator(nnx.Module):
     if cond is None:
       raise ValueError("this Discriminator was built with cond_dim > 0 and needs a condition")
     return jnp.sum(out * self.project(cond), -1) / math.sqrt(self.embed_dim)
-
-
-class Functional:
-  """Pure-function view of an NNX module: `init(rng) -> dict`, `apply(params, *args)`.
-
-  `build(rngs)` constructs the module. Shapes come from `nnx.eval_shape`, so constructing a
-  `Functional` allocates nothing; `apply` is traceable (use it inside jit, grad and vmap).
-  """
-
-  def __init__(self, build: Callable[[nnx.Rngs], nnx.Module]):
-    self.build = build
-    self.graphdef, self.abstract = nnx.split(nnx.eval_shape(lambda: build(nnx.Rngs(0))))
-
-  def init(self, rng: jax.Array) -> dict:
-    return nnx.to_pure_dict(nnx.state(self.build(nnx.Rngs(params=rng))))
-
-  def bind(self, params) -> nnx.Module:
-    state = jax.tree.map(lambda x: x, self.abstract)
-    nnx.replace_by_pure_dict(state, params)
-    return nnx.merge(self.graphdef, state)
-
-  def apply(self, params, *args, **kwargs):
-    return self.bind(params)(*args, **kwargs)

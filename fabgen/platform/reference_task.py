@@ -23,6 +23,7 @@ from flax import nnx
 
 from fabgen.platform import ema as ema_lib
 from fabgen.platform import input_options
+from fabgen.platform import nnx_bridge
 from fabgen.platform import precision as precision_lib
 from fabgen.platform import schedules
 from fabgen.platform import sharding as sharding_lib
@@ -89,25 +90,19 @@ class ReferenceTask(Task):
     super().__init__(config)
     m, d = config.model, config.data
     self.policy = precision_lib.Policy.from_config(config.precision)
-    abstract = nnx.eval_shape(lambda: ConvClassifier(d.channels, m.widths, m.num_classes,
-                                                     rngs=nnx.Rngs(0)))
-    self.graphdef, state = nnx.split(abstract)
-    self.abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+    self.module = nnx_bridge.PureModule(
+        lambda rngs: ConvClassifier(d.channels, m.widths, m.num_classes, rngs=rngs))
     o = config.optim
     self.lr = schedules.cosine(o.lr, o.end_lr, config.total_steps)
     self.optimizer = schedules.adam(self.lr, b1=0.9, b2=o.b2, clip_norm=o.get("clip_norm"))
 
   def apply(self, params, images):
     """Logits (f32) of `images` [B, H, W, C] under the precision policy."""
-    state = jax.tree.map(lambda x: x, self.abstract)
-    nnx.replace_by_pure_dict(state, self.policy.cast_to_compute(params))
-    model = nnx.merge(self.graphdef, state)
+    model = self.module.bind(self.policy.cast_to_compute(params))
     return self.policy.cast_to_output(model(self.policy.cast_to_compute(images)))
 
   def init_state(self, rng):
-    m, d = self.config.model, self.config.data
-    model = ConvClassifier(d.channels, m.widths, m.num_classes, rngs=nnx.Rngs(params=rng))
-    params = self.policy.cast_to_param(nnx.to_pure_dict(nnx.state(model)))
+    params = self.policy.cast_to_param(self.module.init(rng))
     return {"step": jnp.zeros((), jnp.int32), "params": params,
             "ema": jax.tree.map(jnp.copy, params), "opt": self.optimizer.init(params)}
 

@@ -10,28 +10,48 @@ texture instead of only matching its Gram statistics.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
 from fabgen.nn import r3gan
+from fabgen.platform import nnx_bridge
 from fabgen.stage1 import condition as condition_lib
 
 
 class Stage1G(nnx.Module):
   """z [B, noise], gram features [B, F], class ids [B] (, texture [B, P, P, 3] signed) ->
-  (rgb [B, P, P, 3] in [-1, 1], mask [B, P, P] in [0, 1])."""
+  (rgb [B, P, P, 3] in [-1, 1], mask [B, P, P] in [0, 1]).
 
-  def __init__(self, m: ml_collections.ConfigDict, feature_dim: int, *, rngs: nnx.Rngs):
-    self.conditional = bool(m.conditional)
-    self.cond = _embedding(m, feature_dim, rngs) if self.conditional else None
-    self.background_input = bool(m.background_input)
+  `widths` run from 4x4 up (patch side 4 * 2^(n-1)); the condition (Gram features through
+  `ConditionEmbedding`, plus a class embedding) is used when `conditional`.
+  """
+
+  def __init__(self, noise_dim: int, widths: Sequence[int], feature_dim: int, *, blocks=2,
+               conditional: bool = True, background_input: bool = False, num_classes: int = 6,
+               gram_dim: int = 128, class_dim: int = 32, cond_hidden: int = 256,
+               expansion: int = 2, group_width: int = 16, embed_dim: int = 64,
+               impl: str = "auto", rngs: nnx.Rngs):
+    self.conditional = bool(conditional)
+    self.cond = (condition_lib.ConditionEmbedding(feature_dim, gram_dim, num_classes, class_dim,
+                                                  cond_hidden, rngs=rngs)
+                 if self.conditional else None)
+    self.background_input = bool(background_input)
     self.net = r3gan.Generator(
-        m.noise_dim, m.g_widths, m.blocks, out_channels=4, expansion=m.expansion,
-        group_width=m.group_width, cond_dim=self.cond.dim if self.conditional else 0,
-        embed_dim=m.embed_dim,
-        extra_channels=3 if self.background_input else 0, impl=m.conv_impl, rngs=rngs)
+        noise_dim, widths, blocks, out_channels=4, expansion=expansion, group_width=group_width,
+        cond_dim=self.cond.dim if self.conditional else 0, embed_dim=embed_dim,
+        extra_channels=3 if self.background_input else 0, impl=impl, rngs=rngs)
+
+  @classmethod
+  def from_config(cls, m: ml_collections.ConfigDict, feature_dim: int,
+                  rngs: nnx.Rngs) -> "Stage1G":
+    """From configs/stage1.py's `model` section."""
+    return cls(m.noise_dim, m.g_widths, feature_dim, blocks=m.blocks,
+               background_input=m.background_input, impl=m.conv_impl, rngs=rngs,
+               **_shared_args(m))
 
   def __call__(self, z, feats, class_ids, texture=None):
     c = self.cond(feats, class_ids) if self.conditional else None
@@ -42,21 +62,36 @@ class Stage1G(nnx.Module):
 class Stage1D(nnx.Module):
   """x [B, P, P, 4] = (signed rgb, mask * 2 - 1), gram features, class ids -> logits [B]."""
 
-  def __init__(self, m: ml_collections.ConfigDict, feature_dim: int, *, rngs: nnx.Rngs):
-    self.conditional = bool(m.conditional)
-    self.cond = _embedding(m, feature_dim, rngs) if self.conditional else None
+  def __init__(self, widths: Sequence[int], feature_dim: int, *, blocks=2,
+               conditional: bool = True, num_classes: int = 6, gram_dim: int = 128,
+               class_dim: int = 32, cond_hidden: int = 256, expansion: int = 2,
+               group_width: int = 16, embed_dim: int = 64, impl: str = "auto",
+               rngs: nnx.Rngs):
+    self.conditional = bool(conditional)
+    self.cond = (condition_lib.ConditionEmbedding(feature_dim, gram_dim, num_classes, class_dim,
+                                                  cond_hidden, rngs=rngs)
+                 if self.conditional else None)
     self.net = r3gan.Discriminator(
-        m.d_widths, m.blocks, in_channels=4, expansion=m.expansion, group_width=m.group_width,
-        cond_dim=self.cond.dim if self.conditional else 0, embed_dim=m.embed_dim,
-        impl=m.conv_impl, rngs=rngs)
+        widths, blocks, in_channels=4, expansion=expansion, group_width=group_width,
+        cond_dim=self.cond.dim if self.conditional else 0, embed_dim=embed_dim, impl=impl,
+        rngs=rngs)
+
+  @classmethod
+  def from_config(cls, m: ml_collections.ConfigDict, feature_dim: int,
+                  rngs: nnx.Rngs) -> "Stage1D":
+    """From configs/stage1.py's `model` section."""
+    return cls(m.d_widths, feature_dim, blocks=m.blocks, impl=m.conv_impl, rngs=rngs,
+               **_shared_args(m))
 
   def __call__(self, x, feats, class_ids):
     return self.net(x, self.cond(feats, class_ids) if self.conditional else None)
 
 
-def _embedding(m, feature_dim, rngs):
-  return condition_lib.ConditionEmbedding(feature_dim, m.gram_dim, m.num_classes, m.class_dim,
-                                          m.cond_hidden, rngs=rngs)
+def _shared_args(m: ml_collections.ConfigDict) -> dict:
+  """The conditioning and block arguments G and D take from the same config keys."""
+  return {"conditional": m.conditional, "num_classes": m.num_classes, "gram_dim": m.gram_dim,
+          "class_dim": m.class_dim, "cond_hidden": m.cond_hidden, "expansion": m.expansion,
+          "group_width": m.group_width, "embed_dim": m.embed_dim}
 
 
 def d_input(rgb_signed: jax.Array, mask: jax.Array) -> jax.Array:
@@ -65,7 +100,7 @@ def d_input(rgb_signed: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 def networks(m: ml_collections.ConfigDict, feature_dim: int):
-  """(G, D) as `r3gan.Functional`s for model config `m`."""
-  g = r3gan.Functional(lambda rngs: Stage1G(m, feature_dim, rngs=rngs))
-  d = r3gan.Functional(lambda rngs: Stage1D(m, feature_dim, rngs=rngs))
+  """(G, D) as `nnx_bridge.PureModule`s for model config `m`."""
+  g = nnx_bridge.PureModule(lambda rngs: Stage1G.from_config(m, feature_dim, rngs))
+  d = nnx_bridge.PureModule(lambda rngs: Stage1D.from_config(m, feature_dim, rngs))
   return g, d

@@ -13,7 +13,7 @@ per-backend fast path (`fabgen.nn.grouped_conv`). What is stage-2 specific is th
 * D_T returns a *map* of logits (one per 2^(n-1) x 2^(n-1) input cell) instead of R3GAN's single
   logit, so the loss can weight the band around the seam, where pasted defects betray themselves.
 
-Parameters are pure dicts through `r3gan.Functional`, so the training state is a plain pytree
+Parameters are pure dicts through `fabgen.platform.nnx_bridge.PureModule`, so the training state is a plain pytree
 that orbax checkpoints and `jit` shards without knowing about NNX.
 """
 
@@ -107,6 +107,11 @@ class FusionNet(nnx.Module):
     self.reach_radius = reach_radius
     self.unet = UNet(4, 3, widths, blocks, 0, expansion, group_width, impl, rngs=rngs)
 
+  @classmethod
+  def from_config(cls, m, rngs: nnx.Rngs) -> "FusionNet":
+    """From configs/fusion.py's `model` section."""
+    return cls(m.widths, m.blocks, **network_args(m), reach_radius=m.reach_radius, rngs=rngs)
+
   def __call__(self, x, window):
     delta = self.unet(jnp.concatenate([x, window[..., None]], -1))
     if self.reach_radius > 0:
@@ -139,6 +144,12 @@ class PatchDiscriminator(nnx.Module):
     if num_classes:
       self.embed = r3gan.Conv1x1(num_classes, widths[-1], rngs=rngs)
     self.head = r3gan.Conv1x1(widths[-1], 1, rngs=rngs)
+
+  @classmethod
+  def from_config(cls, m, rngs: nnx.Rngs, num_classes: int = 0) -> "PatchDiscriminator":
+    """D for a fusion / inpainter `model` section, with the window or mask as one extra channel."""
+    return cls(m.d_widths, extra_channels=1, blocks=m.blocks, num_classes=num_classes,
+               **network_args(m), rngs=rngs)
 
   def __call__(self, image, extra=None, class_ids=None):
     h = image if extra is None else jnp.concatenate([image, extra], -1)

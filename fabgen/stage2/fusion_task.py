@@ -24,9 +24,9 @@ from fabgen.data.readers import open_source, spread_indices
 from fabgen.gan import losses as gan_losses
 from fabgen.gan import step as gan_step
 from fabgen.nn import masks as mask_ops
-from fabgen.nn import r3gan
 from fabgen.platform import ema as ema_lib
 from fabgen.platform import input_options
+from fabgen.platform import nnx_bridge
 from fabgen.platform import schedules
 from fabgen.platform.task import Task
 from fabgen.stage2 import config_checks
@@ -53,11 +53,8 @@ class FusionTask(Task):
     super().__init__(config)
     config_checks.validate_fusion(config)
     m = config.model
-    args = fusion.network_args(m)
-    self.t_net = r3gan.Functional(lambda rngs: fusion.FusionNet(
-        m.widths, m.blocks, **args, reach_radius=m.reach_radius, rngs=rngs))
-    self.d_net = r3gan.Functional(lambda rngs: fusion.PatchDiscriminator(
-        m.d_widths, extra_channels=1, blocks=m.blocks, **args, rngs=rngs))
+    self.t_net = nnx_bridge.PureModule(lambda rngs: fusion.FusionNet.from_config(m, rngs))
+    self.d_net = nnx_bridge.PureModule(lambda rngs: fusion.PatchDiscriminator.from_config(m, rngs))
     o = config.optim
     self.opt_t = schedules.adam(o.lr_t, b1=0.0, b2=o.b2)
     self.opt_d = schedules.adam(o.lr_d, b1=0.0, b2=o.b2)

@@ -1,6 +1,6 @@
 """The single-stage R3GAN inpainter: G(z, background, mask, class) paints a defect in place.
 
-The open question of the research notes is whether one end-to-end generator fuses as well as
+The open question it answers is whether one end-to-end generator fuses as well as
 the two-stage pipeline. G sees the background with the defect region R = dilate(mask, margin)
 blanked out, the mask, and noise channels, is told the class through embeddings, and its output
 is composited back only inside R: out = background * (1 - R) + G(...) * R. There is therefore no
@@ -21,7 +21,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from fabgen.data import pipeline
 from fabgen.nn import masks as mask_ops
 from fabgen.platform import input_options
 from fabgen.stage2 import fusion
@@ -36,6 +35,12 @@ class Inpainter(nnx.Module):
     self.noise_channels = noise_channels
     self.unet = fusion.UNet(4 + noise_channels, 3, widths, blocks, num_classes, expansion,
                             group_width, impl, rngs=rngs)
+
+  @classmethod
+  def from_config(cls, m, num_classes: int, rngs: nnx.Rngs) -> "Inpainter":
+    """From configs/inpainter.py's `model` section."""
+    return cls(num_classes, m.widths, m.blocks, m.noise_channels, **fusion.network_args(m),
+               rngs=rngs)
 
   def __call__(self, blanked, mask, class_ids, noise):
     return jnp.tanh(self.unet(jnp.concatenate([blanked, mask[..., None], noise], -1), class_ids))

@@ -24,9 +24,9 @@ from fabgen.data.readers import open_source, spread_indices
 from fabgen.gan import losses as gan_losses
 from fabgen.gan import step as gan_step
 from fabgen.nn import masks as mask_ops
-from fabgen.nn import r3gan
 from fabgen.platform import ema as ema_lib
 from fabgen.platform import input_options
+from fabgen.platform import nnx_bridge
 from fabgen.platform import schedules
 from fabgen.platform.task import Task
 from fabgen.stage2 import config_checks
@@ -42,12 +42,10 @@ class InpainterTask(Task):
     super().__init__(config)
     config_checks.validate_inpainter(config)
     m = config.model
-    args = fusion.network_args(m)
-    self.g_net = r3gan.Functional(lambda rngs: inpainter.Inpainter(
-        classes_lib.NUM_CLASSES, m.widths, m.blocks, m.noise_channels, **args, rngs=rngs))
-    self.d_net = r3gan.Functional(lambda rngs: fusion.PatchDiscriminator(
-        m.d_widths, extra_channels=1, blocks=m.blocks, num_classes=classes_lib.NUM_CLASSES,
-        **args, rngs=rngs))
+    k = classes_lib.NUM_CLASSES
+    self.g_net = nnx_bridge.PureModule(lambda rngs: inpainter.Inpainter.from_config(m, k, rngs))
+    self.d_net = nnx_bridge.PureModule(
+        lambda rngs: fusion.PatchDiscriminator.from_config(m, rngs, num_classes=k))
     o = config.optim
     self.opt_g = schedules.adam(o.lr_g, b1=0.0, b2=o.b2)
     self.opt_d = schedules.adam(o.lr_d, b1=0.0, b2=o.b2)

@@ -1,6 +1,6 @@
 """Exact labels for a synthesized image: the mask IS the set of pixels the method changed.
 
-The design rule (DESIGN.md, stage 3) is that labels come for free: whatever a generator, fusion
+The design rule is that labels come for free: whatever a generator, fusion
 network or paste changed is the defect. We apply it literally, after generation, on the host:
 
   changed = max_c |out - background| > tau          (tau in uint8 levels: "beyond noise")

@@ -35,7 +35,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from PIL import Image
 
 from fabgen.data import classes as classes_lib
-from fabgen.data import contact_sheet as sheet_lib
+from fabgen.data import drawing
 from fabgen.data import writer as writer_lib
 from fabgen.synthesis import base
 from fabgen.synthesis import labelling
@@ -265,7 +265,7 @@ class SynthesisRun:
                       "boxes": np.asarray(rec["boxes"], np.float32).reshape(-1, 4),
                       "box_class": np.full(k, rec["class_id"], np.int32),
                       "box_instance": np.ones(k, np.int32)})
-    sheet = sheet_lib.contact_sheet(samples, classes_lib.CLASSES)
+    sheet = drawing.contact_sheet(samples, classes_lib.CLASSES)
     tmp = os.path.join(self.out_dir, ".contact_sheet.png.tmp")
     sheet.save(tmp, format="PNG")
     os.replace(tmp, os.path.join(self.out_dir, "contact_sheet.png"))

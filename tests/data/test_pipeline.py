@@ -2,7 +2,6 @@
 
 import time
 
-import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import grain

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from fabgen.data import drawing
 from fabgen.detector import metrics
 from fabgen.detector import plots
 from test_metrics_defect import make_sample  # pylint: disable=g-bad-import-order
@@ -26,19 +27,19 @@ def test_pr_curve_picture_draws_each_class_colour():
   ev.add(s, np.array([[0, 0, 8, 8], [16, 16, 24, 24]]), np.array([0.9, 0.4]), np.array([0, 1]))
   img = np.asarray(plots.pr_curves_image({"a": ev.pr_curve(0), "b": ev.pr_curve(1)}, size=200))
   for k in range(2):
-    assert (img == plots.class_color(k)).all(axis=-1).sum() > 20
+    assert (img == drawing.class_colour(k)).all(axis=-1).sum() > 20
 
 
 def test_overlay_draws_boxes_in_class_colour_and_tints_seg():
   image = np.full((32, 32, 3), 100, np.uint8)
   seg = np.zeros((32, 32), int)
   seg[20:30, 20:30] = 2
-  out = np.asarray(plots.draw_detections(image, np.array([[2, 2, 12, 12], [0, 0, 4, 4]]),
+  out = np.asarray(drawing.draw_detections(image, np.array([[2, 2, 12, 12], [0, 0, 4, 4]]),
                                          np.array([0.9, 0.1]), np.array([3, 0]),
                                          [str(i) for i in range(6)], threshold=0.5, seg_map=seg))
-  assert tuple(out[2, 6]) == plots.class_color(3)          # top edge of the kept box
+  assert tuple(out[2, 6]) == drawing.class_colour(3)          # top edge of the kept box
   assert tuple(out[1, 1]) == (100, 100, 100)                # the low-score box is not drawn
   assert tuple(out[25, 25]) != (100, 100, 100)              # tinted segmentation
-  sheet = plots.side_by_side([plots.grid([plots.draw_detections(image, np.zeros((0, 4)), [], [],
+  sheet = drawing.side_by_side([drawing.grid([drawing.draw_detections(image, np.zeros((0, 4)), [], [],
                                                                 [])] * 3, 3)], ["x"])
   assert sheet.size[0] > 3 * 32

@@ -9,6 +9,7 @@ import pytest
 from fabgen.nn import grouped_conv as gc
 from fabgen.nn import r3gan
 from fabgen.nn import resample
+from fabgen.platform import nnx_bridge
 
 jax.config.update("jax_enable_x64", False)
 
@@ -80,7 +81,7 @@ def test_resample_is_the_121_filter():
 
 
 def test_residual_block_starts_as_identity_and_learns():
-  f = r3gan.Functional(lambda rngs: r3gan.ResidualBlock(8, 2, group_width=4, rngs=rngs))
+  f = nnx_bridge.PureModule(lambda rngs: r3gan.ResidualBlock(8, 2, group_width=4, rngs=rngs))
   p = f.init(jax.random.key(0))
   x = jax.random.normal(jax.random.key(1), (2, 4, 4, 8))
   np.testing.assert_allclose(f.apply(p, x), x)
@@ -90,10 +91,10 @@ def test_residual_block_starts_as_identity_and_learns():
 
 
 def test_generator_and_discriminator_shapes_conditioning_and_extra_inputs():
-  g = r3gan.Functional(lambda rngs: r3gan.Generator(
+  g = nnx_bridge.PureModule(lambda rngs: r3gan.Generator(
       8, (16, 16, 8), blocks=(1, 1, 2), out_channels=4, group_width=8, cond_dim=6,
       extra_channels=3, rngs=rngs))
-  d = r3gan.Functional(lambda rngs: r3gan.Discriminator(
+  d = nnx_bridge.PureModule(lambda rngs: r3gan.Discriminator(
       (8, 16, 16), blocks=1, in_channels=3, group_width=8, cond_dim=6, extra_channels=1,
       rngs=rngs))
   pg, pd = g.init(jax.random.key(0)), d.init(jax.random.key(1))
@@ -114,7 +115,7 @@ def test_generator_and_discriminator_shapes_conditioning_and_extra_inputs():
 
 
 def test_fixup_init_makes_every_generator_block_start_as_identity():
-  g = r3gan.Functional(lambda rngs: r3gan.Generator(
+  g = nnx_bridge.PureModule(lambda rngs: r3gan.Generator(
       8, (16, 16), blocks=3, group_width=8, rngs=rngs))
   p = g.init(jax.random.key(0))
   z = jax.random.normal(jax.random.key(1), (4, 8))

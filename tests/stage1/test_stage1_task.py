@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from fabgen.gan import grid
+from fabgen.gan import grid_task
+from fabgen.platform import registry
+from fabgen.platform import trainer
 from fabgen.stage1 import data as data_lib
 from fabgen.stage1 import generate as generate_lib
 from fabgen.stage1.task import Stage1Task
@@ -119,29 +121,34 @@ def test_loss_switch(base, kind):
 
 
 def test_gamma_grid_in_one_program_equals_separate_runs(base):
+  """The registry's grid (config.grid) trains members in one vmapped program; each member is the
+  single run with its gamma, from the trainer's init and step keys of its seed."""
   task, batch, _, single, _, _ = base
-  gammas = jnp.array([0.5, 4.0])
-  seeds = [3, 4]
-  base_rngs = jax.vmap(jax.random.wrap_key_data)(
-      jnp.stack([jax.random.key_data(jax.random.key(10 + i)) for i in range(2)]))
-  states = grid.init(task, seeds)
-  step = grid.step_fn(task)
+  config = fx.config()
+  config.grid.gammas, config.grid.seeds = (0.5, 4.0), (3,)
+  grid = registry.build_task(config)
+  assert isinstance(grid, grid_task.GridTask)
+  assert grid.labels == ["gamma=0.5/seed=3", "gamma=4/seed=3"]
+  states = jax.jit(grid.init_state)(jax.random.key(0))
+  step = jax.jit(grid.train_step)
   after_one, metrics = None, []
-  for s in range(2):
-    states, gm = step(states, batch, grid.member_rngs(base_rngs, s), gammas)
+  for _ in range(2):
+    states, gm = step(states, batch, jax.random.key(0))
     after_one = after_one or jax.tree.map(np.asarray, states)
     metrics.append(jax.device_get(gm))
-  for i in range(2):
-    st = task.init_state(jax.random.key(seeds[i]))
+  init_key, step_key = jax.random.split(jax.random.key(3))
+  for i, (gamma, label) in enumerate(zip((0.5, 4.0), grid.labels)):
+    st = jax.jit(task.init_state)(init_key)  # as the trainer makes it
     for s in range(2):
-      st, m = single(st, batch, jax.random.fold_in(base_rngs[i], s), gammas[i])
-      if s == 0:  # states after one step agree exactly (later, Adam's normalisation of
-        # near-zero gradients amplifies float reassociation noise, so compare step-2 losses)
-        for a, b in zip(jax.tree.leaves(grid.member(after_one, i)), jax.tree.leaves(st)):
+      st, m = single(st, batch, jax.random.fold_in(step_key, s), jnp.float32(gamma))
+      if s == 0:  # states after one step agree (later, Adam's normalisation of near-zero
+        # gradients amplifies float reassociation noise, so compare step-2 losses)
+        for a, b in zip(jax.tree.leaves(grid_task.GridTask.member(after_one, i)),
+                        jax.tree.leaves(st)):
           np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
       for k in ("d_loss", "g_loss", "r1", "r2", "gamma"):
-        np.testing.assert_allclose(metrics[s][k][i], m[k], rtol=1e-4, atol=1e-6)
-  assert metrics[0]["gamma"][0] != metrics[0]["gamma"][1]
+        np.testing.assert_allclose(metrics[s][f"{k}/{label}"], m[k], rtol=1e-4, atol=1e-6)
+  assert metrics[0]["gamma/gamma=0.5/seed=3"] != metrics[0]["gamma/gamma=4/seed=3"]
 
 
 def test_sharded_step_equals_unsharded(base):
@@ -194,17 +201,19 @@ def test_generator_api_on_task_state(base):
 
 
 def test_a_fresh_run_records_the_classes_it_trains_on():
-  """`data.class_ids = ()` resolves, at warm start, to the classes the training patches hold
-  (the fixture's blobs: 0 and 1 of the model's 6), so the saved config and the generator served
-  from it claim only those; an explicit list is kept as it is."""
+  """`data.class_ids = ()` resolves, before a fresh run (`Task.resolve_config`, called by the
+  trainer), to the classes the training patches hold (the fixture's blobs: 0 and 1 of the
+  model's 6), so the saved config and the generator served from it claim only those; the task's
+  own config is left as it was; an explicit list is kept as it is."""
   task = Stage1Task(fx.config())
   task.train_set = fx.patch_set(task, 8)
-  state = {"step": jnp.zeros((), jnp.int32)}
   assert task.class_ids() == tuple(range(6))  # before: a config that says nothing
-  assert task.warm_start(state) is state
-  assert task.class_ids() == (0, 1) and task.config.data.class_ids == (0, 1)
-  assert generate_lib.Stage1Generator(task, {}).class_ids == (0, 1)
+  resolved_task, resolved = trainer.resolve_config(task, task.config)
+  assert resolved.data.class_ids == (0, 1) and resolved_task.class_ids() == (0, 1)
+  assert task.config.data.class_ids == () and task.class_ids() == tuple(range(6))
+  assert resolved_task.train_set is task.train_set  # what the task built is kept
+  assert generate_lib.Stage1Generator(resolved_task, {}).class_ids == (0, 1)
   explicit = Stage1Task(fx.config())
   explicit.config.data.class_ids = (1, 4)
-  explicit.warm_start(state)
+  assert explicit.resolve_config() is explicit.config
   assert explicit.class_ids() == (1, 4)

@@ -5,7 +5,8 @@
 
 Each row is one preset: a defect-free frame, then `per_class` frames of each of its classes.
 Each tile shows the image as rendered, with the defect's mask outlined and its component boxes
-drawn, and the class name underneath, so a reviewer can judge realism and label accuracy at once.
+drawn (`fabgen.data.drawing`), and the class name underneath, so a reviewer can judge realism
+and label accuracy at once.
 """
 
 from __future__ import annotations
@@ -14,52 +15,20 @@ import argparse
 import os
 
 import numpy as np
-from PIL import Image, ImageDraw
-from scipy import ndimage
+from PIL import Image
 
 from fabgen.data import classes as classes_lib
+from fabgen.data import drawing
 from fabgen.data.fabricsim import FabricSim
-
-_COLOURS = ((255, 60, 60), (255, 200, 0), (0, 220, 120), (60, 160, 255), (255, 80, 255),
-            (0, 230, 230))
-_LABEL_H = 14
 
 
 def draw_sample(sample: dict[str, np.ndarray], outline: bool = True) -> Image.Image:
-  """The sample's image with its mask outlined and boxes drawn (class colour), plus a caption."""
-  image = np.asarray(sample["image"]).copy()
-  mask = np.asarray(sample["instance_mask"])
-  names = []
-  for k, cls in enumerate(np.asarray(sample["instance_class"]), start=1):
-    if cls < 0:
-      continue
-    inst = mask == k
-    edge = inst & ~ndimage.binary_erosion(inst)
-    if outline:
-      image[edge] = (0.4 * image[edge] + 0.6 * np.asarray(_COLOURS[cls])).astype(np.uint8)
-    names.append(classes_lib.CLASSES[cls])
-  h, w = image.shape[:2]
-  tile = Image.new("RGB", (w, h + _LABEL_H), (255, 255, 255))
-  tile.paste(Image.fromarray(image), (0, 0))
-  draw = ImageDraw.Draw(tile)
-  for box, cls in zip(np.asarray(sample["boxes"]), np.asarray(sample["box_class"])):
-    if cls >= 0:
-      x0, y0, x1, y1 = box
-      draw.rectangle([x0 - 1, y0 - 1, x1, y1], outline=_COLOURS[cls])
-  caption = ", ".join(sorted(set(names))) or "defect-free"
-  draw.text((2, h + 1), f"{caption} (fabric {int(sample['fabric_id'])})", fill=(0, 0, 0))
-  return tile
-
-
-def grid(tiles: list[Image.Image], columns: int, gap: int = 4) -> Image.Image:
-  """Tiles laid out row-major on a white sheet."""
-  tw = max(t.width for t in tiles)
-  th = max(t.height for t in tiles)
-  rows = -(-len(tiles) // columns)
-  sheet = Image.new("RGB", (columns * (tw + gap) + gap, rows * (th + gap) + gap), "white")
-  for n, t in enumerate(tiles):
-    sheet.paste(t, (gap + (n % columns) * (tw + gap), gap + (n // columns) * (th + gap)))
-  return sheet
+  """The sample with its mask outlined, boxes drawn and a caption (classes, fabric) below."""
+  names = sorted({classes_lib.CLASSES[int(c)] for c in np.asarray(sample["instance_class"])
+                  if c >= 0})
+  caption = f"{', '.join(names) or 'defect-free'} (fabric {int(sample['fabric_id'])})"
+  return drawing.draw_sample(sample, classes_lib.CLASSES, "outline" if outline else "none",
+                             alpha=0.6, labels=False, caption=caption)
 
 
 def preset_tiles(preset: str, per_class: int, seed: int, split: str = "train",
@@ -96,7 +65,7 @@ def main(argv=None) -> int:
     columns = max(columns, len(row))
     tiles.extend(row)
   os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-  grid(tiles, columns).save(args.out)
+  drawing.grid(tiles, columns).save(args.out)
   print(f"wrote {args.out} ({len(tiles)} samples)")
   return 0
 

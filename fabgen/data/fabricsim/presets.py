@@ -3,7 +3,7 @@
 `simple` mirrors the paper's simple-texture set (greyscale line-scan look, plain/twill/basket
 weaves, AITEX-like), `complex` its complex-texture set (colour area-scan, yarn-dyed stripes and
 checks, printed patterns, every weave), with the paper's class lists and train/test sizes
-(DESIGN.md). `tiny` is for tests: 64x64, all six classes, a handful of images.
+(the paper's numbers). `tiny` is for tests: 64x64, all six classes, a handful of images.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ _PRESETS = {
                      ("target_test", 12)),
         num_source_fabrics=4, num_target_fabrics=2, weaves=weaves.NAMES, pitch=(3.0, 5.0),
         stripe_prob=0.3, check_prob=0.2, print_prob=0.2),
-    # Paper sizes (DESIGN.md): simple 4,232 train / 1,057 test images.
+    # Paper sizes: simple 4,232 train / 1,057 test images.
     "simple": Preset(
         name="simple", image_size=256, classes=classes_lib.SIMPLE_CLASSES, colour=False,
         split_sizes=(("train", 4232), ("test", 1057), ("source_good", 1000),

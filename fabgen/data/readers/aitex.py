@@ -26,7 +26,7 @@ from fabgen.data.readers import images as io
 CODES = {
     "002": ("broken_end", "broken_end"),
     "006": ("broken_yarn", "broken_yarn"),
-    "010": ("broken_pick", "broken_yarn"),   # a broken weft pick: DESIGN.md's broken_yarn
+    "010": ("broken_pick", "broken_yarn"),   # a broken weft pick: fabgen's broken_yarn
     "016": ("weft_curling", None),
     "019": ("fuzzyball", None),
     "022": ("cut_selvage", None),
