@@ -6,8 +6,8 @@
 Both tasks go through `benchmarks.harness.benchmark_task` (compile time, step time, images/s,
 XLA FLOPs, MFU against the measured CPU peak or the vendor peak, memory per device) on the
 platform's mesh and shardings. The batch is synthetic (random uint8 crops, a centred window), the
-same every step, so the figure is compute, not input; no data source is read (the single-stage
-task's mask bank is filled from the same synthetic crops).
+same every step, so the figure is compute, not input; no data source is read (the inpainter's
+mask bank, filled only by `warm_start`, is not part of the step).
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ def bench(config, steps: int, json_path: str | None = None) -> dict:
     task = FusionTask(config)
   else:
     task = InpainterTask(config)
-    task.crops = (batch["y"], batch["mask"], batch["class_id"])
   return harness.benchmark_task(config, steps=steps, batch=batch, task=task,
                                 json_path=json_path, label=f"{config.task}:{config.image_size}px")
 

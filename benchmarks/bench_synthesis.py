@@ -7,8 +7,8 @@
 `--source` / `--backgrounds` are any `open_source` specs (real crops for cutpaste and the seam
 reference; defect-free target images); `--source procedural` uses a striped fabric with blob
 defects instead, which costs no rendering. multistage is timed only with --multistage (it needs
-a stage-1 and a fusion checkpoint). Without a trained inpainter checkpoint, the inpainter is timed with
-freshly
+a stage-1 and a fusion checkpoint). Without a trained inpainter checkpoint, the inpainter is
+timed with freshly
 initialised `configs/inpainter.py:64` weights: throughput does not depend on training, but
 its seam-quality row then means nothing and is marked untrained. Timing excludes compilation
 (one warm-up batch) and includes labelling and PNG writing, i.e. end-to-end `synthesize` speed.
@@ -60,7 +60,7 @@ def _untrained_inpainter():
   config = inpainter.get_config("64")
   task = InpainterTask(config)
   task.crops = defect_crops.extract_crops(_procedural(16, 128, 7, True), 64)
-  return InpainterSynthesizer(task, task.init_state(jax.random.key(0)))
+  return InpainterSynthesizer(task, task.warm_start(task.init_state(jax.random.key(0))))
 
 
 def time_method(synth, bgs, num, batch, out_dir):

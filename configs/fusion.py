@@ -4,6 +4,8 @@
   fabgen train --config configs/fusion.py:64 --workdir runs/fusion64
   fabgen train --config configs/fusion.py:128,objective=rpgan --workdir runs/fusion128_rpgan
   fabgen train --config configs/fusion.py:64,donors=runs/stage1_64 --workdir runs/fusion64_s1
+  fabgen train --config configs/fusion.py:tiny,objective=rpgan --config.grid.gammas='(0.5,2.0)' \
+      --workdir /tmp/fusion_grid    # a vmapped grid of R1/R2 weights (fabgen.gan.grid_task)
   python -m benchmarks.bench_stage2
 
 Variants: tiny (32x32 crops of `fabricsim:tiny:train`, narrow nets: tests and CPUs), 64, 128.

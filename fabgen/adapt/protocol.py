@@ -10,8 +10,8 @@
 
 Generators (stage 1 + fusion for multistage, the single-stage inpainter for `inpainter`) are
 trained on the source fabrics once, before synthesis. The target fabric contributes only
-defect-free images (`target_good` records of that fabric) until the final evaluation, which uses its real
-defects (`target_test` records of that fabric).
+defect-free images (`target_good` records of that fabric) until the final evaluation, which uses
+its real defects (`target_test` records of that fabric).
 
 Resumability: every stage runs in its own subfolder of the workdir and, when it finishes, writes
 `<stage>/result.json` last (atomically). A rerun skips every stage that has one and continues

@@ -14,9 +14,10 @@ Fetching batches of indices (not samples) lets FabricSim render a batch in one j
 keeps the iterator state tiny (a position). Random transforms draw from
 `numpy.random.default_rng([seed, process, batch, slot])`: a function of the position in the
 stream only, so a resumed iterator yields exactly the batches of the uninterrupted one.
-`fabgen.platform.input_options.read_options` bounds grain's read-ahead: its defaults (16 threads, 500 elements ahead) made every
-training stage render hundreds of FabricSim batches it never used, on a 2-core host starving the
-train step (measured: fine-tune steps 3x slower) and running on after the stage had ended.
+`fabgen.platform.input_options.read_options` bounds grain's read-ahead: its defaults (16 threads,
+500 elements ahead) made every training stage render hundreds of FabricSim batches it never used,
+on a 2-core host starving the train step (measured: fine-tune steps 3x slower) and running on
+after the stage had ended.
 
 `make_mixed_dataset` draws each batch from several sources in fixed proportions (e.g. a small
 synthesized target set plus replay of the source training set, so fine-tuning does not forget):

@@ -196,6 +196,16 @@ class GridTask(Task):
             for i, label in enumerate(self.labels)}
     return {"step": state["step"] + 1, "members": self._constrain(members)}, flat
 
+  def warm_start(self, state):
+    """The inner task's `warm_start` applied to every member (e.g. the inpainter's mask bank),
+    restacked in the members' own shardings; nothing to do for tasks without one."""
+    if type(self.inner).warm_start is Task.warm_start:
+      return state
+    members = [self.inner.warm_start(self.member(state, i)) for i in range(self.size)]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
+    shardings = jax.tree.map(lambda x: x.sharding, state["members"])
+    return {**state, "members": jax.device_put(stacked, shardings)}
+
   def dataset(self, process_index, process_count, seed):
     return self.inner.dataset(process_index, process_count, seed)
 

@@ -13,8 +13,8 @@ per-backend fast path (`fabgen.nn.grouped_conv`). What is stage-2 specific is th
 * D_T returns a *map* of logits (one per 2^(n-1) x 2^(n-1) input cell) instead of R3GAN's single
   logit, so the loss can weight the band around the seam, where pasted defects betray themselves.
 
-Parameters are pure dicts through `fabgen.platform.nnx_bridge.PureModule`, so the training state is a plain pytree
-that orbax checkpoints and `jit` shards without knowing about NNX.
+Parameters are pure dicts through `fabgen.platform.nnx_bridge.PureModule`, so the training state
+is a plain pytree that orbax checkpoints and `jit` shards without knowing about NNX.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ every step, and `OUT_OF_MASK_BOUND` is the bound the tests hold T to.
 
 Config (see configs/fusion.py): image_size, model.{widths, d_widths, blocks, expansion,
 group_width, conv_impl, reach_radius}, loss.{objective, seam_radius, seam_weight, l1_weight,
-r1_gamma, r2_gamma}, optim.{lr_t, lr_d, b2}, ema_half_life, data.{source, max_records, max_per_class, margin, donors}, batch_size.
+r1_gamma, r2_gamma}, optim.{lr_t, lr_d, b2}, ema_half_life, data.{source, max_records,
+max_per_class, margin, donors}, batch_size, grid.{gammas, seeds}.
 """
 
 from __future__ import annotations

@@ -49,4 +49,5 @@ def test_defect_region_is_the_same_on_host_and_device():
   # A square, not a diamond: the corner pixel at (r, r) from a point is inside.
   point = np.zeros((9, 9), np.float32)
   point[4, 4] = 1
-  assert mask_ops.defect_region(point, 2)[2, 2] == 1 and mask_ops.defect_region(point, 2).sum() == 25
+  square = mask_ops.defect_region(point, 2)
+  assert square[2, 2] == 1 and square.sum() == 25

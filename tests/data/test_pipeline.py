@@ -1,4 +1,4 @@
-"""The grain pipeline: disjoint complete process shards, resume equals uninterrupted, global arrays."""
+"""The grain pipeline: disjoint complete process shards, resume equals uninterrupted."""
 
 import time
 

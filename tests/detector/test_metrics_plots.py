@@ -40,6 +40,6 @@ def test_overlay_draws_boxes_in_class_colour_and_tints_seg():
   assert tuple(out[2, 6]) == drawing.class_colour(3)          # top edge of the kept box
   assert tuple(out[1, 1]) == (100, 100, 100)                # the low-score box is not drawn
   assert tuple(out[25, 25]) != (100, 100, 100)              # tinted segmentation
-  sheet = drawing.side_by_side([drawing.grid([drawing.draw_detections(image, np.zeros((0, 4)), [], [],
-                                                                [])] * 3, 3)], ["x"])
+  overlay = drawing.draw_detections(image, np.zeros((0, 4)), [], [], [])
+  sheet = drawing.side_by_side([drawing.grid([overlay] * 3, 3)], ["x"])
   assert sheet.size[0] > 3 * 32

@@ -14,6 +14,7 @@ from fabgen.gan import grid_task
 from fabgen.platform import checkpoint as checkpoint_lib
 from fabgen.platform import config as config_lib
 from fabgen.platform import mesh as mesh_lib
+from fabgen.platform import registry
 from fabgen.platform import trainer
 from fabgen.stage1.task import Stage1Task
 
@@ -55,16 +56,9 @@ def _metrics(workdir):
     return [r for r in map(json.loads, f) if any(k.startswith("train/") for k in r)]
 
 
-def _state(workdir, config, step):
-  ckpt = checkpoint_lib.Checkpointer(workdir, every_steps=1, keep=100, asynchronous=False)
-  try:
-    task = Stage1Task(config)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                            jax.eval_shape(task.init_state, jax.random.key(0)))
-    return jax.device_get(ckpt.restore(abstract, None, step)[0])
-  finally:
-    ckpt.close()
+def _state(workdir, step):
+  """The state saved at `step` (a grid's or a single run's: the registry builds the task)."""
+  return jax.device_get(checkpoint_lib.restore(workdir, step)[2])
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +91,8 @@ def test_grid_members_equal_separate_single_runs(grid_run, tmp_path, monkeypatch
     # After one step the member's whole state (G, D, EMA, Adam) is its single run's. (Later,
     # Adam's normalisation of near-zero gradients amplifies float reassociation noise between
     # the vmapped and the plain program, so later steps are compared through their losses.)
-    member = grid_task.GridTask.member(_state(workdir, config, 1), GAMMAS.index(gamma))
-    single = _state(single_dir, single_config, 1)
+    member = grid_task.GridTask.member(_state(workdir, 1), GAMMAS.index(gamma))
+    single = _state(single_dir, 1)
     jax.tree_util.tree_map_with_path(
         lambda p, a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=str(p)),
         member, single)
@@ -123,7 +117,7 @@ def test_grid_resume_equals_uninterrupted(grid_run, tmp_path, monkeypatch):
   with open(os.path.join(resumed, "metrics.jsonl"), "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in rows[:1])
   assert trainer.train(config, resumed, devices=jax.devices()[:1])["step"] == STEPS
-  np.testing.assert_equal(_state(resumed, config, STEPS), _state(workdir, config, STEPS))
+  np.testing.assert_equal(_state(resumed, STEPS), _state(workdir, STEPS))
   assert _metrics(resumed) == rows
 
 
@@ -135,7 +129,8 @@ def test_grid_spellings_and_bad_values_name_the_key(tmp_path):
   seeds_only = config_lib.get("configs/stage1.py:tiny", ["grid.seeds=(1,2)"])
   assert grid_task.member_labels(seeds_only) == ["seed=1", "seed=2"]
   assert grid_task.grid_members(seeds_only) == [(1.0, 1), (1.0, 2)]  # tiny's loss.gamma
-  assert type(Stage1Task(config_lib.get("configs/stage1.py:tiny"))) is Stage1Task  # no grid
+  no_grid = config_lib.get("configs/stage1.py:tiny")
+  assert type(registry.build_task(no_grid)) is Stage1Task
   with pytest.raises(ValueError, match="gammas=.*'x' is not a number"):
     config_lib.get("configs/stage1.py:tiny,gammas=0.5;x")
   with pytest.raises(ValueError, match="seeds=.*'1.5' is not an int"):
@@ -146,16 +141,15 @@ def test_grid_spellings_and_bad_values_name_the_key(tmp_path):
          "grid.gammas=('a',)": r"config.grid.gammas: 'a' is not a finite number"}
   for override, message in bad.items():
     with pytest.raises(ValueError, match=message):
-      Stage1Task(config_lib.get("configs/stage1.py:tiny", [override]))
-  with pytest.raises(ValueError, match="config.grid.gammas=.*loss.r1 and config.loss.r2 are "
-                                       "both off"):
-    Stage1Task(config_lib.get("configs/stage1.py:tiny,gammas=1;2,r1=False,r2=False"))
+      registry.build_task(config_lib.get("configs/stage1.py:tiny", [override]))
+  with pytest.raises(ValueError, match="config.grid.gammas=.*applies no R1/R2 penalty"):
+    registry.build_task(config_lib.get("configs/stage1.py:tiny,gammas=1;2,r1=False,r2=False"))
 
 
 def test_grid_state_puts_members_on_the_data_axis_when_it_divides():
   config = fx.config()
   config.grid.gammas = (0.5, 1.0, 2.0, 4.0)
-  task = Stage1Task(config)
+  task = registry.build_task(config)
   abstract = jax.eval_shape(task.init_state, jax.random.key(0))
   leaves = jax.tree.leaves(abstract["members"])
   assert all(x.shape[0] == 4 for x in leaves)
