@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from fabgen.data import defect_crops
 from fabgen.data.readers import open_source, spread_indices
 from fabgen.gan import losses as gan_losses
 from fabgen.gan import step as gan_step
@@ -149,7 +150,7 @@ class FusionTask(Task):
     d = self.config.data
     src = open_source(d.source)
     records = [src[i] for i in spread_indices(len(src), d.max_records)]
-    real = data_lib.real_crops(records, self.config.image_size, d.max_per_class)
+    real = defect_crops.extract_crops(records, self.config.image_size, d.max_per_class)
     if d.donors == "real":
       donors = real  # the same bank: each example draws a random donor of its class
     else:
