@@ -63,7 +63,8 @@ def synth(preset: str, split: str, num: int, out: str, seed: int = 0, batch_size
 
 def format_summary(s: dict) -> str:
   """The human-readable `inspect` report."""
-  lines = [f"{s['name']} ({s['layout']}): {s['samples']} samples, {s['inspected']} inspected, "
+  from fabgen.platform import files  # pylint: disable=g-import-not-at-top
+  lines = [f"{files.printable(s['name'])} ({s['layout']}): {s['samples']} samples, {s['inspected']} inspected, "
            f"{s['defect_free_images']} defect-free"]
   names = [n for n in s["class_names"] if n in s["instances_per_class"]]
   if names:
@@ -76,7 +77,7 @@ def format_summary(s: dict) -> str:
   bad = s["skipped_files"] + s["failed"]
   lines.append(f"  skipped: {len(bad)}" + (f"  {s['reasons']}" if bad else ""))
   for path, reason in bad[:50]:
-    lines.append(f"    {path}: {reason}")
+    lines.append(f"    {files.printable(path)}: {files.printable(reason)}")
   if len(bad) > 50:
     lines.append(f"    ... {len(bad) - 50} more (use --json for all)")
   if s["notes"]:
@@ -123,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
       b.download_and_prepare()
       print(f"built {b.builder_config.name} in {b.data_dir}: "
             f"{ {k: v.num_examples for k, v in b.info.splits.items()} }")
-  except (ValueError, FileNotFoundError) as e:
-    print(f"fabgen data {args.action}: error: {e}", file=sys.stderr)
+  except (ValueError, OSError) as e:  # ReadError is a ValueError; FileNotFoundError an OSError
+    from fabgen.platform import files  # pylint: disable=g-import-not-at-top
+    print(f"fabgen data {args.action}: error: {files.printable(e)}", file=sys.stderr)
     return 2
   return 0

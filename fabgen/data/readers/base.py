@@ -50,6 +50,46 @@ def spread_indices(total: int, count: int) -> list[int]:
   return [int(i) for i in np.linspace(0, total, count, endpoint=False)] if count else []
 
 
+class Index:
+  """What a folder reader gathers while indexing: `(path, reason)` skips and header checks.
+
+  Every file a reader lists goes through `size` or `pair` before it becomes an entry: the path is
+  confined to the data set folder (symlinks resolved), special files are refused unopened, and
+  the header must decode within PIL's decompression limit. A failure is a skip with its reason.
+  """
+
+  def __init__(self, root: str):
+    self.root = root
+    self.skipped: list[tuple[str, str]] = []
+
+  def skip(self, path: str, reason: str) -> None:
+    self.skipped.append((path, reason))
+
+  def size(self, path: str) -> tuple[int, int] | None:
+    """(height, width) of a confined, readable image header; None (and a skip) otherwise."""
+    try:
+      io.confine(self.root, path)
+      return io.image_size(path)
+    except ReadError as e:
+      self.skip(e.path, e.reason)
+      return None
+
+  def pair(self, image: str, masks: Sequence[str]) -> tuple[int, int] | None:
+    """The image's size if it and all its masks pass `size` and match; None (and skips) else."""
+    hw = self.size(image)
+    if hw is None:
+      return None
+    ok = True
+    for mask in masks:
+      mhw = self.size(mask)
+      if mhw is None:
+        ok = False
+      elif mhw != hw:
+        self.skip(mask, f"wrong-size mask: {mhw} (HxW), its image {image} is {hw}")
+        ok = False
+    return hw if ok else None
+
+
 class Source:
   """Base of all sources. Subclasses fill `entries` and implement `_load` and `_path`."""
 
