@@ -65,6 +65,14 @@ def _map50(task, state, samples):
 
 @pytest.mark.slow
 def test_tiny_detector_overfits_a_handful_of_images():
+  """250 steps on 4 images; bars with the margin each keeps (measured on this 2-core machine).
+
+  Loss: final / first < 0.5; measured 0.029-0.031 with init seeds 0, 1, 2 (16x margin).
+  mAP@0.5: > 0.75; measured 1.0 from step 150 (seeds 0, 2) or 100 (seed 1) of 250. Another
+  2-core CPU's float differences gave 0.876 at step 250 (one of the few boxes missed): a bar of
+  0.9 had no room for that. 0.75 allows about two missed boxes, while the untrained detector
+  scores 0.0 (bar: < 0.25) and step 50 scores 0.25-0.75 here, so the bar needs real learning.
+  """
   samples = synthetic_records(4, seed=0)
   steps = 250
   config = _config(**{"batch_size": 4, "total_steps": steps, "optim.lr": 2e-3,
@@ -79,9 +87,9 @@ def test_tiny_detector_overfits_a_handful_of_images():
   for i in range(steps):
     state, metrics = step(state, batch, jax.random.key(i))
     first = first if first is not None else float(metrics["loss"])
-  assert float(metrics["loss"]) < 0.5 * first
+  assert float(metrics["loss"]) < 0.5 * first, (first, float(metrics["loss"]))
   after = _map50(task, state, samples)
-  assert after > 0.9, f"mAP@0.5 {before:.3f} -> {after:.3f}"
+  assert before < 0.25 and after > 0.75, f"mAP@0.5 {before:.3f} -> {after:.3f}"
 
 
 def test_schedule_in_the_state_equals_optax_warmup_cosine():
