@@ -161,3 +161,22 @@ def test_tasks_of_one_architecture_trace_the_model_once(monkeypatch):
   assert len(built) == traced
   task_lib.DetectorTask(_config(**{"model.dim": 16}))
   assert len(built) == traced + 1
+
+
+def test_init_from_refuses_another_class_order(tmp_path):
+  """(0, 3) and (3, 0) give heads of the same shapes: only the recorded ids tell them apart."""
+  from fabgen.platform import checkpoint  # pylint: disable=g-import-not-at-top
+  config = _config(**{"model.class_ids": (0, 3)})
+  task = task_lib.DetectorTask(config)
+  state = jax.jit(task.init_state)(jax.random.key(0))
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every_steps=1, keep=1, asynchronous=False)
+  ckpt.save(0, state, None, config)  # a detector workdir, as training leaves it
+  ckpt.close()
+  swapped = task_lib.DetectorTask(task_lib.finetune_config(
+      _config(**{"model.class_ids": (3, 0)}), str(tmp_path)))
+  with pytest.raises(ValueError, match=r"class_ids=\(0, 3\).*class_ids=\(3, 0\)"):
+    swapped.warm_start(state)
+  same = task_lib.DetectorTask(task_lib.finetune_config(config, str(tmp_path)))
+  loaded = same.warm_start(jax.tree.map(jnp.zeros_like, state))
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(loaded["params"]),
+               jax.device_get(state["params"]))
