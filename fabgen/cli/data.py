@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   synth.add_argument("--seed", type=int, default=0)
   synth.add_argument("--batch-size", type=int, default=16,
                      help="records rendered per jitted call")
+  synth.add_argument("--overwrite", action="store_true",
+                     help="allow writing into a non-empty folder that is not a fabgen set")
   inspect = sub.add_parser("inspect", help="summarize a data set (any supported layout)")
   inspect.add_argument("spec", help="folder, COCO json, or fabricsim:<preset>:<split>[:seed]")
   inspect.add_argument("--limit", type=int, default=None, help="inspect only the first N")
@@ -42,9 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def synth(preset: str, split: str, num: int, out: str, seed: int = 0, batch_size: int = 16,
-          log=print) -> dict:
+          log=print, overwrite: bool = False) -> dict:
   """Writes records [0, num) of a FabricSim split as a sample set; returns the manifest."""
   from fabgen.data import writer  # pylint: disable=g-import-not-at-top
+  writer.check_out_dir(out, overwrite)  # before any rendering compiles
   from fabgen.data.readers import fabricsim_source  # pylint: disable=g-import-not-at-top
   src = fabricsim_source.FabricSimSource(preset, split, seed)
   if not 0 < num <= len(src):
@@ -58,7 +61,7 @@ def synth(preset: str, split: str, num: int, out: str, seed: int = 0, batch_size
         yield {k: v[j] for k, v in batch.items()}
 
   return writer.write_sample_set(records(), out, src.class_names, log=log, extra_manifest={
-      "source": src.name, "preset": preset, "split": split, "seed": seed})
+      "source": src.name, "preset": preset, "split": split, "seed": seed}, overwrite=overwrite)
 
 
 def format_summary(s: dict) -> str:
@@ -108,7 +111,8 @@ def inspect(spec: str, limit: int | None = None, sheet: str | None = None) -> di
 def run(args: argparse.Namespace) -> int:
   try:
     if args.action == "synth":
-      m = synth(args.preset, args.split, args.num, args.out, args.seed, args.batch_size)
+      m = synth(args.preset, args.split, args.num, args.out, args.seed, args.batch_size,
+                overwrite=args.overwrite)
       print(f"wrote {m['images']} images, {m['boxes']} boxes to {args.out}; instances per "
             f"class: {m['instances_per_class']}; contact sheet: {args.out}/contact_sheet.png")
     elif args.action == "inspect":
