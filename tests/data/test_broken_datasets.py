@@ -110,3 +110,24 @@ def test_a_huge_label_value_is_refused_before_allocating(tmp_path):
   with pytest.raises(ReadError, match="m.tif.*far above"):
     io.read_label_mask(path)
 
+
+
+def test_training_input_skips_a_file_only_decoding_finds_broken(tmp_path, caplog):
+  """A truncated image passes indexing; the pipeline replaces it, counts it, logs it once."""
+  from fabgen.data import pipeline  # pylint: disable=g-import-not-at-top
+  root = bd.mvtec_truncated(str(tmp_path / "data"))  # good g.png + truncated 000.png
+  with caplog.at_level("WARNING"):
+    src = open_source(root)
+    assert len(src) == 2
+    ds = pipeline.make_dataset(src, 2, seed=0, shuffle=False, num_epochs=2,
+                               transform=pipeline.make_transform("center", (8, 8)),
+                               process_index=0, process_count=1)
+    batches = list(ds)
+  assert len(batches) == 2 and all(b["image"].shape == (2, 8, 8, 3) for b in batches)
+  assert list(src.read_failures) == [os.path.join(root, "test", "color", "000.png")]
+  assert sum("skipping unreadable sample" in r.message for r in caplog.records) == 1
+  strict = pipeline.make_dataset(src, 2, seed=0, shuffle=False, num_epochs=1, skip_broken=False,
+                                 transform=pipeline.make_transform("center", (8, 8)),
+                                 process_index=0, process_count=1)
+  with pytest.raises(ReadError, match="000.png"):
+    list(strict)

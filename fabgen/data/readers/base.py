@@ -13,6 +13,7 @@ time and moved into `skipped` as well, so that every index then decodes.
 from __future__ import annotations
 
 import collections
+import logging
 import os
 from typing import Any, Sequence
 
@@ -141,6 +142,33 @@ class Source:
   def get_batch(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
     """Several samples; sources with a vectorized path (FabricSim) override this."""
     return [self[i] for i in indices]
+
+  def get_batch_skipping(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
+    """`get_batch`, except that a sample only a full decode finds broken is replaced.
+
+    The replacement is the next readable index (a deterministic function of the index, so a
+    resumed run reads exactly what an uninterrupted one did); the broken file is counted in
+    `read_failures` (path -> reason) and logged once. Training no longer dies at the same step
+    on every resume because one file in thousands is truncated.
+    """
+    try:
+      return self.get_batch(indices)
+    except ReadError:
+      return [self._read_or_next(int(i)) for i in indices]
+
+  def _read_or_next(self, index: int) -> dict[str, np.ndarray]:
+    failures = self.__dict__.setdefault("read_failures", {})
+    n = len(self)
+    for k in range(n):
+      j = (index + k) % n
+      try:
+        return self[j]
+      except ReadError as e:
+        if e.path not in failures:
+          failures[e.path] = e.reason
+          logging.warning("%s: skipping unreadable sample %d (%s: %s); %d skipped so far",
+                          self.name, j, e.path, e.reason, len(failures))
+    raise ReadError(self.name, f"none of its {n} samples can be read")
 
   def _make(self, image, instance_mask, instance_classes, **kwargs) -> dict[str, np.ndarray]:
     sample, notes = records.make_sample(image, instance_mask, instance_classes, **kwargs)
