@@ -139,7 +139,7 @@ def _check_launch(tokens):
     _check_config_spec(env["CONFIG"], [a[len("--config."):] for a in args])
   elif script.endswith("tpu_pod.sh"):
     assert "TPU" in env and "ZONE" in env, "tpu_pod.sh reads TPU and ZONE"
-    assert args and args[0] in ("setup", "train", "stop", "status"), f"action word: {args}"
+    assert args and args[0] in ("setup", "train", "stop", "logs"), f"action word: {args}"
     if args[0] == "train":
       assert len(args) >= 3, "usage: train CONFIG WORKDIR [--config.k=v ...]"
       _check_config_spec(args[1], [a[len("--config."):] for a in args[3:]])
