@@ -14,9 +14,11 @@ A directory of the wrong kind (another task, no checkpoint) is a `SynthesisError
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import jax
+import numpy as np
 import ml_collections
 import orbax.checkpoint as ocp
 
@@ -58,6 +60,7 @@ def restore_task(directory: str, expect: str):
     # No target: the arrays come back as saved (synthesis reads weights and banks, never the
     # optimizer state), so restoring needs no training data to rebuild shapes.
     state = ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(export), "state"))
+    _warn_if_newer_checkpoints(directory, state)
     return task, state
   try:
     from fabgen.platform import checkpoint as platform_ckpt  # pylint: disable=g-import-not-at-top
@@ -70,6 +73,16 @@ def restore_task(directory: str, expect: str):
     raise SynthesisError(f"cannot restore a trained model from {directory!r}: {e}") from e
   _check_kind(directory, config, expect)
   return task, state
+
+
+def _warn_if_newer_checkpoints(directory: str, state) -> None:
+  """Says so when `export/` is older than the workdir's newest checkpoint (never silently)."""
+  ckpt_dir = os.path.join(directory, "checkpoints")
+  steps = [int(n) for n in os.listdir(ckpt_dir) if n.isdigit()] if os.path.isdir(ckpt_dir) else []
+  exported = int(np.asarray(state.get("step", -1))) if isinstance(state, dict) else -1
+  if steps and max(steps) > exported:
+    logging.warning("%s: restoring export/ (step %d) although checkpoints/ holds step %d; "
+                    "re-export to use the newer weights", directory, exported, max(steps))
 
 
 def _check_kind(directory, config, expect):

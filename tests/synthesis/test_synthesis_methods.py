@@ -121,3 +121,13 @@ def test_seam_quality_prefers_blended_over_hard_seams():
   assert same["grad_gap"] < 1e-9 and same["band_fd"] < 1e-6
   assert pasted["grad_gap"] > 0.1 and pasted["band_fd"] > same["band_fd"]
   del rng
+
+
+def test_an_export_older_than_the_checkpoints_is_not_restored_silently(tmp_path, caplog):
+  (tmp_path / "checkpoints" / "40").mkdir(parents=True)
+  with caplog.at_level("WARNING"):
+    restore._warn_if_newer_checkpoints(str(tmp_path), {"step": np.int32(20)})  # pylint: disable=protected-access
+  assert "export/ (step 20) although checkpoints/ holds step 40" in caplog.text
+  caplog.clear()
+  restore._warn_if_newer_checkpoints(str(tmp_path), {"step": np.int32(40)})  # pylint: disable=protected-access
+  assert not caplog.text
