@@ -24,6 +24,7 @@ batch composition, so a resumed run writes exactly the files the uninterrupted r
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import time
@@ -54,6 +55,16 @@ atomic_write_json = writer_lib.write_json
 
 def sample_name(index: int) -> str:
   return f"{index:08d}"
+
+
+def state_digest(state) -> str:
+  """sha256 (16 hex digits) over every array of a synthesizer's state: shapes, dtypes, bytes."""
+  h = hashlib.sha256()
+  for leaf in jax.tree.leaves(state):
+    a = np.ascontiguousarray(jax.device_get(leaf))
+    h.update(f"{a.dtype}{a.shape}".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()[:16]
 
 
 def _remove_write_debris(out_dir: str) -> None:
@@ -91,7 +102,10 @@ class SynthesisRun:
         "classes": [int(c) for c in self.class_ids], "tau": int(tau), "min_area": int(min_area),
         "image_size": [int(s) for s in backgrounds.size], "backgrounds": backgrounds.spec,
         "num_backgrounds": len(backgrounds),
-        "placement": "uniform" if placement is None else "prior", **(extra_manifest or {})}
+        "placement": "uniform" if placement is None else "prior",
+        # The model's identity, not only its path: a model retrained at the same path must not
+        # extend a set the old one started.
+        "model_digest": state_digest(synth.state), **(extra_manifest or {})}
     self._step = None
 
   @staticmethod

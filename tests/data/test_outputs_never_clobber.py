@@ -76,3 +76,17 @@ def test_detect_overlays_never_take_an_input_name(tmp_path):
   names = detect.overlay_paths(images, str(folder))
   assert len(set(names)) == 3 and not set(names) & set(images), names
   assert all(n.endswith(detect.OVERLAY_SUFFIX) for n in names)
+
+
+def test_synthesis_resume_refuses_a_different_model_at_the_same_path(tmp_path):
+  """The manifest records the model's digest: a retrained model cannot extend an old set."""
+  bgs = backgrounds_lib.open_backgrounds([np.zeros((16, 16, 3), np.uint8)])
+  out = str(tmp_path / "set")
+  manifest = stream.SynthesisRun(_bank(), bgs, 1, out, batch_size=1,
+                                 extra_manifest={"checkpoint": "runs/x"}).run()
+  assert manifest["complete"] and manifest["model_digest"] == stream.state_digest(_bank().state)
+  retrained = cutpaste.CutPasteSynthesizer(np.full((1, 8, 8, 3), 7, np.uint8),
+                                           np.ones((1, 8, 8), np.float32), np.zeros(1, np.int32))
+  with pytest.raises(base.SynthesisError, match="model_digest"):
+    stream.SynthesisRun(retrained, bgs, 2, out, batch_size=1,
+                        extra_manifest={"checkpoint": "runs/x"}).run()
