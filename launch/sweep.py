@@ -2,7 +2,7 @@
 
   python launch/sweep.py configs/reference.py:tiny --workdir runs/sweep           # print
   python launch/sweep.py configs/reference.py:tiny --workdir runs/sweep --run     # run here
-  python launch/sweep.py configs/fusion.py:128 --workdir /shared/s --launcher slurm | sh
+  python launch/sweep.py configs/reference.py:default --workdir /shared/s --launcher slurm | sh
 
 A config file defines, big_vision style,
 

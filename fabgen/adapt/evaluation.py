@@ -38,6 +38,7 @@ class Evaluation:
     self.defects = metrics.DefectEvaluator(len(self.class_names))
     self.boxes = coco_eval.CocoBoxEvaluator(self.class_names)
     self.seconds = 0.0
+    self.skipped: list = []  # (path, reason) the source skipped: reported, never silent
 
   def add(self, sample: Mapping[str, Any], pred: Mapping[str, np.ndarray],
           file_name: str | None = None) -> None:
@@ -56,6 +57,8 @@ class Evaluation:
     out["pr_ap"] = {self.class_names[c]: self.defects.pr_curve(c)["ap"]
                     for c in self.defects.present_classes()}
     out["seconds"] = round(self.seconds, 2)
+    out["skipped_files"] = len(self.skipped)
+    out["skipped_examples"] = [list(map(str, s)) for s in self.skipped[:5]]
     return out
 
 
@@ -85,6 +88,7 @@ def evaluate(predict_fn: infer.PredictFn, source: Any, *, class_names: Sequence[
   names = list(class_names or getattr(source, "class_names", None) or classes_lib.CLASSES)
   name = getattr(source, "name", "<samples>")
   ev = Evaluation(names, threshold, name, seg_class_ids)
+  ev.skipped = list(getattr(source, "skipped", ()))
   indices = list(range(len(source))) if indices is None else list(indices)
   if not indices:
     raise ValueError(f"evaluation source {name!r} has no samples")

@@ -31,6 +31,7 @@ this module only orders, skips, records and reports.
 from __future__ import annotations
 
 import abc
+import functools
 import json
 import os
 import time
@@ -141,6 +142,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
 def run_protocol(config: ml_collections.ConfigDict, workdir: str, backend: Backend,
                  log: Callable[[str], None] = print) -> dict:
   """Runs (or resumes) the protocol in `workdir`; returns {"reports", "table", "wall_s"}."""
+  from fabgen.adapt import stage_inputs  # pylint: disable=g-import-not-at-top (imports this)
+  # Every stage below records its inputs and is skipped only when they match (stage_inputs.py).
+  run_stage = functools.partial(stage_inputs.run_checked, config)  # pylint: disable=redefined-outer-name
   validate(config)
   os.makedirs(workdir, exist_ok=True)
   t0 = time.time()

@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   synth.add_argument("--seed", type=int, default=0)
   synth.add_argument("--batch-size", type=int, default=16,
                      help="records rendered per jitted call")
+  synth.add_argument("--overwrite", action="store_true",
+                     help="allow writing into a non-empty folder that is not a fabgen set")
   inspect = sub.add_parser("inspect", help="summarize a data set (any supported layout)")
   inspect.add_argument("spec", help="folder, COCO json, or fabricsim:<preset>:<split>[:seed]")
   inspect.add_argument("--limit", type=int, default=None, help="inspect only the first N")
@@ -42,9 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def synth(preset: str, split: str, num: int, out: str, seed: int = 0, batch_size: int = 16,
-          log=print) -> dict:
+          log=print, overwrite: bool = False) -> dict:
   """Writes records [0, num) of a FabricSim split as a sample set; returns the manifest."""
   from fabgen.data import writer  # pylint: disable=g-import-not-at-top
+  writer.check_out_dir(out, overwrite)  # before any rendering compiles
   from fabgen.data.readers import fabricsim_source  # pylint: disable=g-import-not-at-top
   src = fabricsim_source.FabricSimSource(preset, split, seed)
   if not 0 < num <= len(src):
@@ -58,12 +61,13 @@ def synth(preset: str, split: str, num: int, out: str, seed: int = 0, batch_size
         yield {k: v[j] for k, v in batch.items()}
 
   return writer.write_sample_set(records(), out, src.class_names, log=log, extra_manifest={
-      "source": src.name, "preset": preset, "split": split, "seed": seed})
+      "source": src.name, "preset": preset, "split": split, "seed": seed}, overwrite=overwrite)
 
 
 def format_summary(s: dict) -> str:
   """The human-readable `inspect` report."""
-  lines = [f"{s['name']} ({s['layout']}): {s['samples']} samples, {s['inspected']} inspected, "
+  from fabgen.platform import files  # pylint: disable=g-import-not-at-top
+  lines = [f"{files.printable(s['name'])} ({s['layout']}): {s['samples']} samples, {s['inspected']} inspected, "
            f"{s['defect_free_images']} defect-free"]
   names = [n for n in s["class_names"] if n in s["instances_per_class"]]
   if names:
@@ -76,7 +80,7 @@ def format_summary(s: dict) -> str:
   bad = s["skipped_files"] + s["failed"]
   lines.append(f"  skipped: {len(bad)}" + (f"  {s['reasons']}" if bad else ""))
   for path, reason in bad[:50]:
-    lines.append(f"    {path}: {reason}")
+    lines.append(f"    {files.printable(path)}: {files.printable(reason)}")
   if len(bad) > 50:
     lines.append(f"    ... {len(bad) - 50} more (use --json for all)")
   if s["notes"]:
@@ -107,7 +111,8 @@ def inspect(spec: str, limit: int | None = None, sheet: str | None = None) -> di
 def run(args: argparse.Namespace) -> int:
   try:
     if args.action == "synth":
-      m = synth(args.preset, args.split, args.num, args.out, args.seed, args.batch_size)
+      m = synth(args.preset, args.split, args.num, args.out, args.seed, args.batch_size,
+                overwrite=args.overwrite)
       print(f"wrote {m['images']} images, {m['boxes']} boxes to {args.out}; instances per "
             f"class: {m['instances_per_class']}; contact sheet: {args.out}/contact_sheet.png")
     elif args.action == "inspect":
@@ -123,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
       b.download_and_prepare()
       print(f"built {b.builder_config.name} in {b.data_dir}: "
             f"{ {k: v.num_examples for k, v in b.info.splits.items()} }")
-  except (ValueError, FileNotFoundError) as e:
-    print(f"fabgen data {args.action}: error: {e}", file=sys.stderr)
+  except (ValueError, OSError) as e:  # ReadError is a ValueError; FileNotFoundError an OSError
+    from fabgen.platform import files  # pylint: disable=g-import-not-at-top
+    print(f"fabgen data {args.action}: error: {files.printable(e)}", file=sys.stderr)
     return 2
   return 0

@@ -2,9 +2,12 @@
 
   fabgen synthesize --method cutpaste --checkpoint fabricsim:simple:train \
       --backgrounds fabricsim:simple:target_good --num 1000 --out synth/
-  fabgen synthesize --method multistage --checkpoint runs/ (holding stage1/ and fusion/) ...
-  fabgen synthesize --method multistage --checkpoint runs/stage1,runs/fusion ...
-  fabgen synthesize --method inpainter --checkpoint runs/inpainter64 ...
+  fabgen synthesize --method multistage --checkpoint runs/ --backgrounds bgs/ --num 500 --out s/
+  fabgen synthesize --method multistage --checkpoint runs/stage1,runs/fusion --backgrounds bgs/ \
+      --num 500 --out s/
+  fabgen synthesize --method inpainter --checkpoint runs/inpainter64 --backgrounds bgs/ \
+      --num 500 --out s/
+  (runs/ holding stage1/ and fusion/; bgs/ a folder of defect-free images of the fabric)
 
 --checkpoint: multistage = parent of stage1/ + fusion/ or 'STAGE1,FUSION'; inpainter = a workdir of
 configs/inpainter.py; cutpaste = a labelled source (reader spec or folder) to crop from.

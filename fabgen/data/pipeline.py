@@ -129,16 +129,18 @@ class _Fetch:
   """Index batch -> sample batch (picklable, so grain may run it in worker processes)."""
 
   def __init__(self, source: base.Source, transform: Transform | None, seed: int,
-               process_index: int):
+               process_index: int, skip_broken: bool = True):
     self.source, self.transform = source, transform
     self.seed, self.process_index = seed, process_index
+    self.skip_broken = skip_broken
 
   def __call__(self, batch_number: int, indices: np.ndarray) -> dict[str, np.ndarray]:
     indices = [int(i) for i in np.asarray(indices)]
     stacked = getattr(self.source, "stacked", None)
     if self.transform is None and stacked is not None:
       return stacked(indices)  # FabricSim: one vectorized call
-    samples = self.source.get_batch(indices)
+    samples = (self.source.get_batch_skipping(indices) if self.skip_broken
+               else self.source.get_batch(indices))
     if self.transform is not None:
       samples = [self.transform(s, np.random.default_rng(
           [self.seed, self.process_index, batch_number, slot])) for slot, s in enumerate(samples)]
@@ -157,7 +159,7 @@ def process_shard(num_items: int, process_index: int, process_count: int) -> gra
 def make_dataset(source: base.Source, batch_size: int, *, seed: int = 0, shuffle: bool = True,
                  num_epochs: int | None = None, transform: Transform | None = None,
                  process_index: int | None = None, process_count: int | None = None,
-                 drop_remainder: bool = True) -> grain.MapDataset:
+                 drop_remainder: bool = True, skip_broken: bool = True) -> grain.MapDataset:
   """A grain MapDataset of per-process batches (dicts of numpy arrays) over `source`.
 
   Args:
@@ -167,6 +169,8 @@ def make_dataset(source: base.Source, batch_size: int, *, seed: int = 0, shuffle
     num_epochs: None repeats forever.
     transform: a fixed-size transform (`make_transform`), needed when image sizes differ.
     process_index, process_count: default to JAX's; each process reads a disjoint share.
+    skip_broken: a file only a full decode finds broken is replaced by the next readable
+      sample, counted in `source.read_failures` and logged (False: the `ReadError` is fatal).
   """
   pi = jax.process_index() if process_index is None else process_index
   pc = jax.process_count() if process_count is None else process_count
@@ -178,7 +182,7 @@ def make_dataset(source: base.Source, batch_size: int, *, seed: int = 0, shuffle
   if num_epochs != 1:
     ds = ds.repeat(num_epochs)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-  return ds.map_with_index(_Fetch(source, transform, seed, pi))
+  return ds.map_with_index(_Fetch(source, transform, seed, pi, skip_broken))
 
 
 class _Tag:

@@ -51,7 +51,7 @@ def write_png(path: str, array: np.ndarray) -> None:
 
 def write_json(path: str, obj: Any) -> None:
   def write(tmp):
-    with open(tmp, "w") as f:
+    with open(tmp, "w", encoding="utf-8") as f:
       json.dump(obj, f)
   _atomic(path, write)
 
@@ -87,10 +87,34 @@ def coco_annotations(sample: dict, image_id: int, first_id: int) -> list[dict]:
   return anns
 
 
+def check_out_dir(out_dir: str, overwrite: bool = False) -> None:
+  """Refuses a non-empty `out_dir` that is not a fabgen sample set (unless `overwrite`).
+
+  Rewriting our own set is fine (its files get the same names); writing into someone's folder
+  of photos would mix our files into it, and replace any of theirs named like ours.
+  """
+  if overwrite or not os.path.isdir(out_dir) or not os.listdir(out_dir):
+    return
+  manifest = os.path.join(out_dir, "manifest.json")
+  try:
+    with open(manifest, encoding="utf-8") as f:
+      ours = json.load(f).get("format") == FORMAT
+  except (OSError, ValueError, AttributeError):
+    ours = False
+  if not ours:
+    raise ValueError(f"--out {out_dir} is not empty and is not a fabgen sample set (no "
+                     f"{FORMAT} manifest.json); use an empty folder or pass --overwrite")
+
+
 def write_sample_set(samples: Iterable[dict], out_dir: str, class_names: Sequence[str],
                      sheet_count: int = 16, extra_manifest: dict | None = None,
-                     log=None) -> dict:
-  """Writes every record of `samples` to `out_dir` (layout above); returns the manifest."""
+                     log=None, overwrite: bool = False) -> dict:
+  """Writes every record of `samples` to `out_dir` (layout above); returns the manifest.
+
+  A non-empty `out_dir` must be a fabgen sample set already, unless `overwrite` (see
+  `check_out_dir`).
+  """
+  check_out_dir(out_dir, overwrite)
   for sub in ("images", "masks"):
     os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
   write_json(os.path.join(out_dir, "manifest.json"),

@@ -139,7 +139,12 @@ class DetectorTask(Task):
     fresh = state["params"]
     params = jax.device_get(fresh)
     if init_from:
-      _, trained = DetectorTask.restore(init_from)
+      source_task, trained = DetectorTask.restore(init_from)
+      if tuple(source_task.class_ids) != self.class_ids:
+        # Same shapes but another class order would silently swap the heads' meanings.
+        raise ValueError(f"config.init_from={init_from!r} was trained with model.class_ids="
+                         f"{tuple(source_task.class_ids)}; this config has "
+                         f"model.class_ids={self.class_ids} (ids and their order must match)")
       loaded = jax.device_get(trained["params"])
       if jax.tree.map(np.shape, loaded) != jax.tree.map(np.shape, params):
         raise ValueError(f"config.init_from={init_from!r} holds a detector of another size "

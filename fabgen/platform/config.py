@@ -51,6 +51,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint.every_steps = 1000  # also written at the end and on SIGTERM/SIGINT
   c.checkpoint.keep = 3            # newest checkpoints kept on disk
   c.checkpoint.asynchronous = True  # write in the background while training continues
+  # Resuming compares the checkpoint's config with this one and refuses changes to the model,
+  # data, classes or schedule (fabgen/platform/config_guard.py). Comma-separated keys or
+  # "section." prefixes listed here may differ deliberately (e.g. "total_steps"); "*" = any.
+  c.resume_allow_changes = ""
 
   c.data_prefetch = 2         # batches a background thread prepares ahead (0 = none)
   c.data_threads = 0          # grain reader threads per process (0 = min(CPU count, 8))

@@ -23,6 +23,8 @@ import ml_collections
 import numpy as np
 
 from fabgen.platform import checkpoint as checkpoint_lib
+from fabgen.platform import config_guard
+from fabgen.platform import files
 from fabgen.platform import faults
 from fabgen.platform import mesh as mesh_lib
 from fabgen.platform import metrics as metrics_lib
@@ -115,6 +117,15 @@ def use_compilation_cache(directory: str) -> None:
   compilation_cache.reset_cache()  # re-read the directory even if JAX already compiled
 
 
+def _write_config_json(workdir_path, config) -> None:
+  """`<workdir>/config.json`, replaced atomically on local disks (no half-written file)."""
+  text = config.to_json(indent=2)
+  if "://" in str(workdir_path):
+    (workdir_path / "config.json").write_text(text)
+  else:
+    files.write_bytes_atomic(str(workdir_path / "config.json"), text.encode("utf-8"))
+
+
 def _host_metrics(metrics) -> dict[str, float]:
   host = jax.device_get(metrics)
   return {k: float(np.asarray(v)) for k, v in host.items() if np.asarray(v).size == 1}
@@ -145,6 +156,19 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the data x "
                      f"fsdp mesh axes ({n_batch}) and the process count ({jax.process_count()})")
 
+  # ---- Resume check: the checkpoint's config must be this one (fabgen/platform/config_guard) ---
+  ckpt = checkpoint_lib.Checkpointer.from_config(workdir, config)
+  start = ckpt.latest_step()
+  if start is not None:
+    try:
+      allowed = config_guard.check_resume(ckpt.config(start), config,
+                                          f"checkpoint {start} in {ckpt.directory}")
+    except config_guard.ConfigMismatchError:
+      ckpt.close()
+      raise
+    if allowed:
+      logging.warning("resuming with allowed config changes: %s", "; ".join(allowed))
+
   # ---- Task and input ---------------------------------------------------------------------------
   task = registry.build_task(config)
   data_iter = iter(input_pipeline(task, config))
@@ -154,8 +178,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   state_shardings = sharding_lib.state_shardings(abstract, mesh, config)
 
   # ---- State: restored, or created in place -----------------------------------------------------
-  ckpt = checkpoint_lib.Checkpointer.from_config(workdir, config)
-  start = ckpt.latest_step()
   if start is not None:
     target = sharding_lib.with_shardings(abstract, state_shardings)
     state, data_iter = ckpt.restore(target, data_iter, start)
@@ -165,8 +187,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     task, config = resolve_config(task, config)
     with jax.set_mesh(mesh):
       state = task.warm_start(jax.jit(task.init_state, out_shardings=state_shardings)(init_rng))
-    if primary:
-      (workdir_path / "config.json").write_text(config.to_json(indent=2))
+  if primary:  # the config this run trains under, fresh or resumed (never a stale one)
+    _write_config_json(workdir_path, config)
   saved_step = int(jax.device_get(state["step"]))
   if saved_step != start:
     raise ValueError(f"checkpoint {start} in {ckpt.directory} holds state step {saved_step}")

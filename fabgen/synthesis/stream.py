@@ -24,6 +24,7 @@ batch composition, so a resumed run writes exactly the files the uninterrupted r
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import time
@@ -56,6 +57,27 @@ def sample_name(index: int) -> str:
   return f"{index:08d}"
 
 
+def state_digest(state) -> str:
+  """sha256 (16 hex digits) over every array of a synthesizer's state: shapes, dtypes, bytes."""
+  h = hashlib.sha256()
+  for leaf in jax.tree.leaves(state):
+    a = np.ascontiguousarray(jax.device_get(leaf))
+    h.update(f"{a.dtype}{a.shape}".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()[:16]
+
+
+def _remove_write_debris(out_dir: str) -> None:
+  """Deletes `.*.tmp` files (interrupted writes) in our set, following no symlink."""
+  for folder in (out_dir,) + tuple(os.path.join(out_dir, s) for s in ("images", "masks", "parts")):
+    if os.path.islink(folder) or not os.path.isdir(folder):
+      continue
+    for entry in os.scandir(folder):
+      if (entry.name.startswith(".") and entry.name.endswith(".tmp")
+          and entry.is_file(follow_symlinks=False)):
+        os.remove(entry.path)
+
+
 class SynthesisRun:
   """One synthesis run into `out_dir`: validates, resumes, generates, writes, finalises."""
 
@@ -80,7 +102,10 @@ class SynthesisRun:
         "classes": [int(c) for c in self.class_ids], "tau": int(tau), "min_area": int(min_area),
         "image_size": [int(s) for s in backgrounds.size], "backgrounds": backgrounds.spec,
         "num_backgrounds": len(backgrounds),
-        "placement": "uniform" if placement is None else "prior", **(extra_manifest or {})}
+        "placement": "uniform" if placement is None else "prior",
+        # The model's identity, not only its path: a model retrained at the same path must not
+        # extend a set the old one started.
+        "model_digest": state_digest(synth.state), **(extra_manifest or {})}
     self._step = None
 
   @staticmethod
@@ -99,10 +124,19 @@ class SynthesisRun:
   # ---- resume ----------------------------------------------------------------------------------
 
   def _prepare_dir(self) -> set[int]:
-    """Creates the layout, checks an existing manifest matches, returns indices already done."""
+    """Creates the layout, checks an existing manifest matches, returns indices already done.
+
+    A non-empty folder without our manifest is not ours: refused, nothing in it touched. Only
+    in our own set are interrupted-write temporaries removed, and never through a symlink.
+    """
+    path = os.path.join(self.out_dir, MANIFEST)
+    if (not os.path.exists(path) and os.path.isdir(self.out_dir)
+        and os.listdir(self.out_dir)):
+      raise base.SynthesisError(
+          f"--out {self.out_dir} is not empty and holds no fabgen synthesis {MANIFEST}; "
+          f"refusing to write (or clean) there; use an empty or new folder")
     for sub in ("images", "masks", "parts"):
       os.makedirs(os.path.join(self.out_dir, sub), exist_ok=True)
-    path = os.path.join(self.out_dir, MANIFEST)
     if os.path.exists(path):
       try:
         with open(path) as f:
@@ -116,8 +150,7 @@ class SynthesisRun:
               f"fresh --out or the same arguments")
       if old.get("num", 0) > self.num:
         raise base.SynthesisError(f"{path}: the run there has num={old['num']} > {self.num}")
-    for tmp in glob.glob(os.path.join(self.out_dir, "**", ".*.tmp"), recursive=True):
-      os.remove(tmp)  # debris of an interrupted write
+    _remove_write_debris(self.out_dir)
     atomic_write_json(path, {**self.params, "num": self.num, "complete": False})
     done = set()
     for part in self._part_files():

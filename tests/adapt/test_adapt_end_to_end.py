@@ -24,8 +24,11 @@ def smallest_config():
   """configs/adapt.py:demo shrunk to FabricSim tiny and a few steps per stage."""
   c = config_lib.load_config(os.path.join(ROOT, "configs", "adapt.py:demo"))
   c.preset = "tiny"
-  c.methods = ("cutpaste",)
+  c.methods = ("cutpaste", "multistage", "inpainter")  # every row of the table
   quick = ["checkpoint.every_steps=100", "log_every_steps=1", "checkpoint.asynchronous=False"]
+  for name in ("stage1", "fusion", "inpainter"):  # 2 steps each: the plumbing, not the quality
+    c.generators[name].overrides = (["total_steps=2", "batch_size=8", "summary_every_steps=-1"]
+                                    + quick)
   c.detector.spec = "configs/detector.py:tiny"
   # Fine-tuning with lr_factor 1 for as many steps (warmup 1 = what finetune_config picks) makes
   # the fine-tune the very program the source detector trained with; with the JAX-native matcher
@@ -60,9 +63,10 @@ def test_protocol_runs_for_real_and_resumes(tmp_path):
   assert 0 < target["num_test"] <= 3 and 0 < target["num_good"] <= 2
   # The synthetic set is a labelled source of the requested size, on the target's backgrounds.
   from fabgen.data.readers import open_source  # pylint: disable=g-import-not-at-top
-  synth = open_source(os.path.join(workdir, "synth_cutpaste", "data"))
-  assert len(synth) == 4
-  assert sum(int((synth[i]["box_class"] >= 0).sum()) for i in range(4)) > 0
+  for method in config.methods:  # each method's set: labelled, of the requested size
+    synth = open_source(os.path.join(workdir, f"synth_{method}", "data"))
+    assert len(synth) == 4, method
+    assert sum(int((synth[i]["box_class"] >= 0).sum()) for i in range(4)) > 0, method
   # The fine-tune started from the source detector: its config says so and it trained its steps.
   tuned = json.load(open(os.path.join(workdir, "finetune_cutpaste", protocol.RESULT)))
   assert tuned["init_from"] == os.path.join(workdir, "detector_source") and tuned["steps"] == 2
@@ -76,7 +80,7 @@ def test_protocol_runs_for_real_and_resumes(tmp_path):
   assert (control["data"]["source"], control["data"]["mix_source"]) == (source, "")
   # Both rows evaluated the same real target images, and the table holds them.
   reports = result["reports"]
-  assert list(reports) == [protocol.NO_ADAPTATION, protocol.CONTROL, "cutpaste"]
+  assert list(reports) == [protocol.NO_ADAPTATION, protocol.CONTROL, *config.methods]
   assert {r["num_images"] for r in reports.values()} == {target["num_test"]}
   for r in reports.values():
     assert all(0.0 <= row["defect"]["f1"] <= 1.0 for row in r["classes"].values())

@@ -47,3 +47,15 @@ def test_blind_detector_and_comparison_table(coloured_samples, stand_in_detector
 def test_empty_source_is_an_error(stand_in_detector):
   with pytest.raises(ValueError, match="no samples"):
     evaluation.evaluate(stand_in_detector, [], tile=(64, 64))
+
+
+def test_the_report_says_what_the_source_skipped(tmp_path, coloured_samples, stand_in_detector):
+  class Skipping(list):
+    skipped = [("bad/0001.png", "truncated or corrupt image")]
+
+  ev, _ = evaluation.evaluate(stand_in_detector, Skipping(coloured_samples), tile=(64, 64),
+                              batch_size=2, seg_class_ids=[0, 5])
+  report = evaluation.write_report(ev, str(tmp_path))
+  assert report["skipped_files"] == 1
+  assert report["skipped_examples"] == [["bad/0001.png", "truncated or corrupt image"]]
+  assert json.loads((tmp_path / "report.json").read_text())["skipped_files"] == 1

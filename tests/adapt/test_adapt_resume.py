@@ -119,3 +119,25 @@ def test_bad_config_and_corrupt_result_are_named(tmp_path):
   (tmp_path / "target" / protocol.RESULT).write_text("{broken")
   with pytest.raises(ValueError, match="delete it to rerun stage 'target'"):
     protocol.run_protocol(config, str(tmp_path), CountingBackend())
+
+
+def test_a_changed_target_reruns_exactly_the_stages_it_feeds(tmp_path):
+  """A copied workdir rerun with another target fabric must not reprint the old table."""
+  config = demo_config(control=True)
+  protocol.run_protocol(config, str(tmp_path), CountingBackend(), log=lambda _: None)
+  config.target_fabric = 42
+  logs = []
+  second = CountingBackend()
+  protocol.run_protocol(config, str(tmp_path), second, log=logs.append)
+  # Reused: the source detector, the generators and the source-only control fine-tune.
+  assert second.calls == ["target", "eval_source", "eval_control", "synth_cutpaste",
+                          "finetune_cutpaste", "eval_cutpaste", "synth_multistage",
+                          "finetune_multistage", "eval_multistage"]
+  assert any("[target] inputs changed: config.target_fabric" in line for line in logs), logs
+  assert os.path.isdir(tmp_path / "target.replaced-1")  # moved aside, never deleted
+  assert os.path.isdir(tmp_path / "synth_cutpaste.replaced-1")
+  # An unrelated change (the eval threshold) reruns only the evaluations.
+  config.eval.threshold = 0.45
+  third = CountingBackend()
+  protocol.run_protocol(config, str(tmp_path), third, log=lambda _: None)
+  assert third.calls == ["eval_source", "eval_control", "eval_cutpaste", "eval_multistage"]

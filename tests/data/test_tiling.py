@@ -69,6 +69,19 @@ def test_stitch_restores_a_full_map():
   maps = np.stack([full[y:y + 16, x:x + 32] for y, x in pos])
   for reduce in ("max", "mean"):
     np.testing.assert_allclose(tiling.stitch(maps, pos, (16, 100), reduce), full, rtol=1e-6)
+  # Tiles that disagree on their overlaps (tile k predicts k everywhere): max keeps the larger
+  # tile's value, mean averages them, and the two differ exactly on the overlaps.
+  const = np.stack([np.full((16, 32), k, np.float32) for k in range(len(pos))])
+  got_max = tiling.stitch(const, pos, (16, 100), "max")
+  got_mean = tiling.stitch(const, pos, (16, 100), "mean")
+  starts = [x for _, x in pos]  # [0, 24, 48, 68]
+  want_max, want_mean = np.zeros(100), np.zeros(100)
+  for col in range(100):
+    covering = [k for k, x in enumerate(starts) if x <= col < x + 32]
+    want_max[col], want_mean[col] = max(covering), np.mean(covering)
+  np.testing.assert_allclose(got_max, np.broadcast_to(want_max, (16, 100)))
+  np.testing.assert_allclose(got_mean, np.broadcast_to(want_mean, (16, 100)))
+  assert (got_max != got_mean).any(axis=0).sum() == 8 + 8 + 12  # the three overlaps
 
 
 def test_tiled_source_keeps_positions():

@@ -65,6 +65,14 @@ def _map50(task, state, samples):
 
 @pytest.mark.slow
 def test_tiny_detector_overfits_a_handful_of_images():
+  """250 steps on 4 images; bars with the margin each keeps (measured on this 2-core machine).
+
+  Loss: final / first < 0.5; measured 0.029-0.031 with init seeds 0, 1, 2 (16x margin).
+  mAP@0.5: > 0.75; measured 1.0 from step 150 (seeds 0, 2) or 100 (seed 1) of 250. Another
+  2-core CPU's float differences gave 0.876 at step 250 (one of the few boxes missed): a bar of
+  0.9 had no room for that. 0.75 allows about two missed boxes, while the untrained detector
+  scores 0.0 (bar: < 0.25) and step 50 scores 0.25-0.75 here, so the bar needs real learning.
+  """
   samples = synthetic_records(4, seed=0)
   steps = 250
   config = _config(**{"batch_size": 4, "total_steps": steps, "optim.lr": 2e-3,
@@ -79,9 +87,9 @@ def test_tiny_detector_overfits_a_handful_of_images():
   for i in range(steps):
     state, metrics = step(state, batch, jax.random.key(i))
     first = first if first is not None else float(metrics["loss"])
-  assert float(metrics["loss"]) < 0.5 * first
+  assert float(metrics["loss"]) < 0.5 * first, (first, float(metrics["loss"]))
   after = _map50(task, state, samples)
-  assert after > 0.9, f"mAP@0.5 {before:.3f} -> {after:.3f}"
+  assert before < 0.25 and after > 0.75, f"mAP@0.5 {before:.3f} -> {after:.3f}"
 
 
 def test_schedule_in_the_state_equals_optax_warmup_cosine():
@@ -153,3 +161,22 @@ def test_tasks_of_one_architecture_trace_the_model_once(monkeypatch):
   assert len(built) == traced
   task_lib.DetectorTask(_config(**{"model.dim": 16}))
   assert len(built) == traced + 1
+
+
+def test_init_from_refuses_another_class_order(tmp_path):
+  """(0, 3) and (3, 0) give heads of the same shapes: only the recorded ids tell them apart."""
+  from fabgen.platform import checkpoint  # pylint: disable=g-import-not-at-top
+  config = _config(**{"model.class_ids": (0, 3)})
+  task = task_lib.DetectorTask(config)
+  state = jax.jit(task.init_state)(jax.random.key(0))
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every_steps=1, keep=1, asynchronous=False)
+  ckpt.save(0, state, None, config)  # a detector workdir, as training leaves it
+  ckpt.close()
+  swapped = task_lib.DetectorTask(task_lib.finetune_config(
+      _config(**{"model.class_ids": (3, 0)}), str(tmp_path)))
+  with pytest.raises(ValueError, match=r"class_ids=\(0, 3\).*class_ids=\(3, 0\)"):
+    swapped.warm_start(state)
+  same = task_lib.DetectorTask(task_lib.finetune_config(config, str(tmp_path)))
+  loaded = same.warm_start(jax.tree.map(jnp.zeros_like, state))
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(loaded["params"]),
+               jax.device_get(state["params"]))

@@ -66,7 +66,8 @@ def test_two_processes_agree_with_one(tmp_path):
   # The 2-process checkpoint (4 devices, fsdp=2) continues in this one process on 1 device: the
   # weights reshard; the per-process input position cannot carry over, so the input restarts.
   config = reference.get_config("tiny,steps=8")
-  config_lib.apply_overrides(config, OVERRIDES)
+  # A longer schedule than the checkpoint's is a deliberate change: allowed by name.
+  config_lib.apply_overrides(config, OVERRIDES + ["resume_allow_changes=total_steps"])
   result = trainer.train(config, workdir, devices=jax.devices()[:1])
   assert result["step"] == 8 and np.isfinite(result["loss"])
   assert sorted(_losses(workdir)) == list(range(1, 9))

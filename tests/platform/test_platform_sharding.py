@@ -58,6 +58,16 @@ def test_bf16_policy_keeps_params_and_optimizer_state_f32():
   f32 = reference_task.ReferenceTask(reference.get_config("tiny"))
   np.testing.assert_allclose(logits, f32.apply(state["params"], jnp.asarray(batch["image"])),
                              atol=0.05)
+  # The program really computes in bf16 when asked, and only then: every convolution and matmul
+  # of the lowered train step takes bf16 operands under the policy, none does under f32. (The
+  # checks above pass if compute_dtype were ignored.)
+  for task_, want_bf16 in ((task, True), (f32, False)):
+    text = jax.jit(task_.train_step).lower(state, batch, jax.random.key(0)).as_text()
+    ops = [l for l in text.splitlines()
+           if "stablehlo.convolution" in l or "stablehlo.dot_general" in l]
+    assert ops, "no convolution or matmul in the lowered step"
+    with_bf16 = [("bf16" in l.split(" : ")[-1]) for l in ops]
+    assert all(with_bf16) if want_bf16 else not any(with_bf16), (want_bf16, ops[:3])
 
 
 def test_harness_reports_and_aot_memory_shrinks_with_fsdp(tmp_path):

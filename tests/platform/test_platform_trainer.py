@@ -64,6 +64,8 @@ def test_reference_task_learns_and_writes_summaries(tmp_path):
   losses = _losses(str(tmp_path))
   assert result["step"] == 60 and sorted(losses) == list(range(1, 61))
   first, last = np.mean([losses[s] for s in range(1, 6)]), np.mean([losses[s] for s in range(56, 61)])
+  # Margins (measured on 2 CPU cores): loss ratio 0.089 against the 0.6 bar (6.7x); EMA
+  # accuracy at step 60 0.94 against the 0.5 bar (chance 0.25).
   assert last < 0.6 * first, (first, last)
   rows = metrics_lib.read_jsonl(os.path.join(str(tmp_path), "metrics.jsonl"))
   evals = {r["step"]: r["eval/accuracy_ema"] for r in rows if "eval/accuracy_ema" in r}

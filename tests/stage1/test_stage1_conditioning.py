@@ -25,4 +25,7 @@ def test_tiny_trained_generator_follows_its_condition(tmp_path):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     checks = [row["eval/cond_check"] for row in map(json.loads, f) if "eval/cond_check" in row]
   assert checks, "the run logged no eval/cond_check"
-  assert checks[-1] > 0.56, checks  # chance is 0.5; 256 pairs
+  # chance is 0.5; 256 pairs. Margin: measured 0.63, 0.07 above the bar, about 2.2 standard
+  # errors of a 256-pair proportion (0.03): the bar separates "follows its condition" from chance
+  # (0.5 is 2 standard errors below it) without asking for this machine's exact trajectory.
+  assert checks[-1] > 0.56, checks

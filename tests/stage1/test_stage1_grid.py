@@ -84,7 +84,10 @@ def test_grid_members_equal_separate_single_runs(grid_run, tmp_path, monkeypatch
     single_dir = str(tmp_path / label)
     single_config = _config(data, f",gamma={gamma}")
     trainer.train(single_config, single_dir, devices=jax.devices()[:1])
-    for grid_row, single_row in zip(rows, _metrics(single_dir)):
+    single_rows = _metrics(single_dir)
+    # zip() below stops at the shorter list: both runs must have logged every step.
+    assert [r["step"] for r in single_rows] == [r["step"] for r in rows], label
+    for grid_row, single_row in zip(rows, single_rows):
       for k in ("d_loss", "g_loss", "r1", "r2", "gamma", "grad_norm/d", "grad_norm/g"):
         np.testing.assert_allclose(grid_row[f"train/{k}/{label}"], single_row[f"train/{k}"],
                                    rtol=1e-4, atol=1e-6, err_msg=f"{k} {label}")

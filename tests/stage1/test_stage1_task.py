@@ -108,16 +108,52 @@ def test_switches_r2_off_and_lazy_interval(base):
   assert m2["r1"] == 0 and m2["r2"] == 0
 
 
+def _softplus(x):
+  return np.logaddexp(0.0, x)
+
+
+# Each kind's (D loss, G loss) written out by hand on float64 logits (r = D(real), f = D(fake)).
+_FORMULAS = {
+    "rpgan": (lambda r, f: _softplus(f - r).mean(), lambda r, f: _softplus(r - f).mean()),
+    "nsgan": (lambda r, f: (_softplus(-r) + _softplus(f)).mean(),
+              lambda r, f: _softplus(-f).mean()),
+    "hinge": (lambda r, f: (np.maximum(0, 1 - r) + np.maximum(0, 1 + f)).mean(),
+              lambda r, f: (-f).mean()),
+    "wgan": (lambda r, f: (f - r).mean(), lambda r, f: (-f).mean()),
+}
+
+
 @pytest.mark.parametrize("kind", ["hinge", "nsgan", "wgan"])
-def test_loss_switch(base, kind):
+def test_loss_switch(base, kind, monkeypatch):
+  """The step's d_loss / g_loss are `kind`'s formulas on the logits its D really produced.
+
+  The logits are captured from inside the compiled step (a debug callback at the loss), so a
+  switch that were ignored (every kind trained as rpgan) or a formula slip fails here.
+  """
+  from fabgen.gan import losses  # pylint: disable=g-import-not-at-top
+  seen = {}
+
+  def spy(name, fn):
+    def wrapped(k, real, fake, weights=None):
+      assert weights is None
+      jax.debug.callback(lambda r, f: seen.__setitem__(name, (k, np.asarray(r, np.float64),
+                                                              np.asarray(f, np.float64))),
+                         real, fake)
+      return fn(k, real, fake, weights)
+    return wrapped
+
+  monkeypatch.setattr(losses, "d_loss", spy("d", losses.d_loss))
+  monkeypatch.setattr(losses, "g_loss", spy("g", losses.g_loss))
   _, batch, state, _, _, ref = base
   task, step = _switched(loss__kind=kind)
-  if kind != "hinge":  # lowering proves the switch traces; one kind also runs (compiles: ~10 s)
-    step.lower(state, batch, jax.random.key(0), jnp.float32(1.0))
-    return
   _, m = _run(step, state, batch, task.config.loss.gamma)
-  assert m["d_loss"] != pytest.approx(ref["d_loss"], rel=1e-3)
-  assert np.isfinite(m["g_loss"]) and m["r1"] > 0
+  for i, (name, metric) in enumerate((("d", "d_loss"), ("g", "g_loss"))):
+    k, real, fake = seen[name]
+    assert k == kind and real.shape == fake.shape and real.std() > 0, (k, real)
+    np.testing.assert_allclose(m[metric], _FORMULAS[kind][i](real, fake), rtol=2e-5, atol=1e-6,
+                               err_msg=f"{kind} {metric}")
+  assert m["d_loss"] != pytest.approx(ref["d_loss"], rel=1e-3)  # not the default rpgan's value
+  assert m["r1"] > 0
 
 
 def test_gamma_grid_in_one_program_equals_separate_runs(base):

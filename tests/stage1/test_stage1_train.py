@@ -18,7 +18,8 @@ from fabgen.stage1.generate import Stage1Generator
 
 def _config(steps, cache):
   return config_lib.get("configs/stage1.py:tiny", [
-      f"total_steps={steps}", "checkpoint.every_steps=2", "log_every_steps=1",
+      f"total_steps={steps}", "resume_allow_changes=total_steps",  # the test extends the run
+      "checkpoint.every_steps=2", "log_every_steps=1",
       f"compilation_cache_dir={cache}", "data.max_records=8", "eval.kid_samples=16",
       "eval.num_fabrics=2", "eval.num_draws=2", "checkpoint.asynchronous=False"])
 

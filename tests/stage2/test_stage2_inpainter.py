@@ -1,4 +1,4 @@
-"""Single-stage inpainter: paints only inside its region, D learns, exports and synthesizes."""
+"""Single-stage inpainter: paints only inside its region, D learns, checkpoints and synthesizes."""
 
 import json
 
@@ -34,14 +34,42 @@ def test_generator_changes_nothing_outside_its_region():
   np.testing.assert_array_equal(np.asarray(out)[outside], np.asarray(y)[outside])
 
 
+def _d_accuracy(task, state, batch, key):
+  """(fraction of windows where D scores the real one above G's painted one, mean logit gap).
+
+  Per window, D's logit map summed: positions whose receptive field misses the painted region
+  score real and fake alike, so only the painted region decides.
+  """
+  y, mask = mask_ops.to_signed(batch["y"]), jnp.asarray(batch["mask"], jnp.float32)
+  cls = jnp.asarray(batch["class_id"])
+  fake = task.generate(state["g"], y, mask, cls, key)
+  d = task.d_fn(state["d"])
+  gap = (d(y, mask, cls) - d(fake, mask, cls)).reshape(y.shape[0], -1).sum(-1)
+  return float(jnp.mean(gap > 0)), float(jnp.mean(gap))
+
+
 def test_train_checkpoint_and_synthesize(tmp_path):
+  """D learns: on a fixed held batch it comes to score real windows above G's painted ones.
+
+  Measured on 2 CPU cores after 30 steps: windows scored right 0/8 -> 8/8, summed logit gap
+  (real - painted) -14.5 -> +5.8. Bars with margin: at least 6/8 right (two windows of slack) and
+  the gap up by more than 10 (half the measured +20.3). The painted set holds a box on every
+  image (8 of 8 measured; the synthesizer places one defect per image).
+  """
   task, config = _task()
   state = task.warm_start(task.init_state(jax.random.key(0)))  # fills the (data-free) mask bank
   step = jax.jit(task.train_step)
   it = iter(task.dataset(0, 1, 0))
-  for i in range(6):
+  held = next(it)
+  before = _d_accuracy(task, state, held, jax.random.key(99))
+  d_losses = []
+  for i in range(30):
     state, metrics = step(state, next(it), jax.random.key(i))
     assert all(np.isfinite(float(v)) for v in metrics.values()), metrics
+    d_losses.append(float(metrics["d_loss"]))
+  after = _d_accuracy(task, state, held, jax.random.key(99))
+  assert after[0] >= 0.75 and after[1] > before[1] + 10, (before, after)
+  assert np.mean(d_losses[-5:]) < np.mean(d_losses[:5]), d_losses
   assert float(metrics["r1"]) > 0
   checkpoint_lib.write(str(tmp_path / "ckpt"), config, state)
   synth = inpainter_synth.InpainterSynthesizer.from_checkpoint(str(tmp_path / "ckpt"))
@@ -51,3 +79,4 @@ def test_train_checkpoint_and_synthesize(tmp_path):
   assert manifest["complete"] and manifest["images"] == 8
   coco = json.load(open(tmp_path / "out" / "annotations.json"))
   assert {a["category_id"] for a in coco["annotations"]} <= {1}
+  assert {a["image_id"] for a in coco["annotations"]} == {im["id"] for im in coco["images"]}

@@ -78,25 +78,28 @@ def test_wrong_checkpoint_kind_is_named(tmp_path):
     base.load("nope", str(tmp_path))
 
 
-def test_cli_reports_unreadable_background(tmp_path, capsys, monkeypatch):
+def test_cli_reads_a_plain_folder_of_backgrounds_and_names_an_unreadable_one(tmp_path, capsys,
+                                                                            monkeypatch):
+  """`--backgrounds FOLDER` of plain images works as the help says; a broken file is named.
+
+  Only the checkpoint is replaced (a one-crop cut-paste bank); the background reading is real.
+  """
   from fabgen.synthesis import cutpaste
   folder = tmp_path / "bgs"
   folder.mkdir()
-  (folder / "broken.png").write_bytes(b"not a png")
-  bank = cutpaste.CutPasteSynthesizer(np.zeros((1, 8, 8, 3), np.uint8),
+  for i in range(2):
+    Image.fromarray(_fabric(i)[:24, :24]).save(folder / f"bg{i}.png")
+  bank = cutpaste.CutPasteSynthesizer(np.full((1, 8, 8, 3), 255, np.uint8),
                                       np.ones((1, 8, 8), np.float32), np.zeros(1, np.int32))
   monkeypatch.setattr(cutpaste.CutPasteSynthesizer, "from_checkpoint",
                       classmethod(lambda cls, ckpt, **kw: bank))
-
-  def fake_open(spec, image_size=None):
-    def get(i):
-      return {"image": np.asarray(Image.open(folder / "broken.png"))}
-    return backgrounds_lib.Backgrounds(get, 1, lambda i: str(folder / "broken.png"), spec,
-                                       image_size=(16, 16))
-  monkeypatch.setattr(backgrounds_lib, "open_backgrounds", fake_open)
-  rc = cli_main.main(["synthesize", "--method", "cutpaste", "--checkpoint", "x",
-                      "--backgrounds", str(folder), "--num", "2", "--out", str(tmp_path / "o")])
-  assert rc == 2
+  args = ["synthesize", "--method", "cutpaste", "--checkpoint", "x", "--backgrounds",
+          str(folder), "--num", "2"]
+  assert cli_main.main(args + ["--out", str(tmp_path / "o")]) == 0, capsys.readouterr().err
+  coco = json.load(open(tmp_path / "o" / "annotations.json"))
+  assert len(coco["images"]) == 2 and coco["annotations"]
+  (folder / "broken.png").write_bytes(b"not a png")
+  assert cli_main.main(args + ["--out", str(tmp_path / "o2")]) == 2
   err = capsys.readouterr().err
   assert "cannot read background" in err and "broken.png" in err
 
@@ -118,3 +121,4 @@ def test_seam_quality_prefers_blended_over_hard_seams():
   assert same["grad_gap"] < 1e-9 and same["band_fd"] < 1e-6
   assert pasted["grad_gap"] > 0.1 and pasted["band_fd"] > same["band_fd"]
   del rng
+

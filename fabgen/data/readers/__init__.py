@@ -14,6 +14,7 @@ entry in `src.skipped`.
 
 from __future__ import annotations
 
+import logging
 import os
 
 from fabgen.data.readers import aitex
@@ -84,4 +85,16 @@ def open_source(spec: str, validate: bool = False) -> Source:
     if subset is not None:
       raise ValueError(f"{spec}: the generic layout has no subsets")
     src = generic.GenericSource(path)
-  return src.validate() if validate else src
+  src = src.validate() if validate else src
+  report_skipped(src)
+  return src
+
+
+def report_skipped(src: Source, first: int = 5) -> None:
+  """Logs what a source skipped at open (count, the first few files and reasons): no data is
+  dropped without a word in training, evaluation and synthesis logs alike."""
+  if src.skipped:
+    shown = "; ".join(f"{p}: {r}" for p, r in src.skipped[:first])
+    more = f" (and {len(src.skipped) - first} more; `fabgen data inspect` lists all)" if len(
+        src.skipped) > first else ""
+    logging.warning("%s: %d files skipped: %s%s", src.name, len(src.skipped), shown, more)

@@ -61,7 +61,8 @@ class AitexSource(base.Source):
     if subset is not None and subset not in SUBSETS:
       raise ValueError(f"{folder}: AITEX subset must be one of {SUBSETS}, got {subset!r}")
     names = base.ClassNames()
-    entries, skipped = [], []
+    index = base.Index(folder)
+    entries, skipped = [], index.skipped
     defect_dir = os.path.join(folder, "Defect_images")
     mask_dir = os.path.join(folder, "Mask_images")
     masks_by_stem: dict[str, list[str]] = {}
@@ -85,16 +86,7 @@ class AitexSource(base.Source):
         if not masks:
           skipped.append((path, f"no mask: expected {os.path.join(mask_dir, stem + '_mask.png')}"))
           continue
-        try:
-          hw = io.image_size(path)
-          bad = [mk for mk in masks if io.image_size(mk) != hw]
-        except io.ReadError as e:
-          skipped.append((e.path, e.reason))
-          continue
-        if bad:
-          for mk in bad:
-            skipped.append((mk, f"wrong-size mask: {io.image_size(mk)} (HxW), its image {path} "
-                                f"is {hw}"))
+        if index.pair(path, masks) is None:
           continue
         entries.append((path, tuple(masks), names.id(class_name(m.group(2))), int(m.group(3))))
     if subset is None:
@@ -107,6 +99,8 @@ class AitexSource(base.Source):
         dirnames.sort()
         for fname in sorted(f for f in filenames if io.is_image_file(f)):
           m = NAME_RE.match(os.path.splitext(fname)[0])
+          if index.size(os.path.join(dirpath, fname)) is None:
+            continue
           entries.append((os.path.join(dirpath, fname), (), -1, int(m.group(3)) if m else -1))
     if not entries and not skipped:
       raise FileNotFoundError(f"{folder}: no AITEX images in Defect_images/ or NoDefect_images/")

@@ -13,6 +13,7 @@ time and moved into `skipped` as well, so that every index then decodes.
 from __future__ import annotations
 
 import collections
+import logging
 import os
 from typing import Any, Sequence
 
@@ -48,6 +49,46 @@ def spread_indices(total: int, count: int) -> list[int]:
   """
   count = max(0, min(int(count), int(total)))
   return [int(i) for i in np.linspace(0, total, count, endpoint=False)] if count else []
+
+
+class Index:
+  """What a folder reader gathers while indexing: `(path, reason)` skips and header checks.
+
+  Every file a reader lists goes through `size` or `pair` before it becomes an entry: the path is
+  confined to the data set folder (symlinks resolved), special files are refused unopened, and
+  the header must decode within PIL's decompression limit. A failure is a skip with its reason.
+  """
+
+  def __init__(self, root: str):
+    self.root = root
+    self.skipped: list[tuple[str, str]] = []
+
+  def skip(self, path: str, reason: str) -> None:
+    self.skipped.append((path, reason))
+
+  def size(self, path: str) -> tuple[int, int] | None:
+    """(height, width) of a confined, readable image header; None (and a skip) otherwise."""
+    try:
+      io.confine(self.root, path)
+      return io.image_size(path)
+    except ReadError as e:
+      self.skip(e.path, e.reason)
+      return None
+
+  def pair(self, image: str, masks: Sequence[str]) -> tuple[int, int] | None:
+    """The image's size if it and all its masks pass `size` and match; None (and skips) else."""
+    hw = self.size(image)
+    if hw is None:
+      return None
+    ok = True
+    for mask in masks:
+      mhw = self.size(mask)
+      if mhw is None:
+        ok = False
+      elif mhw != hw:
+        self.skip(mask, f"wrong-size mask: {mhw} (HxW), its image {image} is {hw}")
+        ok = False
+    return hw if ok else None
 
 
 class Source:
@@ -101,6 +142,33 @@ class Source:
   def get_batch(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
     """Several samples; sources with a vectorized path (FabricSim) override this."""
     return [self[i] for i in indices]
+
+  def get_batch_skipping(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
+    """`get_batch`, except that a sample only a full decode finds broken is replaced.
+
+    The replacement is the next readable index (a deterministic function of the index, so a
+    resumed run reads exactly what an uninterrupted one did); the broken file is counted in
+    `read_failures` (path -> reason) and logged once. Training no longer dies at the same step
+    on every resume because one file in thousands is truncated.
+    """
+    try:
+      return self.get_batch(indices)
+    except ReadError:
+      return [self._read_or_next(int(i)) for i in indices]
+
+  def _read_or_next(self, index: int) -> dict[str, np.ndarray]:
+    failures = self.__dict__.setdefault("read_failures", {})
+    n = len(self)
+    for k in range(n):
+      j = (index + k) % n
+      try:
+        return self[j]
+      except ReadError as e:
+        if e.path not in failures:
+          failures[e.path] = e.reason
+          logging.warning("%s: skipping unreadable sample %d (%s: %s); %d skipped so far",
+                          self.name, j, e.path, e.reason, len(failures))
+    raise ReadError(self.name, f"none of its {n} samples can be read")
 
   def _make(self, image, instance_mask, instance_classes, **kwargs) -> dict[str, np.ndarray]:
     sample, notes = records.make_sample(image, instance_mask, instance_classes, **kwargs)

@@ -38,9 +38,9 @@ def _read_spec(path: str) -> dict:
     raise FileNotFoundError(f"{path}: missing; the generic layout needs classes.json to name the "
                             f"mask values (see fabgen/data/readers/generic.py)")
   try:
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
       spec = json.load(f)
-  except json.JSONDecodeError as e:
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ValueError(f"{path}: not valid JSON ({e})") from e
   if isinstance(spec, list):
     spec = {"mask_type": "class", "classes": {str(i + 1): n for i, n in enumerate(spec)}}
@@ -83,23 +83,19 @@ class GenericSource(base.Source):
     img_dir, mask_dir = os.path.join(folder, "images"), os.path.join(folder, "masks")
     images = {os.path.splitext(n)[0]: os.path.join(img_dir, n) for n in io.list_images(img_dir)}
     masks = {os.path.splitext(n)[0]: os.path.join(mask_dir, n) for n in io.list_images(mask_dir)}
-    entries, skipped = [], []
+    index = base.Index(folder)
+    entries, skipped = [], index.skipped
     for stem, path in sorted(images.items()):
       mask = masks.get(stem)
       if mask is None:
         if self.spec.get("unmasked", "skip") == "good":
-          entries.append((stem, path, None))
+          if index.size(path) is not None:
+            entries.append((stem, path, None))
         else:
           skipped.append((path, f"no mask: expected {os.path.join(mask_dir, stem + '.png')} "
                                 f"(set \"unmasked\": \"good\" in classes.json for defect-free)"))
         continue
-      try:
-        if io.image_size(mask) != io.image_size(path):
-          skipped.append((mask, f"wrong-size mask: {io.image_size(mask)} (HxW), its image {path} "
-                                f"is {io.image_size(path)}"))
-          continue
-      except io.ReadError as e:
-        skipped.append((e.path, e.reason))
+      if index.pair(path, [mask]) is None:
         continue
       entries.append((stem, path, mask))
     skipped += [(m, "mask with no image") for s, m in sorted(masks.items()) if s not in images]

@@ -46,7 +46,8 @@ class MVTecSource(base.Source):
     if subset is not None and subset not in SUBSETS:
       raise ValueError(f"{folder}: MVTec subset must be one of {SUBSETS}, got {subset!r}")
     names = base.ClassNames()
-    entries, skipped = [], []
+    index = base.Index(folder)
+    entries = []
     subsets = SUBSETS if subset is None else (subset,)
     gt_root = os.path.join(folder, "ground_truth")
     used_masks = set()
@@ -61,29 +62,24 @@ class MVTecSource(base.Source):
         for fname in io.list_images(d):
           path = os.path.join(d, fname)
           if defect == "good":
-            entries.append((path, None, -1))
+            if index.size(path) is not None:
+              entries.append((path, None, -1))
             continue
           stem = os.path.splitext(fname)[0]
           mask = os.path.join(gt_root, defect, f"{stem}_mask.png")
-          if not os.path.exists(mask):
-            skipped.append((path, f"no mask: expected {mask}"))
+          if not os.path.lexists(mask):
+            index.skip(path, f"no mask: expected {mask}")
             continue
           used_masks.add(os.path.abspath(mask))
-          try:
-            if io.image_size(mask) != io.image_size(path):
-              skipped.append((mask, f"wrong-size mask: {io.image_size(mask)} (HxW), its image "
-                                    f"{path} is {io.image_size(path)}"))
-              continue
-          except io.ReadError as e:
-            skipped.append((e.path, e.reason))
-            continue
-          entries.append((path, mask, names.id(CLASS_MAP.get(defect, defect))))
+          if index.pair(path, [mask]) is not None:
+            entries.append((path, mask, names.id(CLASS_MAP.get(defect, defect))))
     if "test" in subsets and os.path.isdir(gt_root):
       for defect in sorted(os.listdir(gt_root)):
         for fname in io.list_images(os.path.join(gt_root, defect)):
           mask = os.path.abspath(os.path.join(gt_root, defect, fname))
           if mask not in used_masks:
-            skipped.append((mask, "mask with no image"))
+            index.skip(mask, "mask with no image")
+    skipped = index.skipped
     if not entries and not skipped:
       raise FileNotFoundError(f"{folder}: no MVTec images under train/good or test/<defect>")
     super().__init__(f"mvtec:{os.path.basename(os.path.normpath(folder))}", entries,
