@@ -16,17 +16,89 @@ import jax.numpy as jnp
 from flax import nnx
 
 
+class KeyGen:
+  """A plain-Python key stream for parameter init: `keys()` -> fold_in(key, n), n = 1, 2, ...
+
+  Used instead of `nnx.Rngs` because an Rngs counter updated under `eval_shape`/`jit` costs a
+  scan of the whole trace per call in this JAX/flax (quadratic: 15 s for the tiny U-Net, far
+  more at SD-2 size); fold_in on a Python counter is free and equally deterministic.
+  """
+
+  def __init__(self, key):
+    self.key = jax.random.key(key) if isinstance(key, int) else key
+    self.count = 0
+
+  def __call__(self):
+    self.count += 1
+    return jax.random.fold_in(self.key, self.count)
+
+  params = __call__
+
+
+class Conv(nnx.Module):
+  """NHWC conv with an HWIO `kernel` and a `bias` (torch Conv2d semantics, explicit padding)."""
+
+  def __init__(self, cin, cout, k, stride, padding, *, rngs: KeyGen):
+    self.kernel = nnx.Param(nnx.initializers.lecun_normal()(rngs(), (k, k, cin, cout)))
+    self.bias = nnx.Param(jnp.zeros((cout,)))
+    self.stride, self.padding = stride, padding
+
+  def __call__(self, x):
+    y = jax.lax.conv_general_dilated(
+        x, self.kernel[...].astype(x.dtype), (self.stride, self.stride), self.padding,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y + self.bias[...].astype(x.dtype)
+
+
+class GroupNorm(nnx.Module):
+  """torch GroupNorm over NHWC (contiguous channel groups), f32 statistics."""
+
+  def __init__(self, c, groups, eps):
+    if c % groups:
+      raise ValueError(f"GroupNorm: {c} channels are not divisible into {groups} groups")
+    self.scale = nnx.Param(jnp.ones((c,)))
+    self.bias = nnx.Param(jnp.zeros((c,)))
+    self.groups, self.eps = groups, eps
+
+  def __call__(self, x):
+    shape = x.shape
+    g = x.astype(jnp.float32).reshape(shape[0], -1, self.groups, shape[-1] // self.groups)
+    mean = g.mean(axis=(1, 3), keepdims=True)
+    var = jnp.square(g - mean).mean(axis=(1, 3), keepdims=True)
+    y = ((g - mean) * jax.lax.rsqrt(var + self.eps)).reshape(shape)
+    return (y * self.scale[...] + self.bias[...]).astype(x.dtype)
+
+
+class LayerNorm(nnx.Module):
+  def __init__(self, c, eps):
+    self.scale = nnx.Param(jnp.ones((c,)))
+    self.bias = nnx.Param(jnp.zeros((c,)))
+    self.eps = eps
+
+  def __call__(self, x):
+    x32 = x.astype(jnp.float32)
+    mean = x32.mean(-1, keepdims=True)
+    var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+    y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
+    return (y * self.scale[...] + self.bias[...]).astype(x.dtype)
+
+
+class Embed(nnx.Module):
+  def __init__(self, n, d, *, rngs: KeyGen):
+    self.embedding = nnx.Param(0.02 * jax.random.normal(rngs(), (n, d)))
+
+
 class Dense(nnx.Module):
   """y = x W + b (+ (alpha / r) x A B when a LoRA rank is set; B starts at zero)."""
 
   def __init__(self, din: int, dout: int, *, use_bias: bool = True, lora_rank: int = 0,
-               lora_alpha: float = 0.0, rngs: nnx.Rngs):
+               lora_alpha: float = 0.0, rngs: KeyGen):
     init = nnx.initializers.lecun_normal()
-    self.kernel = nnx.Param(init(rngs.params(), (din, dout)))
+    self.kernel = nnx.Param(init(rngs(), (din, dout)))
     self.bias = nnx.Param(jnp.zeros((dout,))) if use_bias else None
     self.lora_scale = (lora_alpha / lora_rank) if lora_rank else 0.0
     if lora_rank:
-      self.lora_a = nnx.Param(nnx.initializers.normal(1.0 / lora_rank)(rngs.params(),
+      self.lora_a = nnx.Param(nnx.initializers.normal(1.0 / lora_rank)(rngs(),
                                                                      (din, lora_rank)))
       self.lora_b = nnx.Param(jnp.zeros((lora_rank, dout)))
     else:
@@ -42,20 +114,22 @@ class Dense(nnx.Module):
     return y
 
 
-def conv(cin: int, cout: int, k: int, rngs: nnx.Rngs, stride: int = 1, padding=None):
+def conv(cin: int, cout: int, k: int, rngs: KeyGen, stride: int = 1, padding=None):
   """A torch-style Conv2d (symmetric padding k // 2 unless given) in NHWC."""
   pad = k // 2 if padding is None else padding
   if isinstance(pad, int):
     pad = ((pad, pad), (pad, pad))
-  return nnx.Conv(cin, cout, (k, k), strides=(stride, stride), padding=pad, rngs=rngs)
+  return Conv(cin, cout, k, stride, pad, rngs=rngs)
 
 
-def group_norm(c: int, groups: int, eps: float, rngs: nnx.Rngs):
-  return nnx.GroupNorm(c, num_groups=groups, epsilon=eps, use_fast_variance=False, rngs=rngs)
+def group_norm(c: int, groups: int, eps: float, rngs=None):
+  del rngs
+  return GroupNorm(c, groups, eps)
 
 
-def layer_norm(c: int, eps: float, rngs: nnx.Rngs):
-  return nnx.LayerNorm(c, epsilon=eps, use_fast_variance=False, rngs=rngs)
+def layer_norm(c: int, eps: float, rngs=None):
+  del rngs
+  return LayerNorm(c, eps)
 
 
 def timestep_embedding(t, dim: int, flip_sin_to_cos: bool = True, freq_shift: float = 0.0,
@@ -71,7 +145,7 @@ def timestep_embedding(t, dim: int, flip_sin_to_cos: bool = True, freq_shift: fl
 
 
 class TimestepEmbedding(nnx.Module):
-  def __init__(self, cin: int, cout: int, *, rngs: nnx.Rngs):
+  def __init__(self, cin: int, cout: int, *, rngs: KeyGen):
     self.linear_1 = Dense(cin, cout, rngs=rngs)
     self.linear_2 = Dense(cout, cout, rngs=rngs)
 
@@ -83,7 +157,7 @@ class ResnetBlock2D(nnx.Module):
   """GroupNorm-SiLU-conv twice, time embedding added between, 1x1 shortcut when widths differ."""
 
   def __init__(self, cin: int, cout: int, temb: int | None, groups: int, eps: float, *,
-               rngs: nnx.Rngs):
+               rngs: KeyGen):
     self.norm1 = group_norm(cin, groups, eps, rngs)
     self.conv1 = conv(cin, cout, 3, rngs)
     self.time_emb_proj = Dense(temb, cout, rngs=rngs) if temb else None
@@ -104,7 +178,7 @@ class ResnetBlock2D(nnx.Module):
 class Downsample2D(nnx.Module):
   """Stride-2 3x3 conv; `padding=0` is the VAE's (0, 1, 0, 1) asymmetric pad."""
 
-  def __init__(self, c: int, padding: int, *, rngs: nnx.Rngs):
+  def __init__(self, c: int, padding: int, *, rngs: KeyGen):
     pad = ((0, 1), (0, 1)) if padding == 0 else padding
     self.conv = conv(c, c, 3, rngs, stride=2, padding=pad)
 
@@ -115,7 +189,7 @@ class Downsample2D(nnx.Module):
 class Upsample2D(nnx.Module):
   """Nearest x2 then 3x3 conv."""
 
-  def __init__(self, c: int, *, rngs: nnx.Rngs):
+  def __init__(self, c: int, *, rngs: KeyGen):
     self.conv = conv(c, c, 3, rngs)
 
   def __call__(self, x):
@@ -140,7 +214,7 @@ class Attention(nnx.Module):
 
   def __init__(self, dim: int, heads: int, context_dim: int | None = None, *,
                qkv_bias: bool = False, group_norm_groups: int = 0, eps: float = 1e-6,
-               lora_rank: int = 0, lora_alpha: float = 0.0, rngs: nnx.Rngs):
+               lora_rank: int = 0, lora_alpha: float = 0.0, rngs: KeyGen):
     self.heads = heads
     ctx = context_dim or dim
     lora = dict(lora_rank=lora_rank, lora_alpha=lora_alpha, rngs=rngs)
@@ -167,7 +241,7 @@ class Attention(nnx.Module):
 
 
 class GEGLU(nnx.Module):
-  def __init__(self, din: int, dout: int, *, rngs: nnx.Rngs):
+  def __init__(self, din: int, dout: int, *, rngs: KeyGen):
     self.proj = Dense(din, dout * 2, rngs=rngs)
 
   def __call__(self, x):
@@ -182,7 +256,7 @@ class NoParams(nnx.Module):
 class FeedForward(nnx.Module):
   """`ff.net.0.proj` (GEGLU) and `ff.net.2`; index 1 is diffusers' dropout (no parameters)."""
 
-  def __init__(self, dim: int, mult: int = 4, *, rngs: nnx.Rngs):
+  def __init__(self, dim: int, mult: int = 4, *, rngs: KeyGen):
     self.net = nnx.List([GEGLU(dim, dim * mult, rngs=rngs), NoParams(),
                          Dense(dim * mult, dim, rngs=rngs)])
 
@@ -194,7 +268,7 @@ class BasicTransformerBlock(nnx.Module):
   """Pre-LN self-attention, cross-attention to the prompt, GEGLU feed-forward."""
 
   def __init__(self, dim: int, heads: int, context_dim: int, *, lora_rank: int = 0,
-               lora_alpha: float = 0.0, rngs: nnx.Rngs):
+               lora_alpha: float = 0.0, rngs: KeyGen):
     lora = dict(lora_rank=lora_rank, lora_alpha=lora_alpha)
     self.norm1 = layer_norm(dim, 1e-5, rngs)
     self.attn1 = Attention(dim, heads, rngs=rngs, **lora)
@@ -219,7 +293,7 @@ class Transformer2DModel(nnx.Module):
   """GroupNorm, linear proj_in, transformer blocks, linear proj_out, residual (SD-2 layout)."""
 
   def __init__(self, dim: int, heads: int, context_dim: int, groups: int, layers: int = 1, *,
-               lora_rank: int = 0, lora_alpha: float = 0.0, rngs: nnx.Rngs):
+               lora_rank: int = 0, lora_alpha: float = 0.0, rngs: KeyGen):
     self.norm = group_norm(dim, groups, 1e-6, rngs)
     self.proj_in = Dense(dim, dim, rngs=rngs)
     self.transformer_blocks = nnx.List([

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from fabgen.diffusion import layers as L
 from fabgen.diffusion import text_encoder as text_lib
 from fabgen.diffusion import unet as unet_lib
 from fabgen.diffusion import vae as vae_lib
@@ -160,7 +161,7 @@ def load_unet(folder: str, **extra) -> unet_lib.UNet2DConditionModel:
   """`folder/unet` -> a loaded UNet2DConditionModel (`extra`: lora_rank, remat, ...)."""
   sub = os.path.join(folder, "unet")
   model = nnx.eval_shape(lambda: unet_lib.UNet2DConditionModel(
-      unet_config(read_config(sub), **extra), rngs=nnx.Rngs(0)))
+      unet_config(read_config(sub), **extra), rngs=L.KeyGen(0)))
   model = _materialise(model)
   tensors, source = read_safetensors(sub)
   return assign(model, tensors, source)
@@ -169,7 +170,7 @@ def load_unet(folder: str, **extra) -> unet_lib.UNet2DConditionModel:
 def load_vae(folder: str) -> vae_lib.AutoencoderKL:
   sub = os.path.join(folder, "vae")
   model = _materialise(nnx.eval_shape(lambda: vae_lib.AutoencoderKL(
-      vae_config(read_config(sub)), rngs=nnx.Rngs(0))))
+      vae_config(read_config(sub)), rngs=L.KeyGen(0))))
   tensors, source = read_safetensors(sub)
   return assign(model, tensors, source)
 
@@ -177,7 +178,7 @@ def load_vae(folder: str) -> vae_lib.AutoencoderKL:
 def load_text_encoder(folder: str, **extra) -> text_lib.CLIPTextModel:
   sub = os.path.join(folder, "text_encoder")
   model = _materialise(nnx.eval_shape(lambda: text_lib.CLIPTextModel(
-      text_config(read_config(sub), **extra), rngs=nnx.Rngs(0))))
+      text_config(read_config(sub), **extra), rngs=L.KeyGen(0))))
   tensors, source = read_safetensors(sub)
   if not any(k.startswith("text_model.") for k in tensors):  # transformers v5 drops the prefix
     tensors = {"text_model." + k: v for k, v in tensors.items()}

@@ -45,8 +45,8 @@ def _act(name):
 
 class Embeddings(nnx.Module):
   def __init__(self, cfg: TextConfig, *, rngs):
-    self.token_embedding = nnx.Embed(cfg.vocab_size, cfg.hidden_size, rngs=rngs)
-    self.position_embedding = nnx.Embed(cfg.max_position_embeddings, cfg.hidden_size, rngs=rngs)
+    self.token_embedding = L.Embed(cfg.vocab_size, cfg.hidden_size, rngs=rngs)
+    self.position_embedding = L.Embed(cfg.max_position_embeddings, cfg.hidden_size, rngs=rngs)
 
 
 class SelfAttention(nnx.Module):
@@ -100,7 +100,7 @@ class TextTransformer(nnx.Module):
 class CLIPTextModel(nnx.Module):
   """ids [B, N] int -> last_hidden_state [B, N, D] (causal attention, pre-LN)."""
 
-  def __init__(self, cfg: TextConfig, *, rngs: nnx.Rngs):
+  def __init__(self, cfg: TextConfig, *, rngs: L.KeyGen):
     self.cfg = cfg
     self.text_model = TextTransformer(cfg, rngs=rngs)
 

@@ -118,7 +118,7 @@ class MidBlock(nnx.Module):
 class UNet2DConditionModel(nnx.Module):
   """eps_theta(x_t, t, prompt states); inputs NHWC."""
 
-  def __init__(self, cfg: UNetConfig, *, rngs: nnx.Rngs):
+  def __init__(self, cfg: UNetConfig, *, rngs: L.KeyGen):
     self.cfg = cfg
     ch = cfg.block_out_channels
     temb = ch[0] * 4

@@ -114,7 +114,7 @@ class Decoder(nnx.Module):
 class AutoencoderKL(nnx.Module):
   """encode -> (mean, logvar) of the unscaled latent; decode(unscaled latent) -> image."""
 
-  def __init__(self, cfg: VAEConfig, *, rngs: nnx.Rngs):
+  def __init__(self, cfg: VAEConfig, *, rngs: L.KeyGen):
     self.cfg = cfg
     z = cfg.latent_channels
     self.encoder = Encoder(cfg, rngs=rngs)
