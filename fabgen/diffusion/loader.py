@@ -112,7 +112,10 @@ def assign(model: nnx.Module, tensors: Mapping[str, np.ndarray], source: str,
 
 
 def read_config(folder: str) -> dict[str, Any]:
-  path = os.path.join(folder, "config.json")
+  return read_config_file(os.path.join(folder, "config.json"))
+
+
+def read_config_file(path: str) -> dict[str, Any]:
   try:
     with open(path) as f:
       return json.load(f)

@@ -14,6 +14,8 @@ TASKS: dict[str, str] = {
     "fusion": "fabgen.stage2.task:FusionTask",
     "r3gan_inpaint": "fabgen.stage2.single_stage_task:SingleStageTask",
     "detector": "fabgen.detector.task:DetectorTask",
+    "diffusion": "fabgen.diffusion.pretrain_task:DiffusionTask",
+    "defectfill": "fabgen.diffusion.defectfill_task:DefectFillTask",
 }
 
 
