@@ -28,9 +28,9 @@ def partition(tree: dict, trainable: Callable[[tuple], bool]) -> tuple[dict, dic
     t, f = {}, {}
     for k, v in node.items():
       a, b = walk(v, path + (k,))
-      if a is not None and a != {}:
+      if a is not None and not (isinstance(a, dict) and not a):
         t[k] = a
-      if b is not None and b != {}:
+      if b is not None and not (isinstance(b, dict) and not b):
         f[k] = b
     return t, f
   return walk(tree, ())
