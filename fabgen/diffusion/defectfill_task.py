@@ -186,10 +186,23 @@ class DefectFillTask(Task):
     return {"train": state["train"]}
 
   # ---- inference --------------------------------------------------------------------------
+  def base_model(self) -> model_lib.LatentDiffusion:
+    """The same networks without LoRA pairs (what merged weights run in)."""
+    if not self.use_lora:
+      return self.model
+    if getattr(self, "_base_model", None) is None:
+      m = self.config.model.copy_and_resolve_references()
+      with m.unlocked():
+        m.lora_rank, m.lora_alpha = 0, 0.0
+      self._base_model = model_lib.LatentDiffusion(m, self.config.precision)
+    return self._base_model
+
   def inference_params(self, state, merge_lora: bool = True):
-    """({"unet", "vae", "text"}, v_star) for sampling; LoRA folded into the kernels."""
+    """(model, {"unet", "vae", "text"}, v_star) for sampling; with `merge_lora` the LoRA pairs
+    are folded into the kernels and the model is the rank-0 one (one matmul per projection)."""
     params, v_star = self.params(state["train"], state["frozen"])
     if self.use_lora and merge_lora:
       r, a = int(self.config.model.lora_rank), float(self.config.model.lora_alpha)
       params = {k: lora_lib.merge(v, r, a) for k, v in params.items()}
-    return params, v_star
+      return self.base_model(), params, v_star
+    return self.model, params, v_star

@@ -83,7 +83,7 @@ SYNTHESIZERS: dict[str, str] = {
     "cutpaste": "fabgen.synthesis.cutpaste:CutPasteSynthesizer",
     "r3gan": "fabgen.synthesis.r3gan:R3GANSynthesizer",
     # Later methods plug in here (or via `register`) with the same interface:
-    "defectfill": "fabgen.diffusion.synthesizer:DefectFillSynthesizer",
+    "defectfill": "fabgen.synthesis.defectfill:DefectFillSynthesizer",
     "dgt": "fabgen.dgt.synthesizer:DGTSynthesizer",
 }
 
