@@ -2,6 +2,8 @@
 and inpainting sampling images/s (DDIM + guidance), through the shared harness.
 
   python -m benchmarks.bench_diffusion --variant tiny [--task diffusion|defectfill] [--steps 5]
+  XLA_FLAGS=--xla_force_host_platform_device_count=16 python -m benchmarks.bench_diffusion \
+      --variant sd2 --compile-only --mesh data=4,fsdp=4 --batch 16   # SD-2 memory per device
   python -m benchmarks.bench_diffusion --variant sd2 --task defectfill --batch 4 \
       --sample-steps 50 --json out/bench_diffusion_sd2.json     # on an accelerator
 
@@ -66,6 +68,8 @@ def main(argv=None):
   parser.add_argument("--sample-steps", type=int, default=50, help="0 = no sampling benchmark")
   parser.add_argument("--mesh", default="")
   parser.add_argument("--remat", action="store_true")
+  parser.add_argument("--compile-only", action="store_true",
+                      help="AOT-compile the train step for --mesh; report memory per device")
   parser.add_argument("--json", default=None)
   args = parser.parse_args(argv)
   name = "diffusion" if args.task == "diffusion" else "defectfill"
@@ -76,6 +80,10 @@ def main(argv=None):
   batch = synthetic_batch(config.batch_size, int(config.data.image_size))
   from fabgen.platform import registry  # pylint: disable=g-import-not-at-top
   task = registry.get_task_class(config.task)(config)
+  if args.compile_only:
+    result = harness.aot_compile(config, task=task, batch=batch)
+    print({k: v for k, v in result.items()})
+    return result
   result = harness.benchmark_task(config, steps=args.steps, batch=batch, task=task,
                                   json_path=None, label=f"{name}:{args.variant}")
   if args.sample_steps:

@@ -33,7 +33,8 @@ def test_pretrain_defectfill_resume_and_synthesize(tmp_path):
   c = shrink(config_lib.load_config("configs/diffusion.py:tiny,steps=4"), size=32)
   with c.unlocked():
     c.data.max_records = 24
-  out = trainer.train(c, pre)
+  one = jax.devices()[:1]
+  out = trainer.train(c, pre, devices=one)
   assert np.isfinite(out["loss/diffusion"])
 
   def df_config():
@@ -46,12 +47,12 @@ def test_pretrain_defectfill_resume_and_synthesize(tmp_path):
     return d
 
   full = str(tmp_path / "full")
-  trainer.train(df_config(), full)
+  trainer.train(df_config(), full, devices=one)
   part = str(tmp_path / "part")
   stop = faults.StopSignal()
   stop.request()
-  assert trainer.train(df_config(), part, stop=stop)["step"] == 1
-  trainer.train(df_config(), part)
+  assert trainer.train(df_config(), part, stop=stop, devices=one)["step"] == 1
+  trainer.train(df_config(), part, devices=one)
   for key in ("train/loss/def", "train/loss/obj", "train/loss/attn"):
     a, b = _losses(full, key), _losses(part, key)
     assert all(np.isfinite(v) for v in a.values())
