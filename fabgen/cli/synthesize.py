@@ -23,7 +23,7 @@ import sys
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--method", required=True,
-                      help="multistage | cutpaste | inpainter (or any registered method)")
+                      help="multistage | cutpaste | inpainter | defectfill (or any registered method)")
   parser.add_argument("--checkpoint", required=True, help="what the method loads (see above)")
   parser.add_argument("--backgrounds", required=True, help="defect-free images of the fabric")
   parser.add_argument("--num", type=int, required=True, help="number of images to write")

@@ -20,6 +20,8 @@ TASKS: dict[str, str] = {
     "fusion": "fabgen.stage2.fusion_task:FusionTask",
     "inpainter": "fabgen.stage2.inpainter_task:InpainterTask",
     "detector": "fabgen.detector.task:DetectorTask",
+    "diffusion": "fabgen.diffusion.pretrain_task:DiffusionTask",
+    "defectfill": "fabgen.diffusion.defectfill_task:DefectFillTask",
 }
 
 GRID_TASK = "fabgen.gan.grid_task:GridTask"

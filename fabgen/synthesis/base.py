@@ -84,6 +84,7 @@ SYNTHESIZERS: dict[str, str] = {
     "multistage": "fabgen.synthesis.multistage:MultistageSynthesizer",
     "cutpaste": "fabgen.synthesis.cutpaste:CutPasteSynthesizer",
     "inpainter": "fabgen.synthesis.inpainter:InpainterSynthesizer",
+    "defectfill": "fabgen.synthesis.defectfill:DefectFillSynthesizer",
     # Later methods add one line here (or call `register`) with the same interface.
 }
 
