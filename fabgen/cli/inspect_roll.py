@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="one score threshold for every class (default: calibrated, else 0.5)")
   parser.add_argument("--max-points", type=float, default=40.0,
                       help="acceptance limit in points per 100 yd^2 (a contract term)")
-  parser.add_argument("--overlap", type=int, default=64, help="tile overlap")
+  parser.add_argument("--overlap", type=int, default=None,
+                      help="tile overlap in px (default: a quarter of the tile, at most 64)")
   parser.add_argument("--batch-size", type=int, default=8)
 
 
@@ -63,11 +64,12 @@ def run(args: argparse.Namespace) -> int:
   except (OSError, ValueError, ReadError) as e:
     return err(e)
   names = dict(zip(info["class_ids"], info["class_names"]))
+  overlap = args.overlap if args.overlap is not None else min(64, min(info["tile"]) // 4)
   print(f"{len(args.strips)} strips = {web.length_m:.3f} m x {web.inspected_width_m:.3f} m "
         f"inspected of a {web.width_m} m web; {how}", flush=True)
   try:
     report = roll.inspect_roll(predict_fn, lambda k: read_image(args.strips[k]), len(args.strips),
-                               web, names, by_label, info["tile"], args.overlap, args.batch_size,
+                               web, names, by_label, info["tile"], overlap, args.batch_size,
                                args.max_points, log=lambda line: print(line, flush=True))
   except (OSError, ValueError, ReadError) as e:
     return err(e)

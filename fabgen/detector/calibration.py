@@ -3,9 +3,8 @@
 An inspection line states what it tolerates as "false alarms per image", "per metre of web" or
 "per 100 m^2"; the detector's scores mean nothing to the operator. On images of good product
 every detection is a false alarm, so the budget is a count: `rate x (images, metres or m^2 of
-the calibration set)`. That total is shared equally among the detector's classes (a remainder
-goes to the classes whose next false alarm scores highest, where one more alarm buys the largest
-drop of the threshold), and each class's threshold is set just above its (n_c + 1)-th highest
+the calibration set)`. That total is shared equally among the detector's classes (`allocate`:
+a class that needs less than its share hands the rest to the others), and each class's threshold is set just above its (n_c + 1)-th highest
 false-alarm score, so exactly n_c of its false alarms remain on the calibration set. No
 detector's score distribution is assumed: on held-out good images of the same fabric the count
 is, in expectation, at or below the budget (`tests/detector/test_calibration.py` checks it
@@ -64,19 +63,31 @@ def parse_budget(text: str) -> Budget:
 
 
 def allocate(total: int, scores_by_class: Mapping[int, np.ndarray]) -> dict[int, int]:
-  """Alarms allowed per class: an equal share of `total`, the remainder where it matters most."""
-  classes = list(scores_by_class)
-  if not classes:
-    return {}
-  base, rest = divmod(max(int(total), 0), len(classes))
-  allowed = {c: base for c in classes}
+  """Alarms allowed per class: equal shares of `total`, re-shared where a class needs fewer.
 
-  def next_score(c):
-    s = np.sort(np.asarray(scores_by_class[c]))[::-1]
-    return s[allowed[c]] if allowed[c] < len(s) else -math.inf
-
-  for c in sorted(classes, key=next_score, reverse=True)[:rest]:
-    allowed[c] += 1
+  A class with fewer false alarms than its share (one that rarely fires on good product) keeps
+  what it has and hands the rest back; the rest is shared equally among the others, and a last
+  remainder smaller than their number goes one each to the classes whose next false alarm
+  scores highest (where one more alarm buys the largest drop of the threshold).
+  """
+  counts = {c: len(np.asarray(s)) for c, s in scores_by_class.items()}
+  allowed = {c: 0 for c in counts}
+  remaining = max(int(total), 0)
+  while remaining > 0:
+    active = [c for c in counts if allowed[c] < counts[c]]
+    if not active:
+      break
+    base, rest = divmod(remaining, len(active))
+    if base == 0:
+      def next_score(c):
+        return np.sort(np.asarray(scores_by_class[c]))[::-1][allowed[c]]
+      for c in sorted(active, key=next_score, reverse=True)[:rest]:
+        allowed[c] += 1
+      break
+    for c in active:
+      give = min(base, counts[c] - allowed[c])
+      allowed[c] += give
+      remaining -= give
   return allowed
 
 

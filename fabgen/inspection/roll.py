@@ -57,13 +57,15 @@ def inspect_roll(predict_fn: infer.PredictFn, strips: Sequence[np.ndarray] | Cal
   read = strips if callable(strips) else (lambda k: strips[k])
   n = len(strips) if num_strips is None else int(num_strips)
   dets = []
+  # The tiler's score floor must not drop what a (low) calibrated threshold keeps.
+  floor = min([0.05, *by_label.values()])
   t0 = time.perf_counter()
   for k in range(n):
     strip = np.asarray(read(k))
     if strip.shape[:2] != (web.strip_heights[k], web.strip_width):
       raise ValueError(f"strip {k} is {strip.shape[0]}x{strip.shape[1]}, expected "
                        f"{web.strip_heights[k]}x{web.strip_width}")
-    pred = infer.tiled_predict(predict_fn, strip, tile, overlap, batch_size)
+    pred = infer.tiled_predict(predict_fn, strip, tile, overlap, batch_size, score_floor=floor)
     pred.pop("seg_probs", None)
     dets.append(thresholds_lib.apply(pred, by_label))
     if log:
