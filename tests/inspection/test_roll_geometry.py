@@ -5,6 +5,7 @@ import pytest
 
 from fabgen.inspection import grading
 from fabgen.inspection import roll
+from fabgen.inspection import synthetic_roll
 from fabgen.inspection import web as web_lib
 
 NAMES = {0: "color_spot", 3: "broken_end", 5: "white_stripe"}
@@ -70,78 +71,17 @@ def test_strips_wider_than_the_web_are_an_error():
     web_lib.Web((10,), 4096, pitch_mm=0.5, width_m=1.6)
 
 
-def _fabricsim_web(num_images=6, seed=0):
-  """Tiny FabricSim images with defects stacked along the web, with their instances' boxes."""
-  from fabgen.data.fabricsim import FabricSim  # pylint: disable=g-import-not-at-top
-  sim = FabricSim("tiny", seed=seed)
-  classes = [0, 3, 1, 5, 2, 4][:num_images]
-  # One render at a time: the single-image program is the one every FabricSim test compiles.
-  outs = [sim.render(i % 4, i + 100, c) for i, c in enumerate(classes)]
-  images = np.stack([np.asarray(o["image"]) for o in outs])
-  masks = np.stack([np.asarray(o["instance_mask"]) for o in outs])
-  inst_class = np.stack([np.asarray(o["instance_class"]) for o in outs])
-  size = images.shape[1]
-  web_image = np.concatenate(list(images), 0)
-  labels = np.zeros((num_images * size, size), np.int64)  # web-unique instance ids
-  gt = []
-  for i in range(num_images):
-    for j in np.unique(masks[i]):
-      if j == 0:
-        continue
-      uid = len(gt) + 1
-      ys, xs = np.nonzero(masks[i] == j)
-      labels[i * size:(i + 1) * size][masks[i] == j] = uid
-      gt.append({"uid": uid, "class_id": int(inst_class[i, j - 1]),
-                 "box": (xs.min(), ys.min() + i * size, xs.max() + 1, ys.max() + 1 + i * size)})
-  return web_image, labels, gt
-
-
-def _expected_defects(gt):
-  """Instances of one class whose boxes overlap are one defect to a box detector: join them."""
-  groups = [dict(g, box=tuple(int(v) for v in g["box"])) for g in gt]
-  joined = True
-  while joined:
-    joined = False
-    for a in range(len(groups)):
-      for b in range(a + 1, len(groups)):
-        ga, gb = groups[a], groups[b]
-        (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = ga["box"], gb["box"]
-        if ga["class_id"] == gb["class_id"] and ax0 < bx1 and bx0 < ax1 and ay0 < by1 and by0 < ay1:
-          ga["box"] = (min(ax0, bx0), min(ay0, by0), max(ax1, bx1), max(ay1, by1))
-          del groups[b]
-          joined = True
-          break
-      if joined:
-        break
-  return groups
-
-
-def _oracle_strip_detections(labels, gt, strip_h):
-  """What a perfect detector reports per strip: each instance's box within the strip."""
-  dets = []
-  for y0 in range(0, labels.shape[0], strip_h):
-    part = labels[y0:y0 + strip_h]
-    boxes, cls = [], []
-    for g in gt:
-      ys, xs = np.nonzero(part == g["uid"])
-      if len(ys):
-        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
-        cls.append(g["class_id"])
-    dets.append(_dets(boxes, cls))
-  return dets
-
-
 def test_synthetic_fabricsim_roll_positions_and_joins():
   """A roll of FabricSim strips with known defects: every defect comes back once, where it is."""
-  web_image, labels, gt = _fabricsim_web()
+  web_image, labels, gt = synthetic_roll.build_web("tiny", rows=6, cols=1)
   strip_h, pitch = 40, 0.25  # 40-row strips cut through the 64-px images' defects
-  heights = tuple(min(strip_h, web_image.shape[0] - y) for y in range(0, web_image.shape[0], strip_h))
+  heights = synthetic_roll.strip_heights(web_image.shape[0], strip_h)
   web = web_lib.Web(heights, web_image.shape[1], pitch_mm=pitch, width_m=0.02)
   boundaries = np.cumsum(heights)[:-1]
-  expected = _expected_defects(gt)
+  expected = synthetic_roll.expected_defects(gt)
   crossing = [g for g in expected if any(g["box"][1] < b < g["box"][3] for b in boundaries)]
   assert len(expected) >= 5 and len(crossing) >= 2, "the roll must have defects across strips"
-  report = roll.inspect_detections(_oracle_strip_detections(labels, gt, strip_h), web,
+  report = roll.inspect_detections(synthetic_roll.oracle_detections(labels, gt, strip_h), web,
                                    {c: f"c{c}" for c in range(6)})
   got = report["defects"]
   assert len(got) == len(expected)
