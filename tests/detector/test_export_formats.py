@@ -49,9 +49,17 @@ def _check_export(ckpt, task, state, out, fmt):
   np.testing.assert_allclose(got["seg_probs"], np.asarray(want["seg_probs"]), atol=1e-4)
 
 
-def test_savedmodel_export_matches_training_code(tiny_checkpoint, tmp_path):
+def test_savedmodel_export_matches_training_code(tiny_checkpoint, tmp_path, capsys):
   ckpt, task, state = tiny_checkpoint
   _check_export(ckpt, task, state, str(tmp_path / "sm"), "savedmodel")
+  # fabgen detect runs from the export, with the thresholds from its metadata.
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from fabgen.cli import main as cli  # pylint: disable=g-import-not-at-top
+  Image.fromarray(export.parity_images(1, 64, 64)[0]).save(tmp_path / "x.png")
+  assert cli.main(["detect", "--checkpoint", str(tmp_path / "sm"), str(tmp_path / "x.png"),
+                   "--out", str(tmp_path / "dets")]) == 0
+  assert "per-class thresholds from" in capsys.readouterr().out
+  assert os.path.isfile(tmp_path / "dets" / "detections.json")
 
 
 @pytest.mark.skipif(export_onnx.available() is not None,
@@ -105,3 +113,25 @@ def test_fixed_batch_wrapper_takes_any_batch():
   x = np.arange(6 * 2 * 2 * 3).reshape(6, 2, 2, 3)
   np.testing.assert_array_equal(fn(x)["y"], x.sum(axis=(1, 2, 3)))
   assert calls == [4, 4]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("variant", ["small", "base"])
+def test_savedmodel_export_of_small_and_base_detectors(variant, tmp_path):
+  """The real sizes (freshly initialized: parity does not depend on training) pass parity."""
+  import detector_fixtures  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import (repo root on sys.path)
+  from configs import detector as detector_config  # pylint: disable=g-import-not-at-top
+  from fabgen.detector import task as task_lib  # pylint: disable=g-import-not-at-top
+  from fabgen.synthesis import restore  # pylint: disable=g-import-not-at-top
+  config = detector_config.get_config(variant)
+  task = task_lib.DetectorTask(config)
+  state = jax.jit(task.init_state)(jax.random.key(0))
+  ckpt = str(tmp_path / "det")
+  restore.export_task(ckpt, config, {"step": state["step"], "params": state["params"]})
+  out = str(tmp_path / "sm")
+  export.export_detector(ckpt, out, fmt="savedmodel", batch=1, parity_count=2)
+  meta = json.load(open(os.path.join(out, export.META)))
+  print(variant, {k: v for k, v in meta["parity"].items() if k.endswith("diff")})
+  for key, tol in export.TOLERANCES.items():
+    assert meta["parity"][f"{key}_max_abs_diff"] <= tol
+  assert meta["parity"]["labels_disagree"] == 0
