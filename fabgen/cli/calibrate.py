@@ -52,18 +52,18 @@ def run(args: argparse.Namespace) -> int:
       return err(f"--false-alarms {budget} needs --pitch-mm (mm per pixel)")
     if not 0.0 <= args.floor < 1.0:
       return err(f"--floor {args.floor} is not in [0, 1)")
-    predict_fn, info = infer.load_predictor(args.checkpoint)
     good = open_source(args.good)
     good_idx = _images(good, args.limit)
     if not good_idx:
       return err(f"--good {args.good!r} has no images")
     samples = [good[i] for i in good_idx]
+    for i, s in zip(good_idx, samples):
+      if np.any(np.asarray(s.get("box_class", [-1])) >= 0):
+        return err(f"--good image {good.path_of(i)} has labelled defects; calibration needs "
+                   f"defect-free images")
+    predict_fn, info = infer.load_predictor(args.checkpoint)
   except (OSError, ValueError) as e:
     return err(e)
-  for i, s in zip(good_idx, samples):
-    if np.any(np.asarray(s.get("box_class", [-1])) >= 0):
-      return err(f"--good image {good.path_of(i)} has labelled defects; calibration needs "
-                 f"defect-free images")
   ids, names = info["class_ids"], info["class_names"]
   print(f"calibrating {args.checkpoint} on {len(samples)} defect-free images of {good.name} "
         f"for {budget} false alarms", flush=True)
