@@ -3,6 +3,8 @@
   fabgen detect --checkpoint runs/detector photos/*.png
   fabgen detect --checkpoint export/ strip_4096x256.png --out detections/ --threshold 0.4
 
+Thresholds: per class from `fabgen calibrate` (<checkpoint>/thresholds.json, or an export's
+metadata) unless --threshold gives one for every class; 0.5 when neither exists.
 --checkpoint: a detector workdir or a `fabgen export` folder. Images of any size (larger ones
 are tiled with overlap and merged). Writes <out>/<name>.detections.png overlays (boxes with class
 and score, segmentation tinted), <out>/detections.json (a COCO results list: image_id,
@@ -23,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--checkpoint", required=True, help="detector workdir or export folder")
   parser.add_argument("images", nargs="+", help="image files")
   parser.add_argument("--out", default="detections", help="output folder")
-  parser.add_argument("--threshold", type=float, default=0.5,
-                      help="score threshold for overlays and the results file")
+  parser.add_argument("--threshold", type=float, default=None,
+                      help="one score threshold for every class (default: the per-class "
+                           "thresholds of `fabgen calibrate` if the checkpoint has them, else 0.5)")
   parser.add_argument("--overlap", type=int, default=64, help="tile overlap for large images")
   parser.add_argument("--batch-size", type=int, default=8)
 
@@ -53,12 +56,15 @@ def run(args: argparse.Namespace) -> int:
   from fabgen.data.readers.images import ReadError, read_image  # pylint: disable=g-import-not-at-top
   from fabgen.data import drawing  # pylint: disable=g-import-not-at-top
   from fabgen.detector import coco_eval, infer  # pylint: disable=g-import-not-at-top
+  from fabgen.detector import thresholds as thresholds_lib  # pylint: disable=g-import-not-at-top
   try:
     predict_fn, info = infer.load_predictor(args.checkpoint)
+    by_label, how = thresholds_lib.resolve(args.threshold, info)
     images = [read_image(p) for p in args.images]
   except (OSError, ValueError, ReadError) as e:
     print(f"fabgen detect: error: {e}", file=sys.stderr)
     return 2
+  print(how, flush=True)
   from fabgen.platform import files  # pylint: disable=g-import-not-at-top
   os.makedirs(args.out, exist_ok=True)
   json_outputs = [os.path.join(args.out, n) for n in ("detections.json", "images.json")]
@@ -78,17 +84,17 @@ def run(args: argparse.Namespace) -> int:
   lut = np.asarray([0] + [c + 1 for c in info["class_ids"]])
   for image_id, (path, image, pred, overlay_path) in enumerate(
       zip(args.images, images, preds, overlays), start=1):
+    pred = thresholds_lib.apply(pred, by_label)
     seg = lut[np.argmax(pred["seg_probs"], -1)] if "seg_probs" in pred else None
     overlay = drawing.draw_detections(image, pred["boxes"], pred["scores"], pred["labels"],
-                                    all_names, args.threshold, seg_map=seg)
+                                      all_names, 0.0, seg_map=seg)
     overlay.save(overlay_path, format="PNG")
-    dets = coco_eval.results_for_image(image_id, pred["boxes"], pred["scores"], pred["labels"],
-                                       args.threshold)
+    dets = coco_eval.results_for_image(image_id, pred["boxes"], pred["scores"], pred["labels"])
     results += dets
     table.append({"id": image_id, "file_name": os.path.abspath(path),
                   "overlay": os.path.abspath(overlay_path), "height": image.shape[0],
                   "width": image.shape[1]})
-    print(f"{files.printable(path)}: {len(dets)} detections >= {args.threshold}", flush=True)
+    print(f"{files.printable(path)}: {len(dets)} detections", flush=True)
   cats = [{"id": c, "name": n} for c, n in zip(info["class_ids"], names)]
   files.write_json_atomic(json_outputs[0], results, indent=1)
   files.write_json_atomic(json_outputs[1], {"images": table, "categories": cats}, indent=1)

@@ -21,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--data", required=True, help="labelled data source (reader spec/folder)")
   parser.add_argument("--out", default=None,
                       help="report folder (default: <checkpoint>/eval/<data>)")
-  parser.add_argument("--threshold", type=float, default=0.5, help="score threshold of the table")
+  parser.add_argument("--threshold", type=float, default=None,
+                      help="one score threshold for the table (default: the per-class thresholds "
+                           "of `fabgen calibrate` if the checkpoint has them, else 0.5)")
   parser.add_argument("--fabric", type=int, default=None,
                       help="FabricSim sources: only records of this fabric id")
   parser.add_argument("--limit", type=int, default=None,
@@ -50,8 +52,10 @@ def run(args: argparse.Namespace) -> int:
   from fabgen.adapt import evaluation  # pylint: disable=g-import-not-at-top
   from fabgen.data.readers import open_source  # pylint: disable=g-import-not-at-top
   from fabgen.detector import infer  # pylint: disable=g-import-not-at-top
+  from fabgen.detector import thresholds as thresholds_lib  # pylint: disable=g-import-not-at-top
   try:
     predict_fn, info = infer.load_predictor(args.checkpoint)
+    by_label, how = thresholds_lib.resolve(args.threshold, info)
     source = open_source(args.data)
     indices = select_indices(source, args.fabric, args.limit)
   except (OSError, ValueError) as e:
@@ -60,12 +64,30 @@ def run(args: argparse.Namespace) -> int:
   out = args.out or os.path.join(args.checkpoint, "eval", re.sub(r"[^\w.-]+", "_", args.data))
   print(f"evaluating {args.checkpoint} on {source.name} ({len(indices)} images, tile "
         f"{info['tile'][0]}x{info['tile'][1]})", flush=True)
-  ev, _ = evaluation.evaluate(predict_fn, source, threshold=args.threshold, tile=info["tile"],
+  threshold = args.threshold if args.threshold is not None else thresholds_lib.DEFAULT
+  if args.threshold is None and info.get("thresholds"):
+    # Per-class thresholds: scores are remapped per class so that each threshold lands on 0.5
+    # (monotone per class: AP, PR curves and mAP are unchanged), and the table is taken at 0.5.
+    threshold, raw_fn = 0.5, predict_fn
+    predict_fn = lambda images: _rescaled(raw_fn(images), by_label)  # noqa: E731
+    how += " (table scores rescaled per class so each threshold is 0.5)"
+  print(how, flush=True)
+  ev, _ = evaluation.evaluate(predict_fn, source, threshold=threshold, tile=info["tile"],
                               overlap=args.overlap, batch_size=args.batch_size, indices=indices,
                               seg_class_ids=info["class_ids"],
                               log=lambda line: print(line, flush=True))
-  evaluation.write_report(ev, out, title=f"{args.checkpoint} on {source.name}")
+  evaluation.write_report(ev, out, title=f"{args.checkpoint} on {source.name}; {how}")
   with open(os.path.join(out, "report.md"), encoding="utf-8") as f:
     print(f.read())
   print(f"wrote {out}/report.json, report.md, confusion_matrix.png, pr_curves.png")
   return 0
+
+
+def _rescaled(out, by_label):
+  """A batch prediction with scores remapped per class (`thresholds.rescale_scores`)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from fabgen.detector import thresholds as thresholds_lib  # pylint: disable=g-import-not-at-top
+  out = {k: np.asarray(v) for k, v in out.items()}
+  scores = thresholds_lib.rescale_scores(out["scores"], out["labels"], by_label)
+  out["scores"] = scores.reshape(out["scores"].shape).astype(np.float32)
+  return out

@@ -35,6 +35,7 @@ import numpy as np
 from fabgen.data import tiling
 from fabgen.detector import export
 from fabgen.detector import metrics
+from fabgen.detector import thresholds as thresholds_lib
 
 PredictFn = Callable[[np.ndarray], Mapping[str, Any]]
 
@@ -229,15 +230,23 @@ def load_predictor(checkpoint: str) -> tuple[PredictFn, dict]:
   """(predict_fn, info) from an exported artifact folder or a detector training workdir.
 
   info holds `class_ids`, `class_names` and `tile` (the input size the detector was trained or
-  exported at), which is what tiling and reporting need.
+  exported at), which is what tiling and reporting need, and `thresholds` (class name -> score,
+  or None): the folder's thresholds.json (`fabgen calibrate`) if present, else an export's
+  metadata; `thresholds_from` says which.
   """
   import os  # pylint: disable=g-import-not-at-top
   if not os.path.isdir(checkpoint):
     raise FileNotFoundError(f"--checkpoint {checkpoint!r} is not a directory (expected a "
                             f"detector workdir or an exported detector)")
+  table = thresholds_lib.load(checkpoint)
+  where = thresholds_lib.path_for(checkpoint)
   if export.is_export_dir(checkpoint):
     det = export.load(checkpoint)
-    return det, {"class_ids": det.class_ids, "class_names": det.class_names, "tile": det.tile}
+    if table is None and det.thresholds:
+      table = thresholds_lib.check_table(det.thresholds, os.path.join(checkpoint, export.META))
+      where = os.path.join(checkpoint, export.META)
+    return det, {"class_ids": det.class_ids, "class_names": det.class_names, "tile": det.tile,
+                 "thresholds": table, "thresholds_from": where if table else None}
   import jax  # pylint: disable=g-import-not-at-top
   # Deferred: serving an exported artifact needs no training code; only a workdir imports it.
   from fabgen.data import classes as classes_lib  # pylint: disable=g-import-not-at-top
@@ -249,4 +258,5 @@ def load_predictor(checkpoint: str) -> tuple[PredictFn, dict]:
   class_ids = [int(c) for c in task.class_ids]
   names = [classes_lib.CLASSES[c] if c < len(classes_lib.CLASSES) else str(c) for c in class_ids]
   fn = lambda images: {k: np.asarray(v) for k, v in predict(state, images).items()}
-  return fn, {"class_ids": class_ids, "class_names": names, "tile": tile}
+  return fn, {"class_ids": class_ids, "class_names": names, "tile": tile, "thresholds": table,
+              "thresholds_from": where if table else None}
