@@ -218,22 +218,28 @@ class DGTTask(Task):
 
   # ---- summaries -------------------------------------------------------------------------------
 
+  def preview(self, params, batch, keys):
+    """(X_fake, DIS heat map in [0, 1], DFC logits) for a batch, with {"g", "dis", "dfc"}."""
+    clean, defect, mask, label = self.unit_batch(batch)
+    fake, _, _ = self.generate(params["g"], clean, mask, label, keys)
+    _, heat = self.segment(params["dis"], defect)
+    logits, _ = self.classify(params["dfc"], defect)
+    return fake, jax.nn.sigmoid(heat), logits
+
   def evaluate(self, state, step, writer, workdir):
     """A grid of N | D | X_fake | DIS heat map for 4 training pairs, and their L1 / accuracy."""
     del workdir
     p = self.get_pairs()
     n = min(4, len(p["label"]))
-    batch = {k: jnp.asarray(v[:n]) for k, v in p.items() if k != "class_id"}
-    clean, defect, mask, label = self.unit_batch(batch)
-    host = {k: sharding_lib.to_host(state[k]) for k in ("g", "dis", "dfc")}
-    keys = jax.random.split(jax.random.key(0), n)
-    fake, _, _ = self.generate(host["g"], clean, mask, label, keys)
-    _, heat = self.segment(host["dis"], defect)
-    logits, _ = self.classify(host["dfc"], defect)
+    batch = {k: v[:n] for k, v in p.items() if k != "class_id"}
+    params = {k: sharding_lib.to_host(state[k]) for k in ("g", "dis", "dfc")}
+    fake, heat, logits = jax.jit(self.preview)(params, batch,
+                                               jax.random.split(jax.random.key(0), n))
+    clean, defect, _, label = self.unit_batch(batch)
     out = {"eval/l1_fake_defect": float(jnp.mean(jnp.abs(fake - defect))),
            "eval/dfc_accuracy": float(jnp.mean(jnp.argmax(logits, -1) == label))}
     if writer is not None:
-      heat3 = jnp.repeat(jax.nn.sigmoid(heat)[..., None], 3, -1)
+      heat3 = jnp.repeat(heat[..., None], 3, -1)
       rows = jnp.concatenate([clean, defect, fake, heat3], 2)  # [n, H, 4W, 3]
       writer.write_images(step, {"eval/n_d_fake_heat": np.asarray(
           jnp.concatenate(list(rows), 0))[None]})
