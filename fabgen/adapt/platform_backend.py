@@ -42,7 +42,7 @@ def resolve_spec(spec: str) -> str:
 
 # Tasks that `fabgen.synthesis.restore.restore_task` loads; they get an export/ next to their
 # checkpoints (see `export_for_synthesis`).
-EXPORTED_TASKS = ("fusion", "r3gan_inpaint")
+EXPORTED_TASKS = ("fusion", "r3gan_inpaint", "dgt")
 
 
 def export_for_synthesis(config: ml_collections.ConfigDict, workdir: str) -> str:

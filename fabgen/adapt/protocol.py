@@ -41,7 +41,8 @@ import ml_collections
 from fabgen.adapt import table as table_lib
 
 RESULT = "result.json"
-GENERATORS = {"multistage": ("stage1", "fusion"), "r3gan": ("r3gan",), "cutpaste": ()}
+GENERATORS = {"multistage": ("stage1", "fusion"), "r3gan": ("r3gan",), "cutpaste": (),
+              "dgt": ("dgt",)}
 NO_ADAPTATION = "no adaptation"
 CONTROL = "source only (control)"
 

@@ -36,6 +36,14 @@ def parse_source(spec: str) -> tuple[str, str, int]:
   return fabricsim_source.parse_spec(spec)
 
 
+def known_classes(names, source: str) -> tuple[str, ...]:
+  """The known class names: `names`, or (when empty) every class of the source's preset."""
+  if names:
+    return tuple(str(n) for n in names)
+  from fabgen.data.fabricsim import presets  # pylint: disable=g-import-not-at-top
+  return tuple(presets.get_preset(parse_source(source)[0]).classes)
+
+
 def class_indices(names) -> np.ndarray:
   """Global class ids of the known class names, in order (local index = position)."""
   ids = [classes_lib.class_id(str(n)) for n in names]

@@ -58,7 +58,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.image_size % (2 ** max(levels, len(config.model.dis_widths) - 1)):
     raise ValueError(f"config.image_size={config.image_size} must be divisible by 2^levels of "
                      f"config.model.g_widths / dis_widths")
-  data_lib.class_indices(config.data.classes)
+  data_lib.class_indices(data_lib.known_classes(config.data.classes, config.data.source))
 
 
 class DGTTask(Task):
@@ -68,7 +68,9 @@ class DGTTask(Task):
     super().__init__(config)
     validate(config)
     m = config.model
-    self.num_classes = len(config.data.classes)
+    # Known classes: config.data.classes, or every class of the source preset when empty.
+    self.class_names = data_lib.known_classes(config.data.classes, config.data.source)
+    self.num_classes = len(self.class_names)
     s = self.num_classes
     self.g_net = r3gan.Functional(lambda rngs: networks.Generator(s, m.g_widths, rngs=rngs))
     self.dis_net = r3gan.Functional(
@@ -88,7 +90,8 @@ class DGTTask(Task):
   def get_pairs(self) -> dict:
     if self.pairs is None:
       d = self.config.data
-      self.pairs = data_lib.paired_set(d.source, d.classes, d.num_records, self.config.image_size)
+      self.pairs = data_lib.paired_set(d.source, self.class_names, d.num_records,
+                                       self.config.image_size)
     return self.pairs
 
   def dataset(self, process_index, process_count, seed):

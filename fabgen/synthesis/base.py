@@ -84,7 +84,7 @@ SYNTHESIZERS: dict[str, str] = {
     "r3gan": "fabgen.synthesis.r3gan:R3GANSynthesizer",
     # Later methods plug in here (or via `register`) with the same interface:
     "defectfill": "fabgen.diffusion.synthesizer:DefectFillSynthesizer",
-    "dgt": "fabgen.dgt.synthesizer:DGTSynthesizer",
+    "dgt": "fabgen.synthesis.dgt:DGTSynthesizer",
 }
 
 
