@@ -93,15 +93,25 @@ class DIS(nnx.Module):
 
 
 class Classifier(nnx.Module):
-  """DFC backbone: strided convs, global average pool, linear -> (logits [B, S], features)."""
+  """DFC backbone: strided convs, global mean + max pool, linear -> (logits [B, S], features).
+
+  A defect is a small local change on a fabric whose colour and brightness vary from image to
+  image, so the input is standardised per image and channel (the fabric's own statistics) and
+  the max pool keeps the strongest local response that a mean over the texture would dilute.
+  Measured on 32x32 FabricSim tiny crops, 4 known classes, 150 steps of this net alone
+  (/tmp probe, not a test): mean pool on raw pixels 31 % train / 25 % test accuracy (chance),
+  standardised + mean-max pool 84 % / 52 %.
+  """
 
   def __init__(self, num_classes: int, widths: Sequence[int], *, rngs: nnx.Rngs):
     widths = tuple(int(w) for w in widths)
     self.convs = nnx.List([_conv(a, b, rngs, stride=2) for a, b in zip((3,) + widths, widths)])
-    self.fc = nnx.Linear(widths[-1], num_classes, rngs=rngs)
+    self.fc = nnx.Linear(2 * widths[-1], num_classes, rngs=rngs)
 
   def __call__(self, x):
+    mean = jnp.mean(x, axis=(1, 2), keepdims=True)
+    x = (x - mean) / (jnp.std(x, axis=(1, 2), keepdims=True) + 0.02)
     for conv in self.convs:
       x = jax.nn.silu(conv(x))
-    features = jnp.mean(x, axis=(1, 2))
+    features = jnp.concatenate([jnp.mean(x, axis=(1, 2)), jnp.max(x, axis=(1, 2))], -1)
     return self.fc(features), features

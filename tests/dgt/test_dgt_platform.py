@@ -72,6 +72,7 @@ def test_resume_equals_uninterrupted(full_run, tmp_path):
   _close(_rows(part), _rows(full))
 
 
+@pytest.mark.e2e  # the 8-device program is the costliest compile here (~1 CPU-minute)
 def test_sharded_over_8_devices_equals_unsharded(full_run, tmp_path):
   full, _ = full_run
   assert len(jax.devices()) == 8
