@@ -72,6 +72,13 @@ def test_resume_equals_uninterrupted(full_run, tmp_path):
   _close(_rows(part), _rows(full))
 
 
+@pytest.mark.e2e  # compiles the same 8-device program the sharded test then reuses (cache)
+def test_aot_compile_for_an_8_device_mesh():
+  report = aot.aot_compile(_config(), {"data": 8})
+  assert report["task"] == "dgt" and report["devices"] == 8
+  assert report["memory"]["total_bytes_per_device"] > 0 and report["flops_per_device"] > 0
+
+
 @pytest.mark.e2e  # the 8-device program is the costliest compile here (~1 CPU-minute)
 def test_sharded_over_8_devices_equals_unsharded(full_run, tmp_path):
   full, _ = full_run
@@ -84,12 +91,6 @@ def test_sharded_over_8_devices_equals_unsharded(full_run, tmp_path):
 def test_nan_stops_naming_the_step_and_the_metric(tmp_path):
   with pytest.raises(faults.NonFiniteError, match=r"step 4: metric 'g_loss'"):
     trainer.train(_config(steps=5), str(tmp_path), devices=jax.devices()[:1])
-
-
-def test_aot_compile_for_an_8_device_mesh():
-  report = aot.aot_compile(_config(), {"data": 8})
-  assert report["task"] == "dgt" and report["devices"] == 8
-  assert report["memory"]["total_bytes_per_device"] > 0 and report["flops_per_device"] > 0
 
 
 def test_bad_config_values_are_named():

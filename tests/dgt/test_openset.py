@@ -60,3 +60,21 @@ def test_tiny_openset_run_prints_the_table(tmp_path, capsys):
   assert main.main(["openset", "--config", "configs/openset.py:tiny,smoke",
                     "--workdir", workdir]) == 0
   assert "done earlier" in capsys.readouterr().out
+
+
+def test_adapt_can_add_a_dgt_row():
+  """configs/adapt.py's dgt generator builds a DGT task on the adapt preset's classes."""
+  from fabgen.adapt import platform_backend  # pylint: disable=g-import-not-at-top
+  from fabgen.adapt import protocol as adapt_protocol  # pylint: disable=g-import-not-at-top
+  from fabgen.data import classes as classes_lib  # pylint: disable=g-import-not-at-top
+  from fabgen.dgt.task import DGTTask  # pylint: disable=g-import-not-at-top
+  from fabgen.platform import config as config_lib  # pylint: disable=g-import-not-at-top
+  config = config_lib.load_config("configs/adapt.py:demo")
+  config.methods = ("cutpaste", "dgt")
+  adapt_protocol.validate(config)
+  backend = platform_backend.PlatformBackend(config)
+  section = config.generators[adapt_protocol.GENERATORS["dgt"][0]]
+  cfg = config_lib.get(platform_backend.resolve_spec(section.spec),
+                       list(section.overrides) + [f"data.source={backend.source_spec('train')}"])
+  assert cfg.task == "dgt" and cfg.task in platform_backend.EXPORTED_TASKS
+  assert DGTTask(cfg).class_names == classes_lib.SIMPLE_CLASSES
