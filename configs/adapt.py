@@ -55,6 +55,10 @@ def get_config(arg=None):
       "inpainter": training("configs/inpainter.py:tiny" if demo else "configs/inpainter.py:64",
                         *(("total_steps=100", "log_every_steps=25") if demo
                           else ("total_steps=100000",))),
+      # Row "dgt" (add it to `methods`): DGT trains on paired FabricSim frames of the sources.
+      "dgt": training("configs/dgt.py:tiny" if demo else "configs/dgt.py:64",
+                      *(("total_steps=100", "log_every_steps=25", "summary_every_steps=-1")
+                        if demo else ("total_steps=50000",))),
   })
   c.synth = ml_collections.ConfigDict()
   c.synth.num = 96 if demo else 2000           # synthesized images per method

@@ -42,7 +42,8 @@ import ml_collections
 from fabgen.adapt import table as table_lib
 
 RESULT = "result.json"
-GENERATORS = {"multistage": ("stage1", "fusion"), "inpainter": ("inpainter",), "cutpaste": ()}
+GENERATORS = {"multistage": ("stage1", "fusion"), "inpainter": ("inpainter",), "cutpaste": (),
+              "dgt": ("dgt",)}
 NO_ADAPTATION = "no adaptation"
 CONTROL = "source only (control)"
 

@@ -26,6 +26,7 @@ COMMANDS = {
     "adapt": ("fabgen.cli.adapt", "the adaptation protocol for one target fabric"),
     "demo": ("fabgen.cli.demo", "the whole pipeline on FabricSim, on a CPU, in minutes"),
     "compile": ("fabgen.cli.compile", "ahead-of-time compile a train step for a target mesh"),
+    "openset": ("fabgen.cli.openset", "open-set defect recognition protocol (DGT, DIS, DFC)"),
 }
 
 

@@ -22,6 +22,7 @@ TASKS: dict[str, str] = {
     "detector": "fabgen.detector.task:DetectorTask",
     "diffusion": "fabgen.diffusion.pretrain_task:DiffusionTask",
     "defectfill": "fabgen.diffusion.defectfill_task:DefectFillTask",
+    "dgt": "fabgen.dgt.task:DGTTask",
 }
 
 GRID_TASK = "fabgen.gan.grid_task:GridTask"

@@ -85,6 +85,7 @@ SYNTHESIZERS: dict[str, str] = {
     "cutpaste": "fabgen.synthesis.cutpaste:CutPasteSynthesizer",
     "inpainter": "fabgen.synthesis.inpainter:InpainterSynthesizer",
     "defectfill": "fabgen.synthesis.defectfill:DefectFillSynthesizer",
+    "dgt": "fabgen.synthesis.dgt:DGTSynthesizer",
     # Later methods add one line here (or call `register`) with the same interface.
 }
 

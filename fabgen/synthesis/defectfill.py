@@ -17,7 +17,6 @@ import jax.numpy as jnp
 from fabgen.diffusion import sampling
 from fabgen.synthesis import base
 from fabgen.synthesis import compose
-from fabgen.synthesis import restore
 
 
 class DefectFillSynthesizer(base.Synthesizer):
@@ -38,7 +37,7 @@ class DefectFillSynthesizer(base.Synthesizer):
   def from_checkpoint(cls, checkpoint: str, steps=None, guidance=None, candidates=None,
                       **unused) -> "DefectFillSynthesizer":
     del unused
-    task, state = restore.restore_task(checkpoint, expect="defectfill")
+    task, state = base.restore_trained(checkpoint, "defectfill")
     return cls(task, state, steps, guidance, candidates)
 
   def static_options(self):

@@ -99,11 +99,11 @@ def test_calibrate_cli_writes_thresholds_that_detect_uses(tmp_path, capsys):
   from detector_fixtures import tiny_config  # pylint: disable=g-import-not-at-top
   from fabgen.cli import main as cli  # pylint: disable=g-import-not-at-top
   from fabgen.detector import task as task_lib  # pylint: disable=g-import-not-at-top
-  from fabgen.synthesis import restore  # pylint: disable=g-import-not-at-top
+  from fabgen.platform import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   config = tiny_config()
   state = jax.jit(task_lib.DetectorTask(config).init_state)(jax.random.key(3))
   ckpt = str(tmp_path / "det")
-  restore.export_task(ckpt, config, state)
+  checkpoint_lib.write(ckpt, config, state)
   rc = cli.main(["calibrate", "--checkpoint", ckpt, "--good", "fabricsim:tiny:source_good",
                  "--defects", "fabricsim:tiny:test", "--limit", "6",
                  "--false-alarms", "0.5/image", "--floor", "0"])

@@ -20,12 +20,12 @@ def tiny_checkpoint(tmp_path_factory):
   """A tiny initialized detector saved as a checkpoint folder, with a calibrated table."""
   from detector_fixtures import tiny_config  # pylint: disable=g-import-not-at-top
   from fabgen.detector import task as task_lib  # pylint: disable=g-import-not-at-top
-  from fabgen.synthesis import restore  # pylint: disable=g-import-not-at-top
+  from fabgen.platform import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   config = tiny_config()
   task = task_lib.DetectorTask(config)
   state = jax.jit(task.init_state)(jax.random.key(0))
   ckpt = str(tmp_path_factory.mktemp("ckpt") / "det")
-  restore.export_task(ckpt, config, state)
+  checkpoint_lib.write(ckpt, config, state)
   thresholds_lib.save(ckpt, {"color_spot": 0.3, "knot": 0.7})
   return ckpt, task, state
 
@@ -128,12 +128,11 @@ def test_savedmodel_export_of_small_and_base_detectors(variant, tmp_path):
   import detector_fixtures  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import (repo root on sys.path)
   from configs import detector as detector_config  # pylint: disable=g-import-not-at-top
   from fabgen.detector import task as task_lib  # pylint: disable=g-import-not-at-top
-  from fabgen.synthesis import restore  # pylint: disable=g-import-not-at-top
+  from fabgen.platform import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   config = detector_config.get_config(variant)
   task = task_lib.DetectorTask(config)
-  params = task._init_params(jax.random.key(0))  # pylint: disable=protected-access (no optimizer)
   ckpt = str(tmp_path / "det")
-  restore.export_task(ckpt, config, {"step": np.zeros((), np.int32), "params": params})
+  checkpoint_lib.write(ckpt, config, jax.jit(task.init_state)(jax.random.key(0)))
   out = str(tmp_path / "sm")
   export.export_detector(ckpt, out, fmt="savedmodel", batch=1, parity_count=2)
   meta = json.load(open(os.path.join(out, export.META)))

@@ -17,11 +17,11 @@ def test_inspect_roll_writes_list_map_and_grade(tmp_path, capsys):
   from fabgen.data.fabricsim import FabricSim  # pylint: disable=g-import-not-at-top
   from fabgen.detector import task as task_lib  # pylint: disable=g-import-not-at-top
   from fabgen.detector import thresholds as thresholds_lib  # pylint: disable=g-import-not-at-top
-  from fabgen.synthesis import restore  # pylint: disable=g-import-not-at-top
+  from fabgen.platform import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   config = tiny_config()
   state = jax.jit(task_lib.DetectorTask(config).init_state)(jax.random.key(1))
   ckpt = str(tmp_path / "det")
-  restore.export_task(ckpt, config, state)
+  checkpoint_lib.write(ckpt, config, state)
   # An untrained detector scores near 0.01: thresholds low enough that it reports something.
   thresholds_lib.save(ckpt, {n: 0.005 for n in ("color_spot", "oil_stain", "knot", "broken_end",
                                                 "broken_yarn", "white_stripe")})

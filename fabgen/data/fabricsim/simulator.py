@@ -44,8 +44,13 @@ def _quantise(x):
 
 
 def render_image(root: jax.Array, fabric_id, image_index, defect_class,
-                 preset: presets_lib.Preset) -> dict[str, jax.Array]:
-  """One sample in the `fabgen.data.sample` format; `defect_class` -1 renders it defect-free."""
+                 preset: presets_lib.Preset, with_clean: bool = False) -> dict[str, jax.Array]:
+  """One sample in the `fabgen.data.sample` format; `defect_class` -1 renders it defect-free.
+
+  `with_clean` adds "clean": the defect-free twin (uint8, same frame and noise) from the same
+  pass, so that (clean, image, instance_mask > 0) is an exactly aligned (N, D, M) triple:
+  image == clean wherever instance_mask == 0. It equals `render_image(..., defect_class=-1)`.
+  """
   size = preset.image_size
   channels = 3 if preset.colour else 1
   with_print = preset.print_prob > 0
@@ -79,7 +84,7 @@ def render_image(root: jax.Array, fabric_id, image_index, defect_class,
     pixels = jnp.repeat(pixels, 3, axis=-1)
   present = jax.vmap(lambda k: jnp.any(instance_mask == k))(
       jnp.arange(1, sample_lib.MAX_INSTANCES + 1))
-  return {
+  out = {
       "image": pixels,
       "instance_mask": instance_mask,
       "instance_class": jnp.where(present, defect_class, -1).astype(jnp.int32),
@@ -88,6 +93,10 @@ def render_image(root: jax.Array, fabric_id, image_index, defect_class,
       "box_instance": comps.box_instance,
       "fabric_id": fabric_id,
   }
+  if with_clean:
+    clean_pixels = _quantise(clean)
+    out["clean"] = jnp.repeat(clean_pixels, 3, axis=-1) if channels == 1 else clean_pixels
+  return out
 
 
 class FabricSim:
@@ -100,6 +109,8 @@ class FabricSim:
     fn = functools.partial(render_image, preset=self.preset)
     self._render = jax.jit(fn)
     self._render_batch = jax.jit(jax.vmap(fn, in_axes=(None, 0, 0, 0)))
+    self._render_pairs = jax.jit(jax.vmap(functools.partial(fn, with_clean=True),
+                                          in_axes=(None, 0, 0, 0)))
 
   @property
   def class_ids(self) -> np.ndarray:
@@ -151,6 +162,16 @@ class FabricSim:
   def render_batch(self, fabric_ids, image_indices, defect_classes) -> dict[str, jax.Array]:
     """A batch of samples, jit(vmap(render)); one compilation per batch size."""
     return self._render_batch(self._root, jnp.asarray(fabric_ids, jnp.int32),
+                              jnp.asarray(image_indices, jnp.int32),
+                              jnp.asarray(defect_classes, jnp.int32))
+
+  def render_pairs(self, fabric_ids, image_indices, defect_classes) -> dict[str, jax.Array]:
+    """`render_batch` plus "clean" [B, H, W, 3]: each image's defect-free twin, pixel-aligned.
+
+    Paired training (DGT) needs (N, D, M) with D == N outside M exactly; rendering the twin in
+    the same pass guarantees it and costs one extra camera pass, not a second render.
+    """
+    return self._render_pairs(self._root, jnp.asarray(fabric_ids, jnp.int32),
                               jnp.asarray(image_indices, jnp.int32),
                               jnp.asarray(defect_classes, jnp.int32))
 
