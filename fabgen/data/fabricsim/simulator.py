@@ -29,6 +29,7 @@ from fabgen.data import labels as labels_lib
 from fabgen.data import sample as sample_lib
 from fabgen.data.fabricsim import defects as defects_lib
 from fabgen.data.fabricsim import identity
+from fabgen.data.fabricsim import linescan
 from fabgen.data.fabricsim import presets as presets_lib
 from fabgen.data.fabricsim import render as render_lib
 
@@ -46,6 +47,8 @@ def _quantise(x):
 def render_image(root: jax.Array, fabric_id, image_index, defect_class,
                  preset: presets_lib.Preset) -> dict[str, jax.Array]:
   """One sample in the `fabgen.data.sample` format; `defect_class` -1 renders it defect-free."""
+  if preset.linescan is not None:  # whole line-scan strips: their own camera and defect shapes
+    return linescan.render_strip(root, fabric_id, image_index, defect_class, preset)
   size = preset.image_size
   channels = 3 if preset.colour else 1
   with_print = preset.print_prob > 0
