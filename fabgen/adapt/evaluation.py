@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import resource
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -55,6 +56,7 @@ class Evaluation:
     self.val = metrics.DefectEvaluator(len(self.class_names)) if val_fraction > 0 else None
     self.skipped: list[dict] = []
     self.seconds = 0.0
+    self.memory: list[dict] = []  # (images done, peak RSS so far) at each partial report
     self._position = 0
 
   def add(self, sample: Mapping[str, Any], pred: Mapping[str, np.ndarray],
@@ -95,8 +97,15 @@ class Evaluation:
                                                 self.class_thresholds().items()}}
     out["skipped"] = list(self.skipped)
     out["partial"] = partial
+    out["peak_rss_mb"] = peak_rss_mb()
+    out["peak_rss_by_images"] = list(self.memory)
     out["seconds"] = round(self.seconds, 2)
     return out
+
+
+def peak_rss_mb() -> float:
+  """This process's peak resident memory so far (Linux reports kilobytes)."""
+  return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
 
 
 def _readable(sources, ev: Evaluation, log):
@@ -183,6 +192,9 @@ def evaluate(predict_fn: infer.PredictFn, source: Any, *, class_names: Sequence[
       last_log = now
     if partial_dir and now - last_write > partial_every_s:
       ev.seconds = now - t0
+      if len(ev.memory) < 200:
+        ev.memory.append({"images": done, "seconds": round(now - t0, 1),
+                          "peak_rss_mb": peak_rss_mb()})
       write_partial(ev, partial_dir)
       last_write = now
   bar.update(total - bar.n)

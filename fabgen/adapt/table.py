@@ -81,6 +81,9 @@ def report_markdown(report: Mapping, title: str) -> str:
     first = skipped[0]
     where = first["source"] + (f"[{first['index']}]" if first["index"] is not None else "")
     lines += ["", f"Skipped {len(skipped)} unreadable records, e.g. {where}: {first['error']}"]
+  if report.get("peak_rss_mb"):
+    lines += ["", f"{report.get('seconds', 0):.0f} s, peak resident memory "
+                  f"{report['peak_rss_mb']:.0f} MB."]
   if report.get("partial"):
     lines += ["", "**Partial**: the evaluation is still running (or stopped early)."]
   return "\n".join(lines) + "\n"

@@ -41,6 +41,7 @@ def spectrum_period(grey: np.ndarray, axis: int, min_period: float = 1.5,
   x = x - x.mean(axis=axis, keepdims=True)
   power = (np.abs(np.fft.rfft(x, axis=axis)) ** 2).mean(axis=1 - axis)
   freqs = np.fft.rfftfreq(x.shape[axis])
+  max_period = min(max_period, x.shape[axis] / 4.0)  # at least 4 repeats: not the lighting
   ok = (freqs >= 1.0 / max_period) & (freqs <= 1.0 / min_period)
   if not ok.any():
     return float("nan")
