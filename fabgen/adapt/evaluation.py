@@ -42,12 +42,13 @@ class Evaluation:
 
   def __init__(self, class_names: Sequence[str], threshold: float, source_name: str,
                seg_class_ids: Sequence[int] | None = None, pixel_pitch_mm: float | None = None,
-               val_fraction: float = 0.0):
+               val_fraction: float = 0.0, detector_class_ids: Sequence[int] | None = None):
     self.class_names = list(class_names)
     self.threshold = float(threshold)
     self.source_name = source_name
     self.seg_class_ids = None if seg_class_ids is None else list(seg_class_ids)
     self.pixel_pitch_mm = pixel_pitch_mm
+    self.detector_class_ids = None if detector_class_ids is None else list(detector_class_ids)
     self.defects = metrics.DefectEvaluator(len(self.class_names))
     self.boxes = coco_eval.CocoBoxEvaluator(self.class_names)
     if not 0.0 <= val_fraction < 1.0:
@@ -76,21 +77,24 @@ class Evaluation:
     """Per-class thresholds chosen on the validation split (None without one)."""
     if self.val is None:
       return None
-    return metrics.thresholds_maximising_f1(self.val, self.defects.present_classes(),
-                                            default=self.threshold)
+    present = self.defects.present_classes()
+    if self.detector_class_ids is not None:
+      present = [c for c in present if c in self.detector_class_ids]
+    return metrics.thresholds_maximising_f1(self.val, present, default=self.threshold)
 
   def report(self, partial: bool = False) -> dict:
     """The JSON-able report: per-class table (all levels), means, box mAP, AP of the PR curves."""
     out = self.defects.summary(self.threshold, self.class_names,
                                class_thresholds=self.class_thresholds(),
-                               pixel_pitch_mm=self.pixel_pitch_mm)
+                               pixel_pitch_mm=self.pixel_pitch_mm,
+                               known_classes=self.detector_class_ids)
     out["source"] = self.source_name
     try:
       out["coco"] = self.boxes.compute()
     except ValueError as e:  # no ground-truth boxes: mAP is undefined, say so instead of failing
       out["coco"] = {"error": str(e)}
-    out["pr_ap"] = {self.class_names[c]: self.defects.pr_curve(c)["ap"]
-                    for c in self.defects.present_classes()}
+    out["pr_ap"] = {name: self.defects.pr_curve(row["class_id"])["ap"]
+                    for name, row in out["classes"].items()}
     if self.val is not None:
       out["validation"] = {"num_images": self.val.num_images, "fraction": self.val_fraction,
                            "class_thresholds": {self.class_names[c]: t for c, t in
@@ -135,7 +139,8 @@ def evaluate(predict_fn: infer.PredictFn, source: Any, *, class_names: Sequence[
              keep_predictions: int = 0, good_sources: Sequence[tuple[Any, Sequence[int]]] = (),
              val_fraction: float = 0.0, pixel_pitch_mm: float | None = None,
              progress: bool = False, partial_dir: str | None = None,
-             partial_every_s: float = 60.0) -> tuple[Evaluation, list]:
+             partial_every_s: float = 60.0,
+             detector_class_ids: Sequence[int] | None = None) -> tuple[Evaluation, list]:
   """Runs `predict_fn` over `source` (any `open_source` result, or a list of samples).
 
   Args:
@@ -157,13 +162,16 @@ def evaluate(predict_fn: infer.PredictFn, source: Any, *, class_names: Sequence[
     progress: a tqdm bar with rate and ETA on stderr.
     partial_dir: write report.json / report.md there every `partial_every_s` seconds while
       running ("partial": true), so a long evaluation that dies keeps what it measured.
+    detector_class_ids: the classes the detector predicts; the data's other classes get
+      "unknown_classes" rows (counts, found by a box of any class) instead of F = 0 columns.
 
   Returns:
     (Evaluation, kept pairs).
   """
   names = list(class_names or getattr(source, "class_names", None) or classes_lib.CLASSES)
   name = getattr(source, "name", "<samples>")
-  ev = Evaluation(names, threshold, name, seg_class_ids, pixel_pitch_mm, val_fraction)
+  ev = Evaluation(names, threshold, name, seg_class_ids, pixel_pitch_mm, val_fraction,
+                  detector_class_ids)
   indices = list(range(len(source))) if indices is None else list(indices)
   sources = [(name, source, indices)]
   for src, idx in good_sources:
@@ -244,7 +252,9 @@ def write_report(ev: Evaluation, out_dir: str, report: dict | None = None,
   plots.confusion_matrix_image(cm[np.ix_(ri, ri)], [rows[i] for i in ri],
                                [cols[i] for i in ri]).save(os.path.join(out_dir,
                                                                         "confusion_matrix.png"))
-  curves = {ev.class_names[c]: ev.defects.pr_curve(c) for c in present}
+  known = [c for c in present
+           if ev.detector_class_ids is None or c in ev.detector_class_ids]
+  curves = {ev.class_names[c]: ev.defects.pr_curve(c) for c in known}
   plots.pr_curves_image(curves).save(os.path.join(out_dir, "pr_curves.png"))
   return report
 

@@ -54,6 +54,10 @@ def report_markdown(report: Mapping, title: str) -> str:
     cells += [""] if has_pixel else []
     cells += [pct(im["f1"]), "", ""]
     lines.append("| " + " | ".join(cells) + " |")
+  for name, row in report.get("unknown_classes", {}).items():
+    cells = [f"{name} (not a detector class)", str(row["num_true"]), "",
+             f"{pct(row['recall_any_class'])} (any class)"] + [""] * (len(head) - 4)
+    lines.append("| " + " | ".join(cells) + " |")
   anyd = report.get("image_any_defect")
   if anyd:
     lines += ["", f"Image level, any defect: P {pct(anyd['precision'])}, R {pct(anyd['recall'])}, "

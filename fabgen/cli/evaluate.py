@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, indices=indices, seg_class_ids=info["class_ids"],
         log=_print_skips,
         good_sources=good, val_fraction=args.val_fraction, pixel_pitch_mm=args.pixel_pitch_mm,
-        progress=not args.no_progress, partial_dir=out)
+        progress=not args.no_progress, partial_dir=out, detector_class_ids=info["class_ids"])
   except ValueError as e:
     print(f"fabgen evaluate: error: {e}", file=sys.stderr)
     return 2

@@ -17,8 +17,11 @@ detector on fixed-size batches of tiles (one compiled shape, however long the st
   tile and the whole box in the next; the partial one has low IoU with the whole one but lies
   inside it.
 
-NMS runs on the host in numpy: after the score floor a strip has tens of boxes, and the host
-keeps the device program shape-static.
+NMS runs on the host in numpy, one kept box against the rest at a time (O(N) memory): after the
+score floor a strip has tens to thousands of boxes, and the host keeps the device program
+shape-static. `predict_stream` runs a whole data set this way: tiles of consecutive images fill
+the same fixed-size batches (one compiled shape, no half-empty batch per strip), and an image
+leaves memory as soon as its last tile has come back.
 
 `predict_fn` is anything with the detector's predict signature, uint8 [B, H, W, 3] -> dict with
 boxes [B, Q, 4] (xyxy pixels), scores [B, Q], labels [B, Q] and optionally seg_probs

@@ -467,15 +467,24 @@ class DefectEvaluator:
   def summary(self, threshold: float, class_names: Sequence[str],
               classes: Sequence[int] | None = None,
               class_thresholds: Mapping[int, float] | None = None,
-              pixel_pitch_mm: float | None = None) -> dict:
+              pixel_pitch_mm: float | None = None,
+              known_classes: Sequence[int] | None = None) -> dict:
     """The evaluation table as a JSON-able dict: per class and mean, at every level.
 
     `classes` picks the columns (default: classes present in the ground truth); the mean is over
     those columns, counting a class that was never predicted as F = 0. `class_thresholds`
     (class id -> score threshold, e.g. from `thresholds_maximising_f1` on a validation split)
     adds a defect-level row per class at its own threshold under "at_class_thresholds".
+    `known_classes`: the classes the detector can predict. Present classes outside it (a real
+    target's own defect kinds) are not columns, so they neither count as misses in the mean nor
+    disappear: "unknown_classes" gives their counts and how many a prediction of any class found.
     """
     classes = self.present_classes() if classes is None else list(classes)
+    unknown = []
+    if known_classes is not None:
+      known = {int(c) for c in known_classes}
+      unknown = [c for c in classes if c not in known]
+      classes = [c for c in classes if c in known]
     defect = self.defect_scores(threshold)
     pixel = self.pixel_scores()
     img_cls, img_any = self.image_scores(threshold)
@@ -498,6 +507,13 @@ class DefectEvaluator:
            "confusion_matrix": self.confusion_matrix(threshold).tolist()}
     if pixel:
       out["mean_f1"]["pixel"] = mean("pixel")
+    if unknown:
+      found = _at_least(self.gt_any_hist, threshold, self.num_bins)
+      n_true = self.num_true()
+      out["unknown_classes"] = {
+          (class_names[c] if c < len(class_names) else str(c)): {
+              "class_id": c, "num_true": int(n_true[c]), "found_by_any_class": int(found[c]),
+              "recall_any_class": float(found[c] / n_true[c])} for c in unknown}
     if class_thresholds:
       t = np.full(self.num_classes, float(threshold))
       for c, v in class_thresholds.items():

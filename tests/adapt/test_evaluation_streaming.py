@@ -94,3 +94,26 @@ def test_good_images_false_alarms_validation_split_and_partial_report(tmp_path):
   assert abs(report["at_class_thresholds"]["color_spot"]["f1"] - 12 / 13) < 1e-9
   md = evaluation.write_report(ev, str(tmp_path)) and (tmp_path / "report.md").read_text()
   assert "per defect-free image" in md and "any defect" in md and "validation split" in md
+
+
+def test_target_classes_unknown_to_the_detector_get_their_own_rows(tmp_path):
+  # Class 7 ("crease" in the data's names) is not a detector class: a red box still finds it.
+  names = ["color_spot", "oil_stain", "knot", "broken_end", "broken_yarn", "white_stripe",
+           "fuzzyball", "crease"]
+  samples = [rectangle_sample(64, [(RED, (4, 4, 20, 12))]) for _ in range(2)]
+  crease = rectangle_sample(64, [(RED, (30, 30, 50, 40))])
+  crease["instance_class"][0] = 7
+  crease["box_class"][crease["box_class"] >= 0] = 7
+  ev, _ = evaluation.evaluate(colour_detector, samples + [crease], class_names=names,
+                              tile=(64, 64), batch_size=4, detector_class_ids=[0, 5],
+                              seg_class_ids=[0, 5])
+  report = evaluation.write_report(ev, str(tmp_path))
+  assert list(report["classes"]) == ["color_spot"]          # not a zero column for crease
+  assert report["unknown_classes"]["crease"] == {
+      "class_id": 7, "num_true": 1, "found_by_any_class": 1, "recall_any_class": 1.0}
+  # Recall of color_spot stays 1 (the crease is no missed color_spot); the red box on the crease
+  # is still a color_spot alarm on something else: P = 2/3, F = 0.8.
+  assert abs(report["mean_f1"]["defect"] - 0.8) < 1e-9
+  assert report["any_defect"]["defect"]["recall"] == 1.0
+  md = (tmp_path / "report.md").read_text()
+  assert "| crease (not a detector class) | 1 |" in md
