@@ -11,8 +11,10 @@ ones' statistics, so these are measured the same way on both (defect-free images
   (AITEX-like strips: a few pixels; an area-scan preset: 4-10 at 256x256);
 * grey levels: mean, spread and the 1st / 99th percentiles (saturation shows as 0 or 255);
 * local contrast: the mean over 16x16 windows of (standard deviation / mean);
-* column banding: the spread of column means relative to the image mean (line-scan gain);
-* row flicker: the same across rows.
+* column banding: the spread of the column-mean profile, smoothed over 33 px so that the weave
+  drops out, relative to the image mean (a line-scan camera's banding and falloff);
+* row drift: the same along the rows (a line-scan strip is lit the same on every line, so this
+  is small; an area-scan frame has a light gradient here).
 
 `compare` puts a FabricSim preset's range beside a real set's values; the README says what to
 look for.
@@ -31,7 +33,8 @@ from PIL import Image, ImageDraw
 from fabgen.data import classes as classes_lib
 
 STAT_NAMES = ("period_x", "period_y", "grey_mean", "grey_std", "grey_p1", "grey_p99",
-              "local_contrast", "column_banding", "row_flicker")
+              "local_contrast", "column_banding", "row_drift")
+SMOOTH = 33  # pixels: longer than any weave repeat, so profiles show light and gain, not yarns
 
 
 def spectrum_period(grey: np.ndarray, axis: int, min_period: float = 1.5,
@@ -58,6 +61,12 @@ def local_contrast(grey: np.ndarray, window: int = 16) -> float:
   return float(np.mean(std / np.maximum(mean, 1.0)))
 
 
+def _smoothed_spread(profile: np.ndarray, mean: float) -> float:
+  k = min(SMOOTH, len(profile))
+  smooth = np.convolve(profile, np.ones(k) / k, mode="valid")
+  return float(smooth.std() / mean)
+
+
 def image_stats(image: np.ndarray) -> dict[str, float]:
   """The statistics of one image (uint8, greyscale or RGB; colour is averaged to grey)."""
   g = np.asarray(image, np.float64)
@@ -69,8 +78,8 @@ def image_stats(image: np.ndarray) -> dict[str, float]:
       "grey_mean": float(g.mean()), "grey_std": float(g.std()),
       "grey_p1": float(np.percentile(g, 1)), "grey_p99": float(np.percentile(g, 99)),
       "local_contrast": local_contrast(g),
-      "column_banding": float(g.mean(axis=0).std() / mean),
-      "row_flicker": float(g.mean(axis=1).std() / mean),
+      "column_banding": _smoothed_spread(g.mean(axis=0), mean),
+      "row_drift": _smoothed_spread(g.mean(axis=1), mean),
   }
 
 
