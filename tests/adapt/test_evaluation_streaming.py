@@ -117,3 +117,14 @@ def test_target_classes_unknown_to_the_detector_get_their_own_rows(tmp_path):
   assert report["any_defect"]["defect"]["recall"] == 1.0
   md = (tmp_path / "report.md").read_text()
   assert "| crease (not a detector class) | 1 |" in md
+
+
+def test_defect_free_images_alone_report_false_alarms(tmp_path):
+  good = [rectangle_sample(64, []) for _ in range(4)]
+  good[2]["image"][10:20, 10:20] = (230, 40, 40)
+  ev, _ = evaluation.evaluate(colour_detector, good, tile=(64, 64), batch_size=4,
+                              seg_class_ids=[0, 5])
+  report = evaluation.write_report(ev, str(tmp_path))
+  assert report["classes"] == {} and "error" in report["coco"]
+  assert report["false_alarms"]["per_good_image"] == 0.25
+  assert "0.25 per defect-free image" in (tmp_path / "report.md").read_text()
