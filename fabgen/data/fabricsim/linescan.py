@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 
 from fabgen.data import classes as classes_lib
+from fabgen.data import labels as labels_lib
+from fabgen.data import sample as sample_lib
 from fabgen.data.fabricsim import hashing
 from fabgen.data.fabricsim import identity
 from fabgen.data.fabricsim import render as render_lib
@@ -162,7 +164,7 @@ def instance_params(key: jax.Array, defect_class, shape: tuple[int, int], instan
       "lean": u(11, -0.12, 0.12),         # crease slope (pixels across per row)
       "crease_width": u(12, 2.0, 8.0),
       "strength": u(13, 0.0, 1.0),
-      "notch_depth": u(12, 8.0, 50.0),
+      "notch_depth": u(12, 8.0, 50.0),    # same draw as crease_width: never the same class
       "seed": jax.random.bits(ks[13], (SLOTS,), jnp.uint32),
   }
 
@@ -269,8 +271,6 @@ def _apply_post(cloth, post: Params):
 def render_strip(root: jax.Array, fabric_id, image_index, defect_class, preset
                  ) -> dict[str, jax.Array]:
   """One line-scan strip in the `fabgen.data.sample` format; `defect_class` -1 = defect-free."""
-  from fabgen.data import labels as labels_lib  # pylint: disable=g-import-not-at-top
-  from fabgen.data import sample as sample_lib  # pylint: disable=g-import-not-at-top
   ranges = preset.linescan
   h, w = preset.shape
   fabric_id = jnp.asarray(fabric_id, jnp.int32)
