@@ -46,11 +46,57 @@ def report_markdown(report: Mapping, title: str) -> str:
   cells += [pct(mean["pixel"])] if has_pixel else []
   cells += [pct(mean["image"]), pct(coco.get("map_50")), pct(coco.get("map_50_95"))]
   lines.append("| " + " | ".join(cells) + " |")
+  agnostic = report.get("any_defect")
+  if agnostic:  # class-agnostic: "is there a defect here?", whatever class the detector said
+    d, im = agnostic["defect"], agnostic["image"]
+    cells = ["any defect", str(d["num_true"]), pct(d["precision"]), pct(d["recall"]),
+             pct(d["f1"])]
+    cells += [""] if has_pixel else []
+    cells += [pct(im["f1"]), "", ""]
+    lines.append("| " + " | ".join(cells) + " |")
+  for name, row in report.get("unknown_classes", {}).items():
+    cells = [f"{name} (not a detector class)", str(row["num_true"]), "",
+             f"{pct(row['recall_any_class'])} (any class)"] + [""] * (len(head) - 4)
+    lines.append("| " + " | ".join(cells) + " |")
   anyd = report.get("image_any_defect")
   if anyd:
     lines += ["", f"Image level, any defect: P {pct(anyd['precision'])}, R {pct(anyd['recall'])}, "
                   f"F {pct(anyd['f1'])}."]
+  fa = report.get("false_alarms")
+  if fa:
+    text = (f"False alarms: {_num(fa['per_good_image'])} per defect-free image "
+            f"({fa['alarms_on_good_images']} on {fa['num_good_images']} defect-free images); "
+            f"{_num(fa['stray_per_image'])} predictions on no defect per image")
+    if "per_metre" in fa:
+      text += (f"; {_num(fa['per_metre'])} per metre of fabric ({fa['metres']:.1f} m at "
+               f"{fa['pixel_pitch_mm']} mm per row)")
+    lines += ["", text + "."]
+  at = report.get("at_class_thresholds")
+  if at:
+    val = report.get("validation", {})
+    lines += ["", f"Defect level at per-class thresholds chosen on a validation split "
+                  f"({val.get('num_images', '?')} images, not in the rows above):", "",
+              "| class | threshold | defect P | defect R | defect F |", "|---|---|---|---|---|"]
+    for name, row in at.items():
+      lines.append(f"| {name} | {row['threshold']:.3f} | {pct(row['precision'])} | "
+                   f"{pct(row['recall'])} | {pct(row['f1'])} |")
+  skipped = report.get("skipped")
+  if skipped:
+    first = skipped[0]
+    where = first["source"] + (f"[{first['index']}]" if first["index"] is not None else "")
+    lines += ["", f"Skipped {len(skipped)} unreadable records, e.g. {where}: {first['error']}"]
+  if report.get("peak_rss_mb"):
+    lines += ["", f"{report.get('seconds', 0):.0f} s, peak resident memory "
+                  f"{report['peak_rss_mb']:.0f} MB."]
+  if report.get("partial"):
+    lines += ["", "**Partial**: the evaluation is still running (or stopped early)."]
   return "\n".join(lines) + "\n"
+
+
+def _num(x) -> str:
+  if x is None or (isinstance(x, float) and math.isnan(x)):
+    return "-"
+  return f"{float(x):.2f}"
 
 
 def comparison_rows(reports: Mapping[str, Mapping], level: str = "defect",

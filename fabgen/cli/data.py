@@ -20,7 +20,8 @@ import sys
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   sub = parser.add_subparsers(dest="action", required=True)
   synth = sub.add_parser("synth", help="write a FabricSim sample set (PNG + COCO + sheet)")
-  synth.add_argument("--preset", default="tiny", help="tiny | simple | complex")
+  synth.add_argument("--preset", default="tiny",
+                     help="tiny | simple | complex | linescan | linescan_tiny")
   synth.add_argument("--split", default="train",
                      help="train | test | source_good | target_good | target_test")
   synth.add_argument("--num", type=int, required=True, help="number of records to write")

@@ -17,8 +17,11 @@ detector on fixed-size batches of tiles (one compiled shape, however long the st
   tile and the whole box in the next; the partial one has low IoU with the whole one but lies
   inside it.
 
-NMS runs on the host in numpy: after the score floor a strip has tens of boxes, and the host
-keeps the device program shape-static.
+NMS runs on the host in numpy, one kept box against the rest at a time (O(N) memory): after the
+score floor a strip has tens to thousands of boxes, and the host keeps the device program
+shape-static. `predict_stream` runs a whole data set this way: tiles of consecutive images fill
+the same fixed-size batches (one compiled shape, no half-empty batch per strip), and an image
+leaves memory as soon as its last tile has come back.
 
 `predict_fn` is anything with the detector's predict signature, uint8 [B, H, W, 3] -> dict with
 boxes [B, Q, 4] (xyxy pixels), scores [B, Q], labels [B, Q] and optionally seg_probs
@@ -28,7 +31,8 @@ boxes [B, Q, 4] (xyxy pixels), scores [B, Q], labels [B, Q] and optionally seg_p
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+import collections
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -56,13 +60,14 @@ def edge_weights(tile_h: int, tile_w: int, at_top: bool, at_bottom: bool, at_lef
 
 def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float = 0.5,
         contain: float = 0.7) -> np.ndarray:
-  """Indices kept by class-aware NMS with IoU and containment suppression, by score."""
+  """Indices kept by class-aware NMS with IoU and containment suppression, by score.
+
+  Row by row (one kept box against the rest), so memory is O(N), not O(N^2): a strip can carry
+  thousands of low-score candidates.
+  """
   boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
   order = np.argsort(-np.asarray(scores), kind="stable")
-  ious = metrics.box_iou(boxes, boxes)
-  inter = metrics.intersection(boxes, boxes)
   area = metrics.box_area(boxes)
-  inside = np.where(area[:, None] > 0, inter / np.maximum(area[:, None], 1e-12), 0.0)
   labels = np.asarray(labels)
   keep: list[int] = []
   suppressed = np.zeros(len(boxes), bool)
@@ -70,8 +75,11 @@ def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float = 
     if suppressed[i]:
       continue
     keep.append(int(i))
-    same = labels == labels[i]
-    suppressed |= same & ((ious[i] >= iou) | (inside[:, i] >= contain))
+    inter = metrics.intersection(boxes, boxes[i:i + 1])[:, 0]
+    union = area + area[i] - inter
+    ious = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+    inside = np.where(area > 0, inter / np.maximum(area, 1e-12), 0.0)
+    suppressed |= (labels == labels[i]) & ((ious >= iou) | (inside >= contain))
   return np.asarray(keep, np.int64)
 
 
@@ -87,10 +95,11 @@ def merge_truncated(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
   """
   boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
   n = len(boxes)
-  active = (np.asarray(scores) >= min_score)
-  link = (metrics.intersection(boxes, boxes) > 0) & (labels[:, None] == labels[None, :])
-  link &= truncated[:, None] | truncated[None, :]
-  link &= active[:, None] & active[None, :]
+  labels = np.asarray(labels)
+  act = np.nonzero(np.asarray(scores) >= min_score)[0]  # only these can link: O(active^2)
+  ab, al, at = boxes[act], labels[act], np.asarray(truncated)[act]
+  link = (metrics.intersection(ab, ab) > 0) & (al[:, None] == al[None, :])
+  link &= at[:, None] | at[None, :]
   parent = np.arange(n)
 
   def root(i):
@@ -100,17 +109,16 @@ def merge_truncated(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
     return i
 
   for i, j in zip(*np.nonzero(np.triu(link, 1))):
-    parent[root(i)] = root(j)
+    parent[root(act[i])] = root(act[j])
   roots = np.array([root(i) for i in range(n)], np.int64)
-  out_b, out_s, out_l = [], [], []
-  for r in np.unique(roots):
-    members = roots == r
-    b = boxes[members]
-    out_b.append([b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()])
-    out_s.append(np.asarray(scores)[members].max())
-    out_l.append(labels[r])
-  return (np.asarray(out_b, np.float64).reshape(-1, 4), np.asarray(out_s, np.float64),
-          np.asarray(out_l, np.int64))
+  uniq, group = np.unique(roots, return_inverse=True)
+  out_b = np.stack([np.full(len(uniq), np.inf), np.full(len(uniq), np.inf),
+                    np.full(len(uniq), -np.inf), np.full(len(uniq), -np.inf)], axis=1)
+  for col, fn in ((0, np.minimum), (1, np.minimum), (2, np.maximum), (3, np.maximum)):
+    fn.at(out_b[:, col], group, boxes[:, col])
+  out_s = np.full(len(uniq), -np.inf)
+  np.maximum.at(out_s, group, np.asarray(scores, np.float64))
+  return (out_b.reshape(-1, 4), out_s, labels[uniq].astype(np.int64))
 
 
 def pad_to_multiple(image: np.ndarray, multiple: int, min_h: int, min_w: int) -> np.ndarray:
@@ -121,6 +129,126 @@ def pad_to_multiple(image: np.ndarray, multiple: int, min_h: int, min_w: int) ->
   if (th, tw) == (h, w):
     return image
   return np.pad(image, ((0, th - h), (0, tw - w), (0, 0)), mode="edge")
+
+
+class _Pending:
+  """One image in flight through `predict_stream`: its tiles, and what they have returned."""
+
+  def __init__(self, key, image: np.ndarray, tile: tuple[int, int], overlap: int, multiple: int,
+               edge_weight: float):
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+      raise ValueError(f"inference wants uint8 [H, W, 3] images, got {image.dtype} "
+                       f"{image.shape} (image {key!r})")
+    th, tw = tile
+    self.key, self.h, self.w = key, image.shape[0], image.shape[1]
+    self.padded = pad_to_multiple(image, multiple, th, tw)
+    self.small = self.h <= th and self.w <= tw
+    ph, pw = self.padded.shape[:2]
+    self.origins = ([(0, 0)] if self.small else
+                    [(int(y), int(x)) for y, x in tiling.tile_grid(ph, pw, (th, tw), overlap)])
+    self.remaining = len(self.origins)
+    self.edge_weight = edge_weight
+    self.seg_sum = None
+    self.weight_sum = None
+    self.raw = None  # the small-image path: the one tile's raw queries
+    self.boxes, self.scores, self.labels, self.truncated = [], [], [], []
+
+  def tile(self, k: int, tile: tuple[int, int]) -> np.ndarray:
+    y, x = self.origins[k]
+    return self.padded[y:y + tile[0], x:x + tile[1]]
+
+  def take(self, k: int, out: Mapping[str, np.ndarray], i: int, tile: tuple[int, int],
+           score_floor: float, edge_tol: float) -> None:
+    """Folds row i of a batch output (the prediction for tile k) into this image."""
+    self.remaining -= 1
+    if self.small:
+      self.raw = {name: v[i] for name, v in out.items()}
+      return
+    th, tw = tile
+    ph, pw = self.padded.shape[:2]
+    y, x = self.origins[k]
+    keep = out["scores"][i] >= score_floor
+    b = np.asarray(out["boxes"][i][keep], np.float64)
+    self.truncated.append(((b[:, 0] <= edge_tol) & (x > 0)) | ((b[:, 1] <= edge_tol) & (y > 0))
+                          | ((b[:, 2] >= tw - edge_tol) & (x + tw < pw))
+                          | ((b[:, 3] >= th - edge_tol) & (y + th < ph)))
+    self.boxes.append(b + np.array([x, y, x, y], np.float64))
+    self.scores.append(out["scores"][i][keep])
+    self.labels.append(out["labels"][i][keep])
+    if "seg_probs" in out:
+      wt = edge_weights(th, tw, y == 0, y + th == ph, x == 0, x + tw == pw,
+                        self.edge_weight).astype(np.float32)
+      if self.seg_sum is None:
+        self.seg_sum = np.zeros((ph, pw, out["seg_probs"].shape[-1]), np.float32)
+        self.weight_sum = np.zeros((ph, pw), np.float32)
+      self.seg_sum[y:y + th, x:x + tw] += out["seg_probs"][i] * wt[..., None]
+      self.weight_sum[y:y + th, x:x + tw] += wt
+
+  def result(self, score_floor: float, nms_iou: float, nms_contain: float, merge_score: float,
+             max_detections: int | None) -> dict[str, np.ndarray]:
+    h, w = self.h, self.w
+    if self.small:
+      res = postprocess(self.raw["boxes"], self.raw["scores"], self.raw["labels"], h, w,
+                        score_floor, nms_iou, nms_contain, max_detections)
+      if "seg_probs" in self.raw:
+        res["seg_probs"] = np.asarray(self.raw["seg_probs"][:h, :w], np.float32)
+      return res
+    boxes, scores, labels = merge_truncated(
+        np.concatenate(self.boxes), np.concatenate(self.scores),
+        np.concatenate(self.labels).astype(np.int64), np.concatenate(self.truncated),
+        merge_score)
+    res = postprocess(boxes, scores, labels, h, w, 0.0, nms_iou, nms_contain, max_detections)
+    if self.seg_sum is not None:
+      res["seg_probs"] = (self.seg_sum[:h, :w] / self.weight_sum[:h, :w, None]).astype(np.float32)
+    return res
+
+
+def predict_stream(predict_fn: PredictFn, items: Iterable[tuple[Any, np.ndarray]],
+                   tile: tuple[int, int] = (256, 256), overlap: int = 64, batch_size: int = 8,
+                   score_floor: float = 0.05, nms_iou: float = 0.5, nms_contain: float = 0.7,
+                   edge_weight: float = 0.1, multiple: int = 32, merge_score: float = 0.3,
+                   edge_tol: float = 2.0, max_detections: int | None = None
+                   ) -> Iterator[tuple[Any, dict[str, np.ndarray]]]:
+  """Predictions for a stream of (key, uint8 [H, W, 3] image) pairs, yielded in input order.
+
+  Every image becomes one tile (small images, edge-padded to the tile) or a grid of overlapping
+  tiles (strips); tiles from consecutive images fill the same fixed-size batches, so a data set
+  of 4096x256 strips costs one compiled shape and no half-empty batch per strip, and only the
+  images whose tiles are in the current batch are held in memory. Each result holds boxes [N, 4],
+  scores [N], labels [N] (after the score floor, tile merging and NMS, highest score first, at
+  most `max_detections`) and, when the detector has a segmentation head, seg_probs [H, W, K + 1].
+  """
+  th, tw = tile
+  if th % multiple or tw % multiple:
+    raise ValueError(f"tile {tile} must be a multiple of {multiple} on both sides")
+  pending: collections.deque[_Pending] = collections.deque()
+  queue: list[tuple[_Pending, int]] = []
+
+  def run(jobs):
+    tiles = np.stack([p.tile(k, tile) for p, k in jobs])
+    if len(jobs) < batch_size:  # one compiled shape: repeat the last tile
+      tiles = np.concatenate([tiles, np.repeat(tiles[-1:], batch_size - len(jobs), 0)])
+    out = {name: np.asarray(v) for name, v in predict_fn(tiles).items()}
+    for i, (p, k) in enumerate(jobs):
+      p.take(k, out, i, tile, score_floor, edge_tol)
+
+  def finished():
+    while pending and pending[0].remaining == 0:
+      p = pending.popleft()
+      yield p.key, p.result(score_floor, nms_iou, nms_contain, merge_score, max_detections)
+
+  for key, image in items:
+    p = _Pending(key, image, tile, overlap, multiple, edge_weight)
+    pending.append(p)
+    queue.extend((p, k) for k in range(len(p.origins)))
+    while len(queue) >= batch_size:
+      run(queue[:batch_size])
+      del queue[:batch_size]
+      yield from finished()
+  if queue:
+    run(queue)
+  yield from finished()
 
 
 def tiled_predict(predict_fn: PredictFn, image: np.ndarray, tile: tuple[int, int] = (256, 256),
@@ -137,50 +265,17 @@ def tiled_predict(predict_fn: PredictFn, image: np.ndarray, tile: tuple[int, int
   if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
     raise ValueError(f"tiled_predict wants one uint8 [H, W, 3] image, got {image.dtype} "
                      f"{image.shape}")
-  h, w = image.shape[:2]
-  th, tw = tile
-  if th % multiple or tw % multiple:
-    raise ValueError(f"tile {tile} must be a multiple of {multiple} on both sides")
-  padded = pad_to_multiple(image, multiple, th, tw)
-  ph, pw = padded.shape[:2]
-  origins = [(int(y), int(x)) for y, x in tiling.tile_grid(ph, pw, (th, tw), overlap)]
-  seg_sum, weight_sum = None, np.zeros((ph, pw), np.float64)
-  all_boxes, all_scores, all_labels, all_truncated = [], [], [], []
-  batch_size = min(batch_size, len(origins))
-  for start in range(0, len(origins), batch_size):
-    chunk = origins[start:start + batch_size]
-    tiles = np.stack([padded[y:y + th, x:x + tw] for y, x in chunk])
-    if len(chunk) < batch_size:  # one compiled shape: repeat the last tile
-      tiles = np.concatenate([tiles, np.repeat(tiles[-1:], batch_size - len(chunk), 0)])
-    out = {k: np.asarray(v) for k, v in predict_fn(tiles).items()}
-    for i, (y, x) in enumerate(chunk):
-      keep = out["scores"][i] >= score_floor
-      b = np.asarray(out["boxes"][i][keep], np.float64)
-      all_truncated.append(((b[:, 0] <= edge_tol) & (x > 0)) | ((b[:, 1] <= edge_tol) & (y > 0))
-                           | ((b[:, 2] >= tw - edge_tol) & (x + tw < pw))
-                           | ((b[:, 3] >= th - edge_tol) & (y + th < ph)))
-      all_boxes.append(b + np.array([x, y, x, y], np.float64))
-      all_scores.append(out["scores"][i][keep])
-      all_labels.append(out["labels"][i][keep])
-      if "seg_probs" in out:
-        wt = edge_weights(th, tw, y == 0, y + th == ph, x == 0, x + tw == pw, edge_weight)
-        if seg_sum is None:
-          seg_sum = np.zeros((ph, pw, out["seg_probs"].shape[-1]), np.float64)
-        seg_sum[y:y + th, x:x + tw] += out["seg_probs"][i] * wt[..., None]
-        weight_sum[y:y + th, x:x + tw] += wt
-  boxes, scores, labels = merge_truncated(
-      np.concatenate(all_boxes), np.concatenate(all_scores),
-      np.concatenate(all_labels).astype(np.int64), np.concatenate(all_truncated), merge_score)
-  result = postprocess(boxes, scores, labels, h, w, 0.0, nms_iou, nms_contain)
-  if seg_sum is not None:
-    result["seg_probs"] = (seg_sum / weight_sum[..., None])[:h, :w].astype(np.float32)
-  return result
+  [(_, res)] = list(predict_stream(predict_fn, [(0, image)], tile, overlap, batch_size,
+                                   score_floor, nms_iou, nms_contain, edge_weight, multiple,
+                                   merge_score, edge_tol))
+  return res
 
 
 def postprocess(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, height: int,
                 width: int, score_floor: float = 0.05, nms_iou: float = 0.5,
-                nms_contain: float = 0.7) -> dict[str, np.ndarray]:
-  """Score floor, clip to the image, NMS: one image's raw queries -> its detections."""
+                nms_contain: float = 0.7, max_detections: int | None = None
+                ) -> dict[str, np.ndarray]:
+  """Score floor, clip to the image, NMS (and at most `max_detections`): raw queries -> detections."""
   boxes = np.asarray(boxes, np.float64).reshape(-1, 4).copy()
   scores = np.asarray(scores, np.float64).reshape(-1)
   labels = np.asarray(labels, np.int64).reshape(-1)
@@ -189,6 +284,8 @@ def postprocess(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, heigh
   boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
   boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
   keep = nms(boxes, scores, labels, nms_iou, nms_contain)
+  if max_detections is not None:
+    keep = keep[:max_detections]
   return {"boxes": boxes[keep].astype(np.float32), "scores": scores[keep].astype(np.float32),
           "labels": labels[keep].astype(np.int32)}
 
@@ -197,33 +294,14 @@ def predict_images(predict_fn: PredictFn, images: list[np.ndarray],
                    tile: tuple[int, int] = (256, 256), overlap: int = 64, batch_size: int = 8,
                    score_floor: float = 0.05, nms_iou: float = 0.5, nms_contain: float = 0.7,
                    edge_weight: float = 0.1, multiple: int = 32) -> list[dict]:
-  """Predictions for images of any sizes, in order.
+  """Predictions for images of any sizes, in order (`predict_stream` over a list).
 
-  Images that fit in one tile are edge-padded to the tile size and run `batch_size` at a time
-  (so a data set of crops costs one compiled shape and full batches); larger ones are tiled.
+  Images that fit in one tile are edge-padded to the tile size; larger ones are tiled; tiles of
+  all images share fixed-size batches (one compiled shape).
   """
-  th, tw = tile
-  results: list[dict | None] = [None] * len(images)
-  small = [i for i, im in enumerate(images) if im.shape[0] <= th and im.shape[1] <= tw]
-  for start in range(0, len(small), batch_size):
-    idx = small[start:start + batch_size]
-    batch = np.stack([pad_to_multiple(np.asarray(images[i]), multiple, th, tw)[:th, :tw]
-                      for i in idx])
-    if len(idx) < batch_size:
-      batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - len(idx), 0)])
-    out = {k: np.asarray(v) for k, v in predict_fn(batch).items()}
-    for j, i in enumerate(idx):
-      h, w = images[i].shape[:2]
-      res = postprocess(out["boxes"][j], out["scores"][j], out["labels"][j], h, w, score_floor,
-                        nms_iou, nms_contain)
-      if "seg_probs" in out:
-        res["seg_probs"] = out["seg_probs"][j, :h, :w].astype(np.float32)
-      results[i] = res
-  for i, im in enumerate(images):
-    if results[i] is None:
-      results[i] = tiled_predict(predict_fn, np.asarray(im), tile, overlap, batch_size,
-                                 score_floor, nms_iou, nms_contain, edge_weight, multiple)
-  return results
+  return [res for _, res in predict_stream(predict_fn, enumerate(images), tile, overlap,
+                                           batch_size, score_floor, nms_iou, nms_contain,
+                                           edge_weight, multiple)]
 
 
 def load_predictor(checkpoint: str) -> tuple[PredictFn, dict]:

@@ -18,6 +18,18 @@ from PIL import Image, ImageDraw
 from fabgen.data import drawing
 
 
+def arrow(d: ImageDraw.ImageDraw, start: tuple[float, float], end: tuple[float, float],
+          fill="black", head: float = 5.0) -> None:
+  """A straight arrow from `start` to `end` with a filled head."""
+  (x0, y0), (x1, y1) = start, end
+  d.line([start, end], fill=fill, width=1)
+  length = max(math.hypot(x1 - x0, y1 - y0), 1e-6)
+  ux, uy = (x1 - x0) / length, (y1 - y0) / length
+  bx, by = x1 - head * ux, y1 - head * uy
+  d.polygon([(x1, y1), (bx - 0.6 * head * uy, by + 0.6 * head * ux),
+             (bx + 0.6 * head * uy, by - 0.6 * head * ux)], fill=fill)
+
+
 def confusion_matrix_image(cm: np.ndarray, row_names: Sequence[str], col_names: Sequence[str],
                            cell: int = 56, title: str = "defect-level confusion matrix") -> Image.Image:
   """The confusion matrix as a heat map: colour = row-normalised share, text = count.
@@ -34,8 +46,15 @@ def confusion_matrix_image(cm: np.ndarray, row_names: Sequence[str], col_names: 
   img = Image.new("RGB", (w, h), "white")
   d = ImageDraw.Draw(img)
   d.text((10, 8), title, fill="black", font=font)
-  d.text((left, top - 22), "predicted →", fill="black", font=small)
-  d.text((10, top - 22), "true ↓", fill="black", font=small)
+  # The default bitmap font has no arrow glyphs (they drew as boxes): draw the arrows.
+  # Both axis captions sit in the left margin; the rotated column names fill the space above
+  # the cells.
+  d.text((10, top - 44), "predicted", fill="black", font=small)
+  px = d.textbbox((10, top - 44), "predicted", font=small)[2] + 4
+  arrow(d, (px, top - 37), (px + 18, top - 37))
+  d.text((10, top - 22), "true", fill="black", font=small)
+  tx = d.textbbox((10, top - 22), "true", font=small)[2] + 6
+  arrow(d, (tx, top - 22), (tx, top - 6))
   share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
   for j, name in enumerate(col_names):
     label = Image.new("RGBA", (80, 16), (255, 255, 255, 0))
@@ -62,11 +81,11 @@ def pr_curves_image(curves: Mapping[str, Mapping[str, np.ndarray]], size: int = 
   (for the colour) is taken from the key order.
   """
   font = drawing.font(12)
-  pad_l, pad_b, pad_t, legend_w = 48, 40, 30, 170
+  pad_l, pad_b, pad_t, legend_w = 48, 40, 46, 170
   w, h = pad_l + size + 20 + legend_w, pad_t + size + pad_b
   img = Image.new("RGB", (w, h), "white")
   d = ImageDraw.Draw(img)
-  d.text((pad_l, 8), title, fill="black", font=font)
+  d.text((pad_l, 6), title, fill="black", font=font)  # its own line, above the axis label
   x0, y0, x1, y1 = pad_l, pad_t, pad_l + size, pad_t + size
   to_px = lambda r, p: (x0 + r * size, y1 - p * size)
   for t in range(11):

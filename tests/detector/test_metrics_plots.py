@@ -43,3 +43,27 @@ def test_overlay_draws_boxes_in_class_colour_and_tints_seg():
   overlay = drawing.draw_detections(image, np.zeros((0, 4)), [], [], [])
   sheet = drawing.side_by_side([drawing.grid([overlay] * 3, 3)], ["x"])
   assert sheet.size[0] > 3 * 32
+
+
+def _longest_run(flags):
+  best = run = 0
+  for f in flags:
+    run = run + 1 if f else 0
+    best = max(best, run)
+  return best
+
+
+def test_confusion_matrix_arrows_are_drawn_not_missing_glyphs():
+  img = np.asarray(plots.confusion_matrix_image(np.array([[1, 0], [0, 1]]), ["a", "bg"],
+                                                ["a", "missed"]))
+  dark = img[110 - 46:110 - 2, :118].sum(-1) < 200   # the axis captions, left of the cells
+  # Arrows are lines of >= 14 px (glyphs, and the boxes of missing glyphs, are far shorter).
+  assert max(_longest_run(row) for row in dark) >= 14      # predicted ->
+  assert max(_longest_run(col) for col in dark.T) >= 14    # true (down)
+
+
+def test_pr_plot_title_and_axis_label_do_not_overlap():
+  img = np.asarray(plots.pr_curves_image({}, size=200))
+  rows = (img[:44, :120].sum(-1) < 600).any(axis=1)   # rows with ink left of x = 120, above the box
+  runs = np.flatnonzero(np.diff(rows.astype(int)) == 1)
+  assert len(runs) >= 2                                 # title and "precision": separate lines

@@ -4,6 +4,10 @@
 weaves, AITEX-like), `complex` its complex-texture set (colour area-scan, yarn-dyed stripes and
 checks, printed patterns, every weave), with the paper's class lists and train/test sizes
 (the paper's numbers). `tiny` is for tests: 64x64, all six classes, a handful of images.
+`linescan` renders whole 256x4096 greyscale strips with fine yarns (2-8 px), the line-scan
+camera's column gain and banding, motion blur, selvages and AITEX-like defect shapes
+(`fabricsim/linescan.py`; its randomisation ranges are `LineScanRanges` config values);
+`linescan_tiny` is the same at 64x512 for tests.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ import dataclasses
 
 from fabgen.data import classes as classes_lib
 from fabgen.data.fabricsim import weaves
+from fabgen.data.fabricsim.linescan_ranges import LineScanRanges
 
 SPLITS: tuple[str, ...] = ("train", "test", "source_good", "target_good", "target_test")
-PRESETS: tuple[str, ...] = ("tiny", "simple", "complex")
+PRESETS: tuple[str, ...] = ("tiny", "simple", "complex", "linescan", "linescan_tiny")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +47,12 @@ class Preset:
   blur: tuple[float, float] = (0.08, 0.22)   # weight of each neighbour in the 3-tap blur
   instance_probs: tuple[float, ...] = (0.6, 0.28, 0.08, 0.04)  # P(1..4 defect instances)
   min_component_area: int = 4                # smaller mask components are reverted, not labelled
+  linescan: LineScanRanges | None = None     # whole strips (image_size rows x linescan.width)
+
+  @property
+  def shape(self) -> tuple[int, int]:
+    """(height, width) of a record: square, or a line-scan strip."""
+    return (self.image_size, self.linescan.width if self.linescan else self.image_size)
 
   def __post_init__(self):
     for name in self.classes:
@@ -87,6 +98,25 @@ _PRESETS = {
                      ("target_good", 400), ("target_test", 1073)),
         num_source_fabrics=40, num_target_fabrics=8, weaves=weaves.NAMES, pitch=(4.0, 10.0),
         stripe_prob=0.35, check_prob=0.25, print_prob=0.3, max_rotation_deg=3.0),
+    # AITEX-like: 245 strips of 7 fabrics in the real set; more fabrics here so that targets
+    # can be held out.
+    "linescan": Preset(
+        name="linescan", image_size=256, classes=classes_lib.CLASSES, colour=False,
+        split_sizes=(("train", 2000), ("test", 500), ("source_good", 500),
+                     ("target_good", 200), ("target_test", 300)),
+        num_source_fabrics=40, num_target_fabrics=8, weaves=_SIMPLE_WEAVES + ("satin_5_warp",),
+        pitch=(2.0, 8.0), max_rotation_deg=0.3, max_skew=0.004, line_scan=True,
+        noise_levels=(1.0, 3.5), blur=(0.04, 0.2), instance_probs=(0.75, 0.25, 0.0, 0.0),
+        min_component_area=6, linescan=LineScanRanges()),
+    "linescan_tiny": Preset(
+        name="linescan_tiny", image_size=64, classes=classes_lib.CLASSES, colour=False,
+        split_sizes=(("train", 12), ("test", 6), ("source_good", 4), ("target_good", 4),
+                     ("target_test", 6)),
+        num_source_fabrics=3, num_target_fabrics=2, weaves=_SIMPLE_WEAVES, pitch=(2.0, 8.0),
+        max_rotation_deg=0.3, max_skew=0.004, line_scan=True, noise_levels=(1.0, 3.5),
+        blur=(0.04, 0.2), instance_probs=(0.75, 0.25, 0.0, 0.0), min_component_area=6,
+        linescan=LineScanRanges(width=512, selvage_prob=0.5, selvage_width=(20.0, 60.0),
+                                edge_gap=(0.0, 60.0))),
 }
 
 

@@ -43,11 +43,15 @@ def _weave_codes(weave):
           + 8 * (1 - at(j, i - 1)) + 16 * (1 - at(j, i + 1))), pw, ph
 
 
-def geometry(fabric: Params, image: Params, size: int) -> Params:
-  """Fabric coordinates and weave state of every pixel (independent of any defect)."""
-  y, x = jnp.meshgrid(jnp.arange(size, dtype=jnp.float32), jnp.arange(size, dtype=jnp.float32),
+def geometry(fabric: Params, image: Params, size: "int | tuple[int, int]") -> Params:
+  """Fabric coordinates and weave state of every pixel (independent of any defect).
+
+  `size`: a square side, or (height, width) for a strip.
+  """
+  h, w = (size, size) if isinstance(size, int) else size
+  y, x = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32),
                       indexing="ij")
-  xc, yc = x - size / 2.0, y - size / 2.0
+  xc, yc = x - w / 2.0, y - h / 2.0
   c, s = jnp.cos(image["rotation"]), jnp.sin(image["rotation"])
   xr = c * xc + s * yc + fabric["skew"] * yc
   yr = -s * xc + c * yc

@@ -29,6 +29,7 @@ from fabgen.data import labels as labels_lib
 from fabgen.data import sample as sample_lib
 from fabgen.data.fabricsim import defects as defects_lib
 from fabgen.data.fabricsim import identity
+from fabgen.data.fabricsim import linescan
 from fabgen.data.fabricsim import presets as presets_lib
 from fabgen.data.fabricsim import render as render_lib
 
@@ -51,6 +52,10 @@ def render_image(root: jax.Array, fabric_id, image_index, defect_class,
   pass, so that (clean, image, instance_mask > 0) is an exactly aligned (N, D, M) triple:
   image == clean wherever instance_mask == 0. It equals `render_image(..., defect_class=-1)`.
   """
+  if preset.linescan is not None:  # whole line-scan strips: their own camera and defect shapes
+    if with_clean:
+      raise ValueError(f"preset {preset.name!r}: line-scan strips have no clean twin (with_clean)")
+    return linescan.render_strip(root, fabric_id, image_index, defect_class, preset)
   size = preset.image_size
   channels = 3 if preset.colour else 1
   with_print = preset.print_prob > 0

@@ -5,6 +5,7 @@
   src = open_source("synth/")                     # a fabgen sample set (annotations.json + masks/)
   src = open_source("labels/instances.json")      # any COCO file
   src = open_source("fabricsim:simple:train:0")   # the procedural generator
+  src = open_source("photos/new_fabric")          # a folder of plain images: defect-free
   len(src); src[i]; src.class_names; src.skipped; src.summary(); src.name
 
 Every source yields `fabgen.data.sample` records (images at their natural size), class ids below
@@ -22,6 +23,7 @@ from fabgen.data.readers import coco
 from fabgen.data.readers import fabricsim_source
 from fabgen.data.readers import generic
 from fabgen.data.readers import mvtec
+from fabgen.data.readers import plain
 from fabgen.data.readers.base import Source
 from fabgen.data.readers.base import spread_indices
 from fabgen.data.readers.images import ReadError
@@ -47,9 +49,12 @@ def detect_layout(folder: str) -> str:
   if categories:
     raise ValueError(f"{folder}: an MVTec-AD root; open one category, e.g. "
                      f"{os.path.join(folder, categories[0])}")
+  if plain.looks_like(folder):  # images and nothing that says labels: defect-free images
+    return "plain"
   raise ValueError(f"{folder}: unknown layout; expected annotations.json (COCO), an MVTec "
                    f"category (train/good, test/, ground_truth/), an AITEX root (Defect_images/, "
-                   f"Mask_images/, NoDefect_images/) or images/ + masks/ + classes.json")
+                   f"Mask_images/, NoDefect_images/), images/ + masks/ + classes.json, or "
+                   f"plain images (read as defect-free)")
 
 
 def open_source(spec: str, validate: bool = False) -> Source:
@@ -81,6 +86,8 @@ def open_source(spec: str, validate: bool = False) -> Source:
     src = mvtec.MVTecSource(path, subset)
   elif layout == "aitex":
     src = aitex.AitexSource(path, subset)
+  elif layout == "plain":
+    src = plain.PlainFolderSource(path, subset)
   else:
     if subset is not None:
       raise ValueError(f"{spec}: the generic layout has no subsets")

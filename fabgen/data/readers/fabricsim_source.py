@@ -59,8 +59,7 @@ class FabricSimSource(base.Source):
     return {k: np.asarray(v) for k, v in self.sim.record(self.split, int(entry)).items()}
 
   def image_hw(self, index: int) -> tuple[int, int]:
-    size = self.sim.preset.image_size
-    return (int(size), int(size)) if np.ndim(size) == 0 else tuple(int(v) for v in size[:2])
+    return tuple(int(v) for v in self.sim.preset.shape)
 
   def stacked(self, indices: Sequence[int], pad_to: int | None = None
               ) -> dict[str, np.ndarray]:
