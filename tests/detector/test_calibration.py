@@ -120,6 +120,12 @@ def test_calibrate_cli_writes_thresholds_that_detect_uses(tmp_path, capsys):
   assert cli.main(["detect", "--checkpoint", ckpt, str(tmp_path / "good.png"),
                    "--out", str(tmp_path / "dets")]) == 0
   assert f"per-class thresholds from {ckpt}/thresholds.json" in capsys.readouterr().out
+  # ... and evaluate (scores remapped per class so that each threshold is the table's 0.5).
+  assert cli.main(["evaluate", "--checkpoint", ckpt, "--data", "fabricsim:tiny:test",
+                   "--limit", "4", "--out", str(tmp_path / "eval")]) == 0
+  report = json.load(open(tmp_path / "eval" / "report.json"))
+  assert report["threshold"] == 0.5
+  assert "per-class thresholds from" in open(tmp_path / "eval" / "report.md").read()
   assert cli.main(["calibrate", "--checkpoint", ckpt, "--good", "fabricsim:tiny:test",
                    "--false-alarms", "0.5/image"]) == 2  # images with defects are refused
   assert cli.main(["calibrate", "--checkpoint", ckpt, "--good", "fabricsim:tiny:source_good",
