@@ -7,7 +7,8 @@
   fabgen synthesize --method r3gan --checkpoint runs/r3gan64 ...
 
 --checkpoint: multistage = parent of stage1/ + fusion/ or 'STAGE1,FUSION'; r3gan = a workdir of
-configs/r3gan_inpaint.py; cutpaste = a labelled source (reader spec or folder) to crop from.
+configs/r3gan_inpaint.py; dgt = a workdir of configs/dgt.py; cutpaste = a labelled source (reader
+spec or folder) to crop from.
 --backgrounds: a folder, a reader spec, or 'fabricsim:<preset>:fabric=<id>[:<count>]'.
 Re-running into the same --out resumes an interrupted run (same arguments required).
 """
@@ -20,7 +21,7 @@ import sys
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--method", required=True,
-                      help="multistage | cutpaste | r3gan (or any registered method)")
+                      help="multistage | cutpaste | r3gan | dgt (or any registered method)")
   parser.add_argument("--checkpoint", required=True, help="what the method loads (see above)")
   parser.add_argument("--backgrounds", required=True, help="defect-free images of the fabric")
   parser.add_argument("--num", type=int, required=True, help="number of images to write")

@@ -5,8 +5,8 @@
                num=1000, out_dir="synth/")
 
 Methods (`base.SYNTHESIZERS`): `multistage` (stage-1 cGAN + fusion network), `cutpaste` (real
-source crops, hard seams), `r3gan` (single-stage inpainting generator); diffusion and DGT plug in
-through the same `Synthesizer` interface. Writing is `stream.SynthesisRun`.
+source crops, hard seams), `r3gan` (single-stage inpainting generator), `dgt` (DGT defect
+transfer, `fabgen.synthesis.dgt`); diffusion plugs in through the same `Synthesizer` interface. Writing is `stream.SynthesisRun`.
 """
 
 from __future__ import annotations
