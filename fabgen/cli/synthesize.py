@@ -10,7 +10,8 @@
   (runs/ holding stage1/ and fusion/; bgs/ a folder of defect-free images of the fabric)
 
 --checkpoint: multistage = parent of stage1/ + fusion/ or 'STAGE1,FUSION'; inpainter = a workdir of
-configs/inpainter.py; cutpaste = a labelled source (reader spec or folder) to crop from.
+configs/inpainter.py; defectfill = a workdir of configs/defectfill.py; dgt = a workdir of
+configs/dgt.py; cutpaste = a labelled source (reader spec or folder) to crop from.
 --backgrounds: a folder, a reader spec, or 'fabricsim:<preset>:fabric=<id>[:<count>]'.
 Re-running into the same --out resumes an interrupted run (same arguments required).
 """
@@ -23,7 +24,8 @@ import sys
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--method", required=True,
-                      help="multistage | cutpaste | inpainter | defectfill (or any registered method)")
+                      help="multistage | cutpaste | inpainter | defectfill | dgt "
+                           "(or any registered method)")
   parser.add_argument("--checkpoint", required=True, help="what the method loads (see above)")
   parser.add_argument("--backgrounds", required=True, help="defect-free images of the fabric")
   parser.add_argument("--num", type=int, required=True, help="number of images to write")

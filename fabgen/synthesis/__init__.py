@@ -5,8 +5,8 @@
                num=1000, out_dir="synth/")
 
 Methods (`base.SYNTHESIZERS`): `multistage` (stage-1 cGAN + fusion network), `cutpaste` (real
-source crops, hard seams), `inpainter` (single-stage inpainting generator); diffusion and DGT
-plug in through the same `Synthesizer` interface. Writing is `stream.SynthesisRun`.
+source crops, hard seams), `inpainter` (single-stage inpainting generator), `defectfill` (latent
+diffusion, `fabgen.diffusion`), `dgt` (DGT defect transfer). Writing is `stream.SynthesisRun`.
 """
 
 from __future__ import annotations
