@@ -122,4 +122,4 @@ def test_synthesize_dgt_writes_a_labelled_set(full_run, tmp_path):
   assert set(manifest["per_class"]) <= {"color_spot", "knot", "broken_end"}
   assert os.path.exists(os.path.join(out, "annotations.json"))
   with pytest.raises(synthesis.SynthesisError, match="holds a 'dgt' model"):
-    synthesis.load("r3gan", full)
+    synthesis.load("inpainter", full)
