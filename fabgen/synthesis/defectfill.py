@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from fabgen.diffusion import sampling
 from fabgen.synthesis import base
-from fabgen.synthesis import compose
+from fabgen.nn import masks as mask_ops
 
 
 class DefectFillSynthesizer(base.Synthesizer):
@@ -58,11 +58,11 @@ class DefectFillSynthesizer(base.Synthesizer):
         jnp.asarray(task.obj_ids)[None], jnp.asarray(task.uncond_ids)[None], k, self.steps,
         self.guidance)[0])(keys)
     chosen, _, _ = sampling.low_fidelity_select(cands[:, None], y[None], m[None])
-    painted = compose.to_uint8((chosen[0] + 1.0) / 2.0)
+    painted = mask_ops.to_uint8((chosen[0] + 1.0) / 2.0)
     return jnp.where(m[..., None] > 0.5, painted, window_u8), m
 
   def apply(self, state, backgrounds, class_ids, offsets, keys):
     del class_ids  # one class per fine-tune
-    windows = compose.crop_windows(backgrounds, offsets, self.patch_size)
+    windows = mask_ops.crop_windows(backgrounds, offsets, self.patch_size)
     painted, _ = jax.vmap(lambda w, k: self.paint_window(state, w, k))(windows, keys)
-    return compose.put_windows(backgrounds, painted, offsets)
+    return mask_ops.put_windows(backgrounds, painted, offsets)

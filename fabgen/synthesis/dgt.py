@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from fabgen.dgt.task import DGTTask
 from fabgen.synthesis import base
-from fabgen.synthesis import compose
+from fabgen.nn import masks as mask_ops
 
 MARGIN = 2  # pixels around the shape where G's output replaces the background
 
@@ -54,8 +54,8 @@ class DGTSynthesizer(base.Synthesizer):
       return jnp.where(jax.random.bernoulli(kf), m[:, ::-1], m), ks
 
     masks, smooth_keys = jax.vmap(pick)(keys, local)
-    windows = compose.to_unit(compose.crop_windows(backgrounds, offsets, p))
+    windows = mask_ops.to_unit(mask_ops.crop_windows(backgrounds, offsets, p))
     fake, _, _ = self.task.generate(state["g"], windows, masks, local, smooth_keys)
-    region = compose.dilate((masks > 0.5).astype(jnp.float32), MARGIN)
-    painted = compose.paste(windows, fake, region)
-    return compose.put_windows(backgrounds, compose.to_uint8(painted), offsets)
+    region = mask_ops.defect_region(masks, MARGIN)
+    painted = mask_ops.paste(windows, fake, region)
+    return mask_ops.put_windows(backgrounds, mask_ops.to_uint8(painted), offsets)
