@@ -35,7 +35,7 @@ from fabgen.dgt import data as data_lib
 from fabgen.dgt import encoding
 from fabgen.dgt import losses
 from fabgen.dgt import networks
-from fabgen.nn import r3gan
+from fabgen.platform import nnx_bridge
 from fabgen.platform import sharding as sharding_lib
 from fabgen.platform.task import Task
 
@@ -72,10 +72,10 @@ class DGTTask(Task):
     self.class_names = data_lib.known_classes(config.data.classes, config.data.source)
     self.num_classes = len(self.class_names)
     s = self.num_classes
-    self.g_net = r3gan.Functional(lambda rngs: networks.Generator(s, m.g_widths, rngs=rngs))
-    self.dis_net = r3gan.Functional(
+    self.g_net = nnx_bridge.PureModule(lambda rngs: networks.Generator(s, m.g_widths, rngs=rngs))
+    self.dis_net = nnx_bridge.PureModule(
         lambda rngs: networks.DIS(m.dis_widths, m.dis_head_width, rngs=rngs))
-    self.dfc_net = r3gan.Functional(
+    self.dfc_net = nnx_bridge.PureModule(
         lambda rngs: networks.Classifier(s, m.dfc_widths, rngs=rngs))
     sm = config.smoothing
     self.smoothing = encoding.Smoothing(sm.sigma_min, sm.sigma_max, sm.w_min, sm.w_max)
