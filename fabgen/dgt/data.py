@@ -21,7 +21,7 @@ import grain
 import numpy as np
 
 from fabgen.data import classes as classes_lib
-from fabgen.data import pipeline
+from fabgen.platform import input_options
 
 _BASES = {"train": 0, "test": 1 << 20, "target_test": 1 << 20}
 _CACHE: dict = {}
@@ -144,4 +144,4 @@ def dataset(pairs: dict, batch_size: int, process_index: int, process_count: int
   ds = grain.MapDataset.range(n).slice(slice(process_index, None, process_count))
   ds = ds.shuffle(seed=seed).repeat(None).random_map(lambda i, r: example(int(i), r), seed=seed)
   return ds.batch(batch_size, drop_remainder=True).to_iter_dataset(
-      options or pipeline.read_options())
+      options or input_options.read_options())

@@ -35,6 +35,7 @@ from fabgen.dgt import data as data_lib
 from fabgen.dgt import encoding
 from fabgen.dgt import losses
 from fabgen.dgt import networks
+from fabgen.platform import input_options
 from fabgen.platform import nnx_bridge
 from fabgen.platform import sharding as sharding_lib
 from fabgen.platform.task import Task
@@ -95,10 +96,9 @@ class DGTTask(Task):
     return self.pairs
 
   def dataset(self, process_index, process_count, seed):
-    from fabgen.data import pipeline  # pylint: disable=g-import-not-at-top
     return data_lib.dataset(self.get_pairs(), self.config.batch_size // process_count,
                             process_index, process_count, seed,
-                            pipeline.config_read_options(self.config))
+                            input_options.config_read_options(self.config))
 
   # ---- networks --------------------------------------------------------------------------------
 

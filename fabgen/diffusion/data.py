@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fabgen.data import pipeline
+from fabgen.platform import input_options
 
 
 def defect_crops(source: str, size: int, max_records: int, max_per_class: int,
@@ -76,7 +76,7 @@ def crop_dataset(crops, batch_size: int, process_index: int, process_count: int,
 
   ds = grain.MapDataset.range(len(images)).shuffle(seed=seed).repeat(None)
   ds = ds.batch(batch_size, drop_remainder=True).map(lambda idx: make(np.asarray(idx)))
-  return ds.to_iter_dataset(options or pipeline.read_options())
+  return ds.to_iter_dataset(options or input_options.read_options())
 
 
 def box_masks(key, batch: int, size: int, max_boxes: int = 29, min_frac: float = 0.03,

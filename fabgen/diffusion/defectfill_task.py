@@ -23,7 +23,6 @@ import numpy as np
 import optax
 
 from fabgen.data import classes as classes_lib
-from fabgen.data import pipeline
 from fabgen.diffusion import data as data_lib
 from fabgen.diffusion import lora as lora_lib
 from fabgen.diffusion import losses
@@ -31,6 +30,8 @@ from fabgen.diffusion import model as model_lib
 from fabgen.diffusion import schedulers
 from fabgen.diffusion import unet as unet_lib
 from fabgen.diffusion.pretrain_task import signed
+from fabgen.platform import checkpoint as checkpoint_lib
+from fabgen.platform import input_options
 from fabgen.platform import precision as precision_lib
 from fabgen.platform.task import Task
 
@@ -87,11 +88,10 @@ class DefectFillTask(Task):
     if not m.get("init_from"):
       raise ValueError("defectfill: set model.init_from (a `diffusion` workdir) or "
                        "model.pretrained (a diffusers folder) - there is nothing to fine-tune")
-    from fabgen.platform import checkpoint  # pylint: disable=g-import-not-at-top
-    config, _, state = checkpoint.restore_latest(m.init_from)
-    if config.task != "diffusion":
-      raise ValueError(f"defectfill: model.init_from={m.init_from!r} holds task "
-                       f"{config.task!r}, not a 'diffusion' pre-training")
+    try:
+      _, _, state = checkpoint_lib.restore(m.init_from, expect="diffusion")
+    except ValueError as e:
+      raise ValueError(f"defectfill: model.init_from: {e}") from None
     return jax.tree.map(np.asarray, state["params"])
 
   def warm_start(self, state):
@@ -180,7 +180,7 @@ class DefectFillTask(Task):
 
   def dataset(self, process_index, process_count, seed):
     return data_lib.crop_dataset(self.get_crops(), self.config.batch_size, process_index,
-                                 process_count, seed, pipeline.config_read_options(self.config))
+                                 process_count, seed, input_options.config_read_options(self.config))
 
   def param_count_tree(self, state):
     return {"train": state["train"]}

@@ -17,12 +17,12 @@ import numpy as np
 import optax
 
 from fabgen.data import classes as classes_lib
-from fabgen.data import pipeline
 from fabgen.diffusion import data as data_lib
 from fabgen.diffusion import losses
 from fabgen.diffusion import model as model_lib
 from fabgen.diffusion import schedulers
 from fabgen.diffusion import unet as unet_lib
+from fabgen.platform import input_options
 from fabgen.platform import precision as precision_lib
 from fabgen.platform import schedules
 from fabgen.platform.task import Task
@@ -101,7 +101,7 @@ class DiffusionTask(Task):
 
   def dataset(self, process_index, process_count, seed):
     return data_lib.crop_dataset(self.get_crops(), self.config.batch_size, process_index,
-                                 process_count, seed, pipeline.config_read_options(self.config))
+                                 process_count, seed, input_options.config_read_options(self.config))
 
   def param_count_tree(self, state):
     return {"params": state["params"]}

@@ -71,36 +71,6 @@ def _fabric_id_source(spec: str):
   return (lambda i: sim.render(fabric, i, -1)), count
 
 
-def _image_folder(folder: str, image_size):
-  """A plain folder of defect-free images: every image file in it, in name order.
-
-  Each file is checked (inside the folder, a regular file, a readable header) before the run
-  starts; one that fails is an error naming it, not a silently smaller set.
-  """
-  from fabgen.data.readers import base, images as io  # pylint: disable=g-import-not-at-top
-  index = base.Index(folder)
-  paths = [os.path.join(folder, n) for n in io.list_images(folder)]
-  for path in paths:
-    index.size(path)
-  if index.skipped:
-    path, reason = index.skipped[0]
-    more = f" (and {len(index.skipped) - 1} more)" if len(index.skipped) > 1 else ""
-    raise SynthesisError(f"cannot read background {path}: {reason}{more}")
-  return Backgrounds(lambda i: io.read_image(paths[i]), len(paths), lambda i: paths[i], folder,
-                     image_size)
-
-
-def _is_plain_image_folder(spec: str) -> bool:
-  from fabgen.data.readers import detect_layout, images as io  # pylint: disable=g-import-not-at-top
-  if not os.path.isdir(spec) or not io.list_images(spec):
-    return False
-  try:
-    detect_layout(spec)
-  except ValueError:
-    return True
-  return False
-
-
 def open_backgrounds(spec: "str | np.ndarray | Sequence[np.ndarray]",
                      image_size: tuple[int, int] | None = None) -> Backgrounds:
   """Backgrounds from a reader spec / folder / FabricSim fabric id / in-memory images."""
@@ -111,12 +81,16 @@ def open_backgrounds(spec: "str | np.ndarray | Sequence[np.ndarray]",
   if spec.startswith("fabricsim:") and ":fabric=" in spec:
     get, count = _fabric_id_source(spec)
     return Backgrounds(get, count, lambda i: f"{spec}[{i}]", spec, image_size)
-  if _is_plain_image_folder(spec):
-    return _image_folder(spec, image_size)
   try:
     src = open_source(spec)
   except Exception as e:
     raise SynthesisError(f"cannot open backgrounds {spec!r}: {e}") from e
+  if getattr(src, "layout", None) == "plain" and src.skipped:
+    # A folder of plain images is the user's own set: one that fails its header check is an
+    # error naming it, not a silently smaller set of backgrounds.
+    path, reason = src.skipped[0]
+    more = f" (and {len(src.skipped) - 1} more)" if len(src.skipped) > 1 else ""
+    raise SynthesisError(f"cannot read background {path}: {reason}{more}")
 
   def describe(i):
     path = getattr(src, "path_of", None)

@@ -41,10 +41,13 @@ class PlainFolderSource(base.Source):
     if subset not in (None, "good"):
       raise ValueError(f"{folder}: a folder of plain images is all defect-free; its only subset "
                        f"is 'good', got {subset!r}")
-    paths = image_files(folder)
-    if not paths:
+    listed = image_files(folder)
+    if not listed:
       raise FileNotFoundError(f"{folder}: no images (png, jpg, bmp, tif) in it or below it")
-    super().__init__(f"plain:{os.path.basename(os.path.normpath(folder))}", paths, ())
+    index = base.Index(folder)  # confined to the folder, header-checked; failures are skips
+    paths = [p for p in listed if index.size(p) is not None]
+    super().__init__(f"plain:{os.path.basename(os.path.normpath(folder))}", paths, (),
+                     index.skipped)
 
   def _path(self, entry) -> str:
     return entry
