@@ -1,6 +1,6 @@
 """DGT: defect generation and transfer with the DIS segmenter and the DFC open-set classifier.
 
-  fabgen train --config configs/dgt.py:tiny --workdir /tmp/dgt_tiny        # CPU, about a minute
+  fabgen train --config configs/dgt.py:tiny --workdir /tmp/dgt_tiny        # CPU, a few minutes
   fabgen train --config configs/dgt.py:64 --workdir runs/dgt64
   fabgen compile --config configs/dgt.py:64 --mesh data=8 --platform cpu
   fabgen synthesize --method dgt --checkpoint runs/dgt64 --backgrounds ... --num 1000 --out o/

@@ -1,8 +1,8 @@
 """Open-set protocol: DGT + DIS + DFC trained on k known FabricSim classes, tested on all six.
 
-  fabgen openset --config configs/openset.py:tiny --workdir /tmp/openset   # CPU, minutes
+  fabgen openset --config configs/openset.py:tiny --workdir /tmp/openset   # 2-core CPU: ~35 min
   fabgen openset --config configs/openset.py --workdir runs/openset        # full size
-  fabgen openset --config configs/openset.py:tiny,smoke --workdir /tmp/os  # seconds: the test
+  fabgen openset --config configs/openset.py:tiny,smoke --workdir /tmp/os  # wiring only (e2e test)
 
 Three splits of four known and two unknown classes each; every class is unknown in one split.
 DFC (OpenMax) and the softmax-threshold baseline sit side by side in the table. Options: smoke
