@@ -115,7 +115,7 @@ def run_split(config, known, out_dir: str, log, cache_dir: str = "") -> dict:
   workdir = os.path.join(out_dir, "dgt")
   t0 = time.time()
   trainer.train(cfg, workdir)
-  _, task, state = checkpoint_lib.restore_latest(workdir)
+  _, task, state = checkpoint_lib.restore(workdir)
   result = evaluate_split(task, state, config)
   result["seconds"] = round(time.time() - t0, 1)
   result["steps"] = int(jax.device_get(state["step"]))

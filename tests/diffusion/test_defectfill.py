@@ -12,10 +12,22 @@ from fabgen.diffusion import unet as unet_lib
 from tests.diffusion.conftest import synthetic_crops
 
 
+_STATES = {}
+
+
 def _task(config):
   task = defectfill_task.DefectFillTask(config)
   task.crops = synthetic_crops(size=config.data.image_size)
   return task
+
+
+def _init(task):
+  """init_state(key 0), built once per config for the module (eager: one jit of the whole
+  random init compiles for minutes on CPU, the eager ops compile once per shape)."""
+  key = (task.use_lora, task.config.to_json())
+  if key not in _STATES:
+    _STATES[key] = task.init_state(jax.random.key(0))  # eager: op programs are cached by shape
+  return jax.tree.map(jnp.copy, _STATES[key])
 
 
 def _inputs(task, seed=0):
@@ -29,7 +41,7 @@ def _inputs(task, seed=0):
 
 def test_lora_with_b_zero_equals_the_base_model_exactly(defectfill_config):
   task = _task(defectfill_config("lora"))
-  params, v_star = task.params(*[task.init_state(jax.random.key(0))[k]
+  params, v_star = task.params(*[_init(task)[k]
                                  for k in ("train", "frozen")])
   base_model = task.base_model()
   x, t, ids = _inputs(task)
@@ -48,7 +60,7 @@ def test_lora_with_b_zero_equals_the_base_model_exactly(defectfill_config):
 
 def test_merged_lora_equals_unmerged(defectfill_config):
   task = _task(defectfill_config("lora"))
-  state = task.init_state(jax.random.key(0))
+  state = _init(task)
   # Non-zero B everywhere, as after training.
   keys = iter(jax.random.split(jax.random.key(1), 10_000))
   state["train"] = jax.tree_util.tree_map_with_path(
@@ -100,7 +112,7 @@ def test_attention_loss_reads_the_placeholder_token(defectfill_config):
   task = _task(defectfill_config("lora"))
   # "a fabric with [V*]" -> <start> a fabric with [V*] <end> ...: [V*] is position 4.
   assert task.obj_token_index == 4 and task.obj_ids[4] == task.model.placeholder_id
-  params, v_star = task.params(*[task.init_state(jax.random.key(0))[k]
+  params, v_star = task.params(*[_init(task)[k]
                                  for k in ("train", "frozen")])
   x, t, ids = _inputs(task)
   n = ids.shape[1]
@@ -128,7 +140,7 @@ def _steps(task, state, n, seed=0):
 
 def test_lora_training_keeps_frozen_weights_and_optimises_only_lora(defectfill_config):
   task = _task(defectfill_config("lora"))
-  state = task.init_state(jax.random.key(0))
+  state = _init(task)
   frozen0 = jax.tree.map(np.asarray, state["frozen"])
   train0 = jax.tree.map(np.asarray, state["train"])
   n_train = len(jax.tree.leaves(state["train"]))
@@ -154,7 +166,7 @@ def test_full_finetune_losses_fall(defectfill_config):
   task = _task(defectfill_config("full", **{"optim.lr_unet": 3e-3, "optim.lr_text": 1e-3,
                                             "loss.l_def": 1.0, "loss.l_obj": 1.0,
                                             "loss.l_attn": 1.0}))
-  state = task.init_state(jax.random.key(0))
+  state = _init(task)
   _, history = _steps(task, state, 20)
   print({k: [round(h[k], 4) for h in history] for k in ("loss/def", "loss/obj", "loss/attn")})
   for key in ("loss/def", "loss/obj", "loss/attn"):

@@ -58,8 +58,8 @@ def test_pretrain_defectfill_resume_and_synthesize(tmp_path):
     assert all(np.isfinite(v) for v in a.values())
     np.testing.assert_allclose([b[s] for s in range(1, 5)], [a[s] for s in range(1, 5)],
                                rtol=1e-5, atol=1e-7)
-  s_full = checkpoint_lib.restore_latest(full)[2]
-  s_part = checkpoint_lib.restore_latest(part)[2]
+  s_full = checkpoint_lib.restore(full)[2]
+  s_part = checkpoint_lib.restore(part)[2]
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7),
                s_full["train"], s_part["train"])
 
