@@ -6,7 +6,8 @@
   fabgen synthesize --method defectfill --checkpoint /tmp/df_knot \
       --backgrounds fabricsim:tiny:target_good --num 16 --out /tmp/df_synth
   # with SD-2-inpainting on disk (sizes and weights read from the folder):
-  fabgen train --config configs/defectfill.py:sd2,pretrained=/data/sd2-inpainting,class_name=knot
+  fabgen train --config configs/defectfill.py:sd2,pretrained=/data/sd2-inpainting,class_name=knot \
+      --workdir runs/df_knot_sd2
 
 Variants follow configs/diffusion.py (tiny, 64, sd2). Options: init_from (a `diffusion` workdir),
 pretrained (a diffusers folder), class_name, num_refs, source, fabric (-1 = any), mode (lora |

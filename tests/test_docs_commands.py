@@ -71,6 +71,7 @@ def _commands():
     for c in re.findall(r"`([^`\n]+)`", text) + _code_lines(where, text):
       c = re.split(r"\s+#\s", c.strip())[0].strip()  # trailing shell comments
       c = re.sub(r"\s*\[[^]]*\.\.\.\]", "", c)  # optional "[--config.a.b=v ...]" parts
+      c = re.sub(r"\s*\[--[^]]*\]", "", c)  # other optional flags: "[--good SRC]"
       names_only = all(t.isalpha() and t.islower() for t in c.split()[1:])  # `fabgen data inspect`: a name
       if (not c.startswith(STARTS) or "--help" in c or c.endswith("...") or names_only
           or len(c.split()) <= 2 and "=" not in c):
