@@ -118,11 +118,12 @@ def main(argv=None) -> dict:
     shapes.add(x.shape)
     return fn(x)
 
-  infer.tiled_predict(fn, strips[0], (args.size, args.size), overlap=64,
+  overlap = min(64, args.size // 2)
+  infer.tiled_predict(fn, strips[0], (args.size, args.size), overlap=overlap,
                       batch_size=args.batch)  # compile
   t = time.perf_counter()
-  for _ in infer.predict_stream(counted, enumerate(strips), (args.size, args.size), overlap=64,
-                                batch_size=args.batch):
+  for _ in infer.predict_stream(counted, enumerate(strips), (args.size, args.size),
+                                overlap=overlap, batch_size=args.batch):
     pass  # tiles of consecutive strips share batches
   per_strip = (time.perf_counter() - t) / len(strips)
   results["infer_4096x256"] = {"strips_per_s": 1.0 / per_strip, "strip_ms": per_strip * 1e3,

@@ -35,8 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--fabric", type=int, default=None,
                       help="FabricSim sources: only records of this fabric id")
   parser.add_argument("--limit", type=int, default=None,
-                      help="evaluate N images spread over the source (splits are class-ordered)")
-  parser.add_argument("--overlap", type=int, default=64, help="tile overlap for large images")
+                      help="evaluate N images spread over each source (splits are class-ordered)")
+  parser.add_argument("--overlap", type=int, default=None,
+                      help="tile overlap for large images (default: 64, at most half a tile)")
   parser.add_argument("--batch-size", type=int, default=8)
   parser.add_argument("--good", action="append", default=[],
                       help="defect-free images to add (reader spec; repeatable)")
@@ -88,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     return 2
   out = args.out or os.path.join(args.checkpoint, "eval", re.sub(r"[^\w.-]+", "_", args.data))
   n_good = sum(len(i) for _, i in good)
+  overlap = args.overlap if args.overlap is not None else min(64, min(info["tile"]) // 2)
   print(f"evaluating {args.checkpoint} on {source.name} ({len(indices)} images"
         + (f" + {n_good} defect-free" if good else "")
         + f", tile {info['tile'][0]}x{info['tile'][1]})", flush=True)
@@ -101,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
   print(how, flush=True)
   try:
     ev, _ = evaluation.evaluate(
-        predict_fn, source, threshold=threshold, tile=info["tile"], overlap=args.overlap,
+        predict_fn, source, threshold=threshold, tile=info["tile"], overlap=overlap,
         batch_size=args.batch_size, indices=indices, seg_class_ids=info["class_ids"],
         log=_print_skips,
         good_sources=good, val_fraction=args.val_fraction, pixel_pitch_mm=args.pixel_pitch_mm,
