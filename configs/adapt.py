@@ -29,6 +29,10 @@ def get_config(arg=None):
   c.target_fabric = -1                         # a target fabric id; -1 = the first one
   c.methods = ("cutpaste", "multistage", "r3gan")   # rows of the table after "no adaptation"
   c.extra_generators = ml_collections.ConfigDict()  # method -> generator stage names, for new methods
+  # Donors of the fusion network's training inputs: "stage1" = patches of the trained stage-1
+  # generator conditioned on the source images' own texture (the paper: T learns to fuse what it
+  # is given at synthesis); "real" = real defect crops of other images (the ablation).
+  c.fusion_donors = "stage1"
   # Training of every model, on the source fabrics' train split (data.source is set by adapt).
   # demo: the small detector (128x128 crops) for a few minutes of CPU; checkpoints often enough
   # that an interrupted demo loses little, logs often enough to show progress. The JAX-native

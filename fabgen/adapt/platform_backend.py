@@ -71,6 +71,23 @@ def export_for_synthesis(config: ml_collections.ConfigDict, workdir: str) -> str
   return restore_lib.export_task(workdir, config, state)
 
 
+def fusion_donor_overrides(config: ml_collections.ConfigDict, done: Mapping[str, dict]) -> list:
+  """`data.donors=<stage-1 workdir>` unless `config.fusion_donors` is "real" (the ablation).
+
+  The paper trains the fusion network T on stage-1 patches pasted into real defect windows,
+  because that is what T is given at synthesis; the protocol trains stage 1 before fusion.
+  """
+  kind = config.get("fusion_donors", "stage1")
+  if kind == "real":
+    return ["data.donors=real"]
+  if kind != "stage1":
+    raise ValueError(f"config.fusion_donors={kind!r}; use 'stage1' (the paper) or 'real'")
+  if "stage1" not in done:
+    raise ValueError("fusion_donors='stage1' needs the stage-1 generator trained first; "
+                     "GENERATORS['multistage'] must list stage1 before fusion")
+  return [f"data.donors={done['stage1']['checkpoint']}"]
+
+
 class PlatformBackend(protocol.Backend):
   """Runs each stage for real; hyperparameters come from the adapt config only."""
 
@@ -136,8 +153,10 @@ class PlatformBackend(protocol.Backend):
     if name not in self.config.generators:
       raise ValueError(f"config.generators has no entry {name!r}; it has "
                        f"{sorted(self.config.generators)}")
-    return self._train(self.config.generators[name], out_dir,
-                       [f"data.source={self.source_spec('train')}"])
+    extra = [f"data.source={self.source_spec('train')}"]
+    if name == "fusion":
+      extra += fusion_donor_overrides(self.config, done)
+    return self._train(self.config.generators[name], out_dir, extra)
 
   def finetune(self, detector: dict, synthetic: dict, out_dir: str) -> dict:
     from fabgen.detector import task as task_lib  # pylint: disable=g-import-not-at-top
