@@ -22,6 +22,7 @@ from fabgen.adapt import evaluation
 from fabgen.adapt import protocol
 from fabgen.data import classes as classes_lib
 from fabgen.data import readers
+from fabgen.synthesis import box_stats
 
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -97,6 +98,7 @@ class PlatformBackend(protocol.Backend):
     self.preset = config.preset
     self.seed = int(config.seed)
     self._sim = None
+    self._real_boxes = None
 
   # ---- data ------------------------------------------------------------------------------------
 
@@ -147,13 +149,13 @@ class PlatformBackend(protocol.Backend):
 
   def train_detector(self, out_dir: str) -> dict:
     return self._train(self.config.detector, out_dir,
-                       [f"data.source={self.source_spec('train')}"])
+                       [f"data.source={self.source_spec('train')}", f"seed={self.seed}"])
 
   def train_generator(self, name: str, out_dir: str, done: Mapping[str, dict]) -> dict:
     if name not in self.config.generators:
       raise ValueError(f"config.generators has no entry {name!r}; it has "
                        f"{sorted(self.config.generators)}")
-    extra = [f"data.source={self.source_spec('train')}"]
+    extra = [f"data.source={self.source_spec('train')}", f"seed={self.seed}"]
     if name == "fusion":
       extra += fusion_donor_overrides(self.config, done)
     return self._train(self.config.generators[name], out_dir, extra)
@@ -201,6 +203,9 @@ class PlatformBackend(protocol.Backend):
     target = done["target"]
     s = self.config.synth
     options = dict(s.options) if method == "cutpaste" else {}
+    if method == "multistage":  # real box sizes, windows up to the whole target image
+      options = {"box_records": int(s.get("box_records", 200)),
+                 "max_window": int(self.sim.preset.image_size)}
     synth = synthesis.load(method, checkpoint, **options)
     wanted = synthesis.resolve_classes(target["classes"])
     class_ids = [c for c in wanted if c in synth.class_ids]
@@ -217,9 +222,21 @@ class PlatformBackend(protocol.Backend):
                               seed=self.seed, class_ids=class_ids, batch_size=s.batch_size,
                               extra_manifest={"checkpoint": str(checkpoint)})
     manifest = run.run(log=lambda line: self.log(f"  {line}"))
+    boxes = box_stats.write_report(data, real=self.real_boxes())
+    self.log(box_stats.markdown(boxes, f"{method}: box sizes, synthesized vs real (source train)"))
     return {"data": data, "method": method, "checkpoint": checkpoint,
             "classes": [classes_lib.CLASSES[c] for c in class_ids], "skipped_classes": skipped,
-            "images": manifest.get("images"), "per_class": manifest.get("per_class")}
+            "images": manifest.get("images"), "per_class": manifest.get("per_class"),
+            "median_area_ratio": {k: v.get("median_area_ratio")
+                                  for k, v in boxes["classes"].items()}}
+
+  def real_boxes(self):
+    """Box sizes of real source defects (`synth.box_records` train records), computed once."""
+    if self._real_boxes is None:
+      src = self._open(self.source_spec("train"))
+      n = int(self.config.synth.get("box_records", 200))
+      self._real_boxes = box_stats.real_boxes(src[i] for i in readers.spread_indices(len(src), n))
+    return self._real_boxes
 
   # ---- evaluation ------------------------------------------------------------------------------
 
@@ -228,20 +245,28 @@ class PlatformBackend(protocol.Backend):
     from fabgen.data.readers import open_source  # pylint: disable=g-import-not-at-top
     return open_source(spec)
 
-  def evaluate(self, detector: dict, out_dir: str) -> dict:
+  def evaluate_source(self, detector: dict, out_dir: str) -> dict:
+    src = self._open(self.source_spec("test"))
+    indices = readers.spread_indices(len(src), int(self.config.eval.source_val))
+    return self.evaluate(detector, out_dir, split="test", indices=indices,
+                         what="held-out source images")
+
+  def evaluate(self, detector: dict, out_dir: str, split: str = "target_test",
+               indices=None, what: str = "") -> dict:
     from fabgen.detector import infer  # pylint: disable=g-import-not-at-top
     from fabgen.detector import plots  # pylint: disable=g-import-not-at-top
     predict_fn, info = infer.load_predictor(detector["checkpoint"])
     e = self.config.eval
-    src = self._open(self.source_spec("target_test"))
-    target = protocol.stage_done(os.path.dirname(out_dir), "target") or self.target()
+    src = self._open(self.source_spec(split))
+    if indices is None:
+      target = protocol.stage_done(os.path.dirname(out_dir), "target") or self.target()
+      indices, what = target["test_indices"], f"target fabric {target['fabric_id']}"
     ev, kept = evaluation.evaluate(predict_fn, src, threshold=e.threshold, tile=info["tile"],
                                    overlap=min(e.overlap, min(info["tile"]) // 2),
-                                   batch_size=e.batch_size, indices=target["test_indices"],
+                                   batch_size=e.batch_size, indices=indices,
                                    seg_class_ids=info["class_ids"], keep_predictions=e.pictures,
                                    log=self.log)
-    report = evaluation.write_report(ev, out_dir, title=f"{detector['checkpoint']} on target "
-                                     f"fabric {target['fabric_id']}")
+    report = evaluation.write_report(ev, out_dir, title=f"{detector['checkpoint']} on {what}")
     if kept:
       names = list(classes_lib.CLASSES)
       lut = np.asarray([0] + [c + 1 for c in info["class_ids"]])

@@ -22,6 +22,8 @@ COMMANDS = {
     "evaluate": ("fabgen.cli.evaluate", "per-class F-measure and mAP of a detector on a data set"),
     "export": ("fabgen.cli.export", "serialize the detector with jax.export"),
     "adapt": ("fabgen.cli.adapt", "the adaptation protocol for one target fabric"),
+    "adapt-aggregate": ("fabgen.cli.adapt_aggregate",
+                        "the protocol over several target fabrics and seeds, with 95% CIs"),
     "demo": ("fabgen.cli.demo", "the whole pipeline on FabricSim, on a CPU, in minutes"),
     "compile": ("fabgen.cli.compile", "ahead-of-time compile a train step for a target mesh"),
 }
