@@ -278,18 +278,21 @@ class PlatformBackend(protocol.Backend):
     return evaluation._jsonable(report)  # pylint: disable=protected-access
 
   def pictures(self, workdir: str, done: Mapping[str, dict]) -> list[str]:
-    """samples.png: real target defects, each method's synthesized defects, detections."""
+    """samples.png: real and synthesized defects as they are beside their outlined labels,
+    then detections."""
     from PIL import Image  # pylint: disable=g-import-not-at-top
     from fabgen.detector import plots  # pylint: disable=g-import-not-at-top
+    from fabgen.synthesis import preview  # pylint: disable=g-import-not-at-top
     target = done["target"]
     src = self._open(self.source_spec("target_test"))
-    real = [plots.draw_detections(src[i]["image"], np.zeros((0, 4)), [], [], [],
-                                  gt_boxes=src[i]["boxes"]) for i in target["test_indices"][:4]]
-    rows = [("real target defects (white: ground truth)", plots.grid(real, 4))]
+    rows = []
+    real = preview.record_pairs(src[i] for i in target["test_indices"][:4])
+    if real is not None:
+      rows.append(("real target defects: as they are | label outlined", real))
     for name in self.config.methods:
-      sheet = os.path.join(workdir, f"synth_{name}", "data", "contact_sheet.png")
-      if os.path.isfile(sheet):
-        rows.append((f"synthesized: {name}", Image.open(sheet).convert("RGB")))
+      pairs = preview.synthesized_pairs(os.path.join(workdir, f"synth_{name}", "data"))
+      if pairs is not None:
+        rows.append((f"synthesized by {name}: as it is | label outlined", pairs))
     for stage in ["eval_source", "eval_control"] + [f"eval_{m}" for m in self.config.methods]:
       det = os.path.join(workdir, stage, "detections.png")
       if os.path.isfile(det):
