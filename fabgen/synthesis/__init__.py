@@ -62,6 +62,8 @@ def synthesize(method: str, checkpoint: str, backgrounds, num: int, out_dir: str
   from fabgen.synthesis import stream  # pylint: disable=g-import-not-at-top
   synth = load(method, checkpoint, **options)
   bgs = backgrounds_lib.open_backgrounds(backgrounds, image_size)
+  if hasattr(synth, "fit_window"):  # methods whose window follows the defect sizes (multistage)
+    synth.fit_window(min(bgs.size))
   prior = None if placement in (None, "uniform") else placement_lib.PlacementPrior.load(placement)
   run = stream.SynthesisRun(synth, bgs, num, out_dir, seed=seed,
                             class_ids=resolve_classes(classes), batch_size=batch_size,

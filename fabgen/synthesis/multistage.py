@@ -76,6 +76,12 @@ class MultistageSynthesizer(base.Synthesizer):
                             self.patch_size, stage1.patch_size + 2 * self.pad)
       self.state.update(boxes.state())
 
+  def fit_window(self, side: int) -> None:
+    """Shrinks the window to backgrounds of `side` px (boxes are clipped to what fits)."""
+    if self.boxes is not None:
+      floor = max(int(self.fusion.config.image_size), self.stage1.patch_size + 2 * self.pad)
+      self.patch_size = max(min(self.patch_size, int(side)), floor)
+
   def static_options(self):
     return {**super().static_options(),
             "box_sizes": "native" if self.boxes is None else "real boxes"}
