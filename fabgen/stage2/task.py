@@ -132,7 +132,13 @@ class FusionTask(Task):
   # ---- input -----------------------------------------------------------------------------------
 
   def build_examples(self) -> data_lib.FusionExamples:
-    """Real crops from config.data.source; donors: real crops, or stage-1 patches if configured."""
+    """Real crops from config.data.source, and the donors pasted into them.
+
+    Donors are stage-1 patches when `data.donors` names a stage-1 workdir: the paper's setup and
+    what `fabgen adapt` passes (configs/adapt.py fusion_donors="stage1"), since T must learn to
+    fuse what it is given at synthesis. "real" (real crops of other images) is the ablation and
+    the standalone default when no stage-1 model exists yet.
+    """
     from fabgen.data.readers import open_source, spread_indices  # pylint: disable=g-import-not-at-top
     d = self.config.data
     src = open_source(d.source)
