@@ -34,7 +34,7 @@ def get_config(arg=None):
   demo = variant == "demo"
   c = ml_collections.ConfigDict()
   c.preset = "simple" if demo else variant     # FabricSim preset (its target fabrics are held out)
-  c.seed = 0                                   # FabricSim, model (init, input order) and synthesis seed
+  c.seed = 0                                   # FabricSim, model and synthesis seed
   c.compilation_cache = True                   # persistent XLA cache in <workdir>/jax_cache
   c.target_fabric = -1                         # a target fabric id; -1 = the first one
   c.methods = ("cutpaste", "multistage", "r3gan")   # rows of the table after "no adaptation"

@@ -110,7 +110,8 @@ def write_aggregate(workdir: str, unit_dirs: Sequence[str], title: str) -> dict:
   units, extra = collect(unit_dirs)
   agg = aggregate_lib.aggregate(units, protocol.CONTROL, extra=extra)
   md = aggregate_lib.markdown(agg, title)
-  protocol._write_json(os.path.join(workdir, "aggregate.json"), agg)  # pylint: disable=protected-access
+  write_json = protocol._write_json  # pylint: disable=protected-access
+  write_json(os.path.join(workdir, "aggregate.json"), agg)
   with open(os.path.join(workdir, "aggregate.md"), "w", encoding="utf-8") as f:
     f.write(md)
   return {"aggregate": agg, "markdown": md}

@@ -8,6 +8,10 @@
                         fine-tune the source detector on them
                         evaluate on the target's real defects         -> row <method>
 
+With `eval.source_val` > 0 the source detector is also scored on that many held-out source
+images (stage `eval_source_val`), printed under the table: the gap to its "no adaptation" row on
+the target is the domain shift the methods have to recover.
+
 Generators (stage 1 + fusion for multistage, the single-stage inpainter for r3gan) are trained
 on the source fabrics once, before synthesis. The target fabric contributes only defect-free
 images (`target_good` records of that fabric) until the final evaluation, which uses its real

@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-  from fabgen.adapt import multi_run, platform_backend, protocol  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from fabgen.adapt import multi_run, platform_backend, protocol
   from fabgen.cli import adapt as adapt_cli  # pylint: disable=g-import-not-at-top
   from fabgen.platform import config as config_lib  # pylint: disable=g-import-not-at-top
   t0 = time.time()
