@@ -72,11 +72,15 @@ class BoxBank:
             "box_class": jnp.asarray(self.classes, jnp.int32)}
 
 
-def window_for(bank: BoxBank, pad: int, max_window: int, multiple: int = 16) -> int:
+# Window sides are multiples of this, so that every fusion network's downsampling divides them.
+WINDOW_MULTIPLE = 16
+
+
+def window_for(bank: BoxBank, pad: int, max_window: int, multiple: int = WINDOW_MULTIPLE) -> int:
   """A window side that holds the bank's largest box plus `pad` on each side, capped."""
   need = bank.largest() + 2 * pad
   side = -(-need // multiple) * multiple
-  return int(max(multiple, min(side, max_window)))
+  return int(max(multiple, min(side, max_window // multiple * multiple)))
 
 
 def sample_box(key: jax.Array, class_id: jax.Array, state: Mapping[str, jax.Array],

@@ -72,15 +72,19 @@ class MultistageSynthesizer(base.Synthesizer):
         raise base.SynthesisError("multistage: the box bank has no real defect boxes")
       # room for the margin R adds, the seam band T may change, and one pixel of resampling
       self.pad = int(c.data.margin + c.loss.seam_radius + 1)
-      self.patch_size = max(box_fit.window_for(boxes, self.pad, max_window),
-                            self.patch_size, stage1.patch_size + 2 * self.pad)
+      self.patch_size = max(box_fit.window_for(boxes, self.pad, max_window), self._floor())
       self.state.update(boxes.state())
+
+  def _floor(self) -> int:
+    """The smallest window: T's own size, or a stage-1 patch plus the pad (a multiple of 16)."""
+    need = max(int(self.fusion.config.image_size), self.stage1.patch_size + 2 * self.pad)
+    return -(-need // box_fit.WINDOW_MULTIPLE) * box_fit.WINDOW_MULTIPLE
 
   def fit_window(self, side: int) -> None:
     """Shrinks the window to backgrounds of `side` px (boxes are clipped to what fits)."""
     if self.boxes is not None:
-      floor = max(int(self.fusion.config.image_size), self.stage1.patch_size + 2 * self.pad)
-      self.patch_size = max(min(self.patch_size, int(side)), floor)
+      fits = int(side) // box_fit.WINDOW_MULTIPLE * box_fit.WINDOW_MULTIPLE
+      self.patch_size = max(min(self.patch_size, fits), self._floor())
 
   def static_options(self):
     return {**super().static_options(),
