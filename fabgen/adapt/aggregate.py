@@ -113,7 +113,7 @@ def markdown(agg: Mapping, title: str) -> str:
   """The aggregate table: mean F ± CI half-width per class and overall; paired diff vs control."""
   classes = agg["classes"]
   n = len(agg["units"])
-  head = ["method"] + list(classes) + ["mean", f"mean - control"]
+  head = ["method"] + list(classes) + ["mean", "mean - control"]
   lines = [f"### {title}", "",
            f"{n} runs ({', '.join(agg['units'])}); defect-level F-measure (%), mean ± half-width "
            f"of the {agg['confidence']:.0%} {agg['interval']}; last column: the paired "

@@ -56,9 +56,13 @@ def run(args: argparse.Namespace) -> int:
       protocol.run_protocol(cfg, unit_dir, platform_backend.PlatformBackend(cfg, log), log)
 
     units = multi_run.run_units(config, args.workdir, fabrics, seeds, run_one, log)
-  out = multi_run.write_aggregate(
-      args.workdir, units, f"Adaptation aggregate: {args.config}, fabrics {args.fabrics}, "
-      f"seeds {args.seeds}")
+  try:
+    out = multi_run.write_aggregate(
+        args.workdir, units, f"Adaptation aggregate: {args.config}, fabrics {args.fabrics}, "
+        f"seeds {args.seeds}")
+  except ValueError as e:  # no finished unit, or units that cannot be paired
+    print(f"fabgen adapt-aggregate: {args.workdir}: {e}", file=sys.stderr)
+    return 2
   print(out["markdown"], flush=True)
   log(f"wrote {args.workdir}/aggregate.md and aggregate.json; "
       f"{multi_run.describe(out['aggregate'])}")
