@@ -88,3 +88,12 @@ def test_driver_resumes_shares_source_stages_and_aggregates(tmp_path):
   assert agg["units"] == sorted(os.path.basename(u) for u in units)
   np.testing.assert_allclose(agg["paired"]["multistage"]["mean"], 0.5 - 0.125)
   assert multi_run.NO_ADAPT in agg["extra"] and "multistage" in out["markdown"]
+  # the command aggregates finished units without running anything
+  from fabgen.cli import main as cli_main  # pylint: disable=g-import-not-at-top
+  os.remove(tmp_path / "aggregate.md")
+  config_path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "adapt.py:demo")
+  assert cli_main.main(["adapt-aggregate", "--config", config_path, "--workdir", str(tmp_path),
+                        "--fabrics", "40,41", "--seeds", "0,1", "--aggregate-only"]) == 0
+  assert "| multistage |" in open(tmp_path / "aggregate.md").read()
+  assert cli_main.main(["adapt-aggregate", "--config", config_path, "--workdir",
+                        str(tmp_path / "empty"), "--aggregate-only"]) == 2
