@@ -109,9 +109,9 @@ def get_config(arg=None):
 def medium() -> ml_collections.ConfigDict:
   """One (fabric, seed) unit of the aggregate (fabgen adapt-aggregate); see the docstring.
 
-  Stage times scaled from the demo's measured ones (README): source detector 1200 steps
-  (~15 min), generators 300-400 steps (~10 min together), four 300-step fine-tunes (~14 min),
-  3 x 256 synthesized images, 7 evaluations of 96 images. Units after the first of a seed reuse
+  Sizes chosen by scaling the demo's measured stage times (estimates, not timings): source
+  detector 1200 steps (~15 min), generators 300-400 steps (~10 min together), four 300-step
+  fine-tunes (~14 min), 3 x 256 synthesized images, 7 evaluations of 96 images. Units after the first of a seed reuse
   its source stages (fabgen/adapt/multi_run.py), so they cost about half.
   """
   c = get_config("demo")
