@@ -57,9 +57,12 @@ def unit_scores(reports: Mapping[str, Mapping], classes: Sequence[str]) -> dict[
 
 
 def aggregate(units: Mapping[str, Mapping[str, Mapping]], control: str,
-              classes: Sequence[str] | None = None, extra: Mapping[str, Mapping] | None = None
-              ) -> dict:
+              classes: Sequence[str] | None = None, extra: Mapping[str, Mapping] | None = None,
+              baseline: str | None = None) -> dict:
   """Per row: per-class and mean F intervals; per row but the control: paired mean-F difference.
+
+  With `baseline` (e.g. "no adaptation") each other row also gets its paired difference against
+  it (`paired_baseline`): how much a method adds in all, extra training included.
 
   Args:
     units: unit name (e.g. "fabric40_seed0") -> that run's reports (row -> evaluation report).
@@ -89,11 +92,15 @@ def aggregate(units: Mapping[str, Mapping[str, Mapping]], control: str,
   for row in rows:
     out["rows"][row] = {k: t_interval([scores[u][row][k] for u in out["units"]])
                         for k in list(classes) + ["mean"]}
+  def paired(against):
+    return {row: t_interval([scores[u][row]["mean"] - scores[u][against]["mean"]
+                             for u in out["units"]]) for row in rows if row != against}
+
   if control in rows:
-    for row in rows:
-      if row != control:
-        diffs = [scores[u][row]["mean"] - scores[u][control]["mean"] for u in out["units"]]
-        out["paired"][row] = t_interval(diffs)
+    out["paired"] = paired(control)
+  if baseline is not None and baseline in rows:
+    out["baseline"] = baseline
+    out["paired_baseline"] = paired(baseline)
   for name in sorted({k for e in (extra or {}).values() for k in e}):
     out["extra"][name] = t_interval([extra[u].get(name, math.nan) for u in out["units"]
                                      if u in extra])
@@ -113,16 +120,18 @@ def markdown(agg: Mapping, title: str) -> str:
   """The aggregate table: mean F ± CI half-width per class and overall; paired diff vs control."""
   classes = agg["classes"]
   n = len(agg["units"])
-  head = ["method"] + list(classes) + ["mean", "mean - control"]
+  base = agg.get("baseline")
+  head = ["method"] + list(classes) + ["mean", "mean - control"] + (
+      [f"mean - {base}"] if base else [])
   lines = [f"### {title}", "",
            f"{n} runs ({', '.join(agg['units'])}); defect-level F-measure (%), mean ± half-width "
-           f"of the {agg['confidence']:.0%} {agg['interval']}; last column: the paired "
-           f"difference of the run means against '{agg['control']}'.", "",
+           f"of the {agg['confidence']:.0%} {agg['interval']}; 'mean - X': the paired "
+           f"difference of the run means against row X.", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for row, cells in agg["rows"].items():
-    paired = agg["paired"].get(row)
+    paired = [agg["paired"].get(row)] + ([agg["paired_baseline"].get(row)] if base else [])
     lines.append("| " + " | ".join([row] + [_ci(cells[c]) for c in classes] + [
-        f"**{_ci(cells['mean'])}**", _ci(paired, signed=True) if paired else ""]) + " |")
+        f"**{_ci(cells['mean'])}**"] + [_ci(p, signed=True) if p else "" for p in paired]) + " |")
   for name, d in agg.get("extra", {}).items():
     lines += ["", f"{name}: {_ci(d)} (n = {d['n']})."]
   return "\n".join(lines) + "\n"

@@ -108,7 +108,8 @@ def collect(unit_dirs: Sequence[str]) -> tuple[dict, dict]:
 def write_aggregate(workdir: str, unit_dirs: Sequence[str], title: str) -> dict:
   """Aggregates the finished units into `<workdir>/aggregate.{json,md}`; returns the aggregate."""
   units, extra = collect(unit_dirs)
-  agg = aggregate_lib.aggregate(units, protocol.CONTROL, extra=extra)
+  agg = aggregate_lib.aggregate(units, protocol.CONTROL, extra=extra,
+                                baseline=protocol.NO_ADAPTATION)
   md = aggregate_lib.markdown(agg, title)
   write_json = protocol._write_json  # pylint: disable=protected-access
   write_json(os.path.join(workdir, "aggregate.json"), agg)

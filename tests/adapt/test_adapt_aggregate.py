@@ -36,8 +36,10 @@ def _units():
 
 
 def test_paired_difference_cancels_the_fabric_spread():
-  agg = aggregate.aggregate(_units(), protocol.CONTROL)
+  agg = aggregate.aggregate(_units(), protocol.CONTROL, baseline=protocol.NO_ADAPTATION)
   paired = agg["paired"]["multistage"]
+  overall = agg["paired_baseline"]["multistage"]  # +0.1 from the control, + the method's gain
+  np.testing.assert_allclose([overall["mean"], overall["half"]], [0.15, paired["half"]])
   want = aggregate.t_interval([0.04, 0.05, 0.06])
   np.testing.assert_allclose([paired["mean"], paired["half"]], [want["mean"], want["half"]])
   assert paired["lo"] > 0  # the pairing shows the gain ...
