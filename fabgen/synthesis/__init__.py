@@ -6,7 +6,8 @@
 
 Methods (`base.SYNTHESIZERS`): `multistage` (stage-1 cGAN + fusion network), `cutpaste` (real
 source crops, hard seams), `r3gan` (single-stage inpainting generator); diffusion and DGT plug in
-through the same `Synthesizer` interface. Writing is `stream.SynthesisRun`.
+through the same `Synthesizer` interface. Writing is `stream.SynthesisRun`; `box_stats` compares
+a run's box sizes with real ones, `preview` draws its defects beside their outlined labels.
 """
 
 from __future__ import annotations
