@@ -22,7 +22,6 @@ from fabgen.adapt import evaluation
 from fabgen.adapt import protocol
 from fabgen.data import classes as classes_lib
 from fabgen.data import readers
-from fabgen.synthesis import box_stats
 
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -222,6 +221,7 @@ class PlatformBackend(protocol.Backend):
                               seed=self.seed, class_ids=class_ids, batch_size=s.batch_size,
                               extra_manifest={"checkpoint": str(checkpoint)})
     manifest = run.run(log=lambda line: self.log(f"  {line}"))
+    from fabgen.synthesis import box_stats  # pylint: disable=g-import-not-at-top
     boxes = box_stats.write_report(data, real=self.real_boxes())
     self.log(box_stats.markdown(boxes, f"{method}: box sizes, synthesized vs real (source train)"))
     return {"data": data, "method": method, "checkpoint": checkpoint,
@@ -232,6 +232,7 @@ class PlatformBackend(protocol.Backend):
 
   def real_boxes(self):
     """Box sizes of real source defects (`synth.box_records` train records), computed once."""
+    from fabgen.synthesis import box_stats  # pylint: disable=g-import-not-at-top
     if self._real_boxes is None:
       src = self._open(self.source_spec("train"))
       n = int(self.config.synth.get("box_records", 200))
