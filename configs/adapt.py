@@ -4,9 +4,16 @@
   fabgen adapt --config configs/adapt.py:complex --workdir runs/adapt_complex
   fabgen adapt --config configs/adapt.py --workdir runs/a --config.methods='("cutpaste",)'
 
+  fabgen adapt-aggregate --config configs/adapt.py:medium --workdir runs/agg --fabrics 40,41,42 \
+      --seeds 0,1
+
 Rerunning the same command resumes: finished stages (each a subfolder with result.json) are
 skipped. Variants: `simple` (default) and `complex` name the FabricSim preset; `demo` is the
-CPU-minutes version (configs/demo.py uses it).
+CPU-minutes version (configs/demo.py uses it); `medium` is the unit of the aggregate over target
+fabrics and seeds: FabricSim `simple_far` (targets of a weave family and yarn scale no source
+has), the demo's model sizes trained 3-4x longer, a source-validation score of the source
+detector, more synthesized images and evaluation images. Sized for one unit within 90 minutes
+on 2 CPU cores by scaling the demo's measured stage times (not yet timed end to end).
 """
 
 import ml_collections
@@ -19,16 +26,23 @@ def training(spec: str, *overrides: str) -> ml_collections.ConfigDict:
 
 def get_config(arg=None):
   variant = arg or "simple"
-  if variant not in ("simple", "complex", "demo"):
-    raise ValueError(f"configs/adapt.py: unknown variant {variant!r}; use simple, complex, demo")
+  if variant not in ("simple", "complex", "demo", "medium"):
+    raise ValueError(f"configs/adapt.py: unknown variant {variant!r}; use simple, complex, demo, "
+                     f"medium")
+  if variant == "medium":
+    return medium()
   demo = variant == "demo"
   c = ml_collections.ConfigDict()
   c.preset = "simple" if demo else variant     # FabricSim preset (its target fabrics are held out)
-  c.seed = 0                                   # FabricSim seed and synthesis seed
+  c.seed = 0                                   # FabricSim, model and synthesis seed
   c.compilation_cache = True                   # persistent XLA cache in <workdir>/jax_cache
   c.target_fabric = -1                         # a target fabric id; -1 = the first one
   c.methods = ("cutpaste", "multistage", "inpainter")   # rows of the table after "no adaptation"
   c.extra_generators = ml_collections.ConfigDict()  # method -> generator stage names, for new methods
+  # Donors of the fusion network's training inputs: "stage1" = patches of the trained stage-1
+  # generator conditioned on the source images' own texture (the paper: T learns to fuse what it
+  # is given at synthesis); "real" = real defect crops of other images (the ablation).
+  c.fusion_donors = "stage1"
   # Training of every model, on the source fabrics' train split (data.source is set by adapt).
   # demo: the small detector (128x128 crops) for a few minutes of CPU; checkpoints often enough
   # that an interrupted demo loses little, logs often enough to show progress. The JAX-native
@@ -67,6 +81,9 @@ def get_config(arg=None):
   # Options of the method's `from_checkpoint` (cutpaste: its crop bank is built from
   # `max_records` source records spread over the split, each one a FabricSim render on the fly).
   c.synth.options = ml_collections.ConfigDict({"max_records": 200 if demo else 2000})
+  # Source train records whose real defect boxes set the sizes multistage paints (box_fit) and
+  # that every method's synthesized boxes are compared with (<synth dir>/box_stats.md).
+  c.synth.box_records = 200 if demo else 1000
   c.finetune = ml_collections.ConfigDict()
   c.finetune.steps = 100 if demo else 4000     # fine-tuning steps per method
   # Fine-tuning lr = source lr * this. Demo (source lr 1e-3, fabric 40's first 48), mean F of
@@ -87,4 +104,32 @@ def get_config(arg=None):
   c.eval.batch_size = 8
   c.eval.overlap = 32 if demo else 64          # tile overlap of tiled inference (< detector tile)
   c.eval.pictures = 4                          # detection pictures per evaluation
+  # Held-out source images (the source test split) the source detector is scored on, beside the
+  # target's "no adaptation" row: the gap is the domain shift to recover (0 = skip).
+  c.eval.source_val = 0
+  return c
+
+
+def medium() -> ml_collections.ConfigDict:
+  """One (fabric, seed) unit of the aggregate (fabgen adapt-aggregate); see the docstring.
+
+  Sizes chosen by scaling the demo's measured stage times (estimates, not timings): source
+  detector 1200 steps (~15 min), generators 300-400 steps (~10 min together), four 300-step
+  fine-tunes (~14 min), 3 x 256 synthesized images, 7 evaluations of 96 images. Units after the first of a seed reuse
+  its source stages (fabgen/adapt/multi_run.py), so they cost about half.
+  """
+  c = get_config("demo")
+  c.preset = "simple_far"
+  c.detector.overrides = [o for o in c.detector.overrides if not o.startswith((
+      "total_steps=", "optim.warmup_steps=", "checkpoint.every_steps="))] + [
+          "total_steps=1200", "optim.warmup_steps=50", "checkpoint.every_steps=200"]
+  for name, steps in (("stage1", 400), ("fusion", 300), ("r3gan", 300)):
+    g = c.generators[name]
+    g.overrides = [o for o in g.overrides if not o.startswith("total_steps=")] + [
+        f"total_steps={steps}"]
+  c.synth.num = 256
+  c.synth.num_backgrounds = 32
+  c.finetune.steps = 300
+  c.eval.limit = 96
+  c.eval.source_val = 96
   return c

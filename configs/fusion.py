@@ -10,8 +10,12 @@
 
 Variants: tiny (32x32 crops of `fabricsim:tiny:train`, narrow nets: tests and CPUs), 64, 128.
 Options: objective in {nsgan (the paper's log-loss, default), rpgan, hinge, wgan} (rpgan adds
-R1 + R2), donors ("real" crops, or a stage-1 workdir whose patches are pasted), source (any
-`open_source` spec), steps, batch.
+R1 + R2), donors, source (any `open_source` spec), steps, batch.
+
+Donors: the paper trains T on stage-1 patches pasted into real defect windows, since that is
+what T fuses at synthesis: `donors=<stage-1 workdir>` does so, and is what `fabgen adapt` passes
+(configs/adapt.py `fusion_donors="stage1"`, the protocol's default). Standalone, with no stage-1
+model at hand, the value is "real": real defect crops of other images, the ablation switch.
 """
 
 import ml_collections
@@ -66,9 +70,9 @@ def get_config(arg=None):
   d = c.data
   d.source = o.source or ("fabricsim:tiny:train" if tiny else "fabricsim:simple:train")
   d.max_records = 24 if tiny else 4000       # source records scanned for defect crops
-  d.max_per_class = 16 if tiny else 512      # crops kept per class (real and donor banks)
+  d.max_per_class = 16 if tiny else 512      # per class: real crops kept, stage-1 donors made
   d.margin = 2 if tiny else 3                # window = dilate(defect mask, margin)
-  d.donors = o.donors                        # "real" or a stage-1 workdir
+  d.donors = o.donors                        # a stage-1 workdir (paper), or "real" (ablation)
 
   # A vmapped grid of runs in one program (fabgen.gan.grid_task): gamma sets loss.r1_gamma and
   # loss.r2_gamma (objective rpgan only); () = the single run's value / seed.

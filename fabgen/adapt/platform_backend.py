@@ -31,6 +31,8 @@ from fabgen.detector import task as task_lib
 from fabgen.platform import config as config_lib
 from fabgen.platform import trainer
 from fabgen.synthesis import backgrounds as backgrounds_lib
+from fabgen.synthesis import box_stats
+from fabgen.synthesis import preview
 from fabgen.synthesis import stream
 
 
@@ -50,6 +52,23 @@ def resolve_spec(spec: str) -> str:
   return path + sep + arg
 
 
+def fusion_donor_overrides(config: ml_collections.ConfigDict, done: Mapping[str, dict]) -> list:
+  """`data.donors=<stage-1 workdir>` unless `config.fusion_donors` is "real" (the ablation).
+
+  The paper trains the fusion network T on stage-1 patches pasted into real defect windows,
+  because that is what T is given at synthesis; the protocol trains stage 1 before fusion.
+  """
+  kind = config.get("fusion_donors", "stage1")
+  if kind == "real":
+    return ["data.donors=real"]
+  if kind != "stage1":
+    raise ValueError(f"config.fusion_donors={kind!r}; use 'stage1' (the paper) or 'real'")
+  if "stage1" not in done:
+    raise ValueError("fusion_donors='stage1' needs the stage-1 generator trained first; "
+                     "GENERATORS['multistage'] must list stage1 before fusion")
+  return [f"data.donors={done['stage1']['checkpoint']}"]
+
+
 class PlatformBackend(protocol.Backend):
   """Runs each stage for real; hyperparameters come from the adapt config only."""
 
@@ -59,6 +78,7 @@ class PlatformBackend(protocol.Backend):
     self.preset = config.preset
     self.seed = int(config.seed)
     self._sim = None
+    self._real_boxes = None
 
   # ---- data ------------------------------------------------------------------------------------
 
@@ -104,14 +124,16 @@ class PlatformBackend(protocol.Backend):
 
   def train_detector(self, out_dir: str) -> dict:
     return self._train(self.config.detector, out_dir,
-                       [f"data.source={self.source_spec('train')}"])
+                       [f"data.source={self.source_spec('train')}", f"seed={self.seed}"])
 
   def train_generator(self, name: str, out_dir: str, done: Mapping[str, dict]) -> dict:
     if name not in self.config.generators:
       raise ValueError(f"config.generators has no entry {name!r}; it has "
                        f"{sorted(self.config.generators)}")
-    return self._train(self.config.generators[name], out_dir,
-                       [f"data.source={self.source_spec('train')}"])
+    extra = [f"data.source={self.source_spec('train')}", f"seed={self.seed}"]
+    if name == "fusion":
+      extra += fusion_donor_overrides(self.config, done)
+    return self._train(self.config.generators[name], out_dir, extra)
 
   def finetune(self, detector: dict, synthetic: dict, out_dir: str) -> dict:
     f = self.config.finetune
@@ -150,6 +172,9 @@ class PlatformBackend(protocol.Backend):
     target = done["target"]
     s = self.config.synth
     options = dict(s.options) if method == "cutpaste" else {}
+    if method == "multistage":  # real box sizes, windows up to the whole target image
+      options = {"box_records": int(s.get("box_records", 200)),
+                 "max_window": int(self.sim.preset.image_size)}
     synth = synthesis.load(method, checkpoint, **options)
     wanted = synthesis.resolve_classes(target["classes"])
     class_ids = [c for c in wanted if c in synth.class_ids]
@@ -166,9 +191,21 @@ class PlatformBackend(protocol.Backend):
                               seed=self.seed, class_ids=class_ids, batch_size=s.batch_size,
                               extra_manifest={"checkpoint": str(checkpoint)})
     manifest = run.run(log=lambda line: self.log(f"  {line}"))
+    boxes = box_stats.write_report(data, real=self.real_boxes())
+    self.log(box_stats.markdown(boxes, f"{method}: box sizes, synthesized vs real (source train)"))
     return {"data": data, "method": method, "checkpoint": checkpoint,
             "classes": [classes_lib.CLASSES[c] for c in class_ids], "skipped_classes": skipped,
-            "images": manifest.get("images"), "per_class": manifest.get("per_class")}
+            "images": manifest.get("images"), "per_class": manifest.get("per_class"),
+            "median_area_ratio": {k: v.get("median_area_ratio")
+                                  for k, v in boxes["classes"].items()}}
+
+  def real_boxes(self):
+    """Box sizes of real source defects (`synth.box_records` train records), computed once."""
+    if self._real_boxes is None:
+      src = self._open(self.source_spec("train"))
+      n = int(self.config.synth.get("box_records", 200))
+      self._real_boxes = box_stats.real_boxes(src[i] for i in readers.spread_indices(len(src), n))
+    return self._real_boxes
 
   # ---- evaluation ------------------------------------------------------------------------------
 
@@ -176,18 +213,26 @@ class PlatformBackend(protocol.Backend):
   def _open(spec):
     return readers.open_source(spec)
 
-  def evaluate(self, detector: dict, out_dir: str) -> dict:
+  def evaluate_source(self, detector: dict, out_dir: str) -> dict:
+    src = self._open(self.source_spec("test"))
+    indices = readers.spread_indices(len(src), int(self.config.eval.source_val))
+    return self.evaluate(detector, out_dir, split="test", indices=indices,
+                         what="held-out source images")
+
+  def evaluate(self, detector: dict, out_dir: str, split: str = "target_test",
+               indices=None, what: str = "") -> dict:
     predict_fn, info = infer.load_predictor(detector["checkpoint"])
     e = self.config.eval
-    src = self._open(self.source_spec("target_test"))
-    target = protocol.stage_done(os.path.dirname(out_dir), "target") or self.target()
+    src = self._open(self.source_spec(split))
+    if indices is None:
+      target = protocol.stage_done(os.path.dirname(out_dir), "target") or self.target()
+      indices, what = target["test_indices"], f"target fabric {target['fabric_id']}"
     ev, kept = evaluation.evaluate(predict_fn, src, threshold=e.threshold, tile=info["tile"],
                                    overlap=min(e.overlap, min(info["tile"]) // 2),
-                                   batch_size=e.batch_size, indices=target["test_indices"],
+                                   batch_size=e.batch_size, indices=indices,
                                    seg_class_ids=info["class_ids"], keep_predictions=e.pictures,
                                    log=self.log)
-    report = evaluation.write_report(ev, out_dir, title=f"{detector['checkpoint']} on target "
-                                     f"fabric {target['fabric_id']}")
+    report = evaluation.write_report(ev, out_dir, title=f"{detector['checkpoint']} on {what}")
     if kept:
       names = list(classes_lib.CLASSES)
       lut = np.asarray([0] + [c + 1 for c in info["class_ids"]])
@@ -199,16 +244,18 @@ class PlatformBackend(protocol.Backend):
     return evaluation._jsonable(report)  # pylint: disable=protected-access
 
   def pictures(self, workdir: str, done: Mapping[str, dict]) -> list[str]:
-    """samples.png: real target defects, each method's synthesized defects, detections."""
+    """samples.png: real and synthesized defects as they are beside their outlined labels,
+    then detections."""
     target = done["target"]
     src = self._open(self.source_spec("target_test"))
-    real = [drawing.draw_detections(src[i]["image"], np.zeros((0, 4)), [], [], [],
-                                  gt_boxes=src[i]["boxes"]) for i in target["test_indices"][:4]]
-    rows = [("real target defects (white: ground truth)", drawing.grid(real, 4))]
+    rows = []
+    real = preview.record_pairs(src[i] for i in target["test_indices"][:4])
+    if real is not None:
+      rows.append(("real target defects: as they are | label outlined", real))
     for name in self.config.methods:
-      sheet = os.path.join(workdir, f"synth_{name}", "data", "contact_sheet.png")
-      if os.path.isfile(sheet):
-        rows.append((f"synthesized: {name}", Image.open(sheet).convert("RGB")))
+      pairs = preview.synthesized_pairs(os.path.join(workdir, f"synth_{name}", "data"))
+      if pairs is not None:
+        rows.append((f"synthesized by {name}: as it is | label outlined", pairs))
     for stage in ["eval_source", "eval_control"] + [f"eval_{m}" for m in self.config.methods]:
       det = os.path.join(workdir, stage, "detections.png")
       if os.path.isfile(det):

@@ -8,6 +8,10 @@
                         fine-tune the source detector on them
                         evaluate on the target's real defects         -> row <method>
 
+With `eval.source_val` > 0 the source detector is also scored on that many held-out source
+images (stage `eval_source_val`), printed under the table: the gap to its "no adaptation" row on
+the target is the domain shift the methods have to recover.
+
 Generators (stage 1 + fusion for multistage, the single-stage inpainter for `inpainter`) are
 trained on the source fabrics once, before synthesis. The target fabric contributes only
 defect-free images (`target_good` records of that fabric) until the final evaluation, which uses
@@ -77,6 +81,14 @@ class Backend(abc.ABC):
   @abc.abstractmethod
   def evaluate(self, detector: dict, out_dir: str) -> dict:
     """Evaluates a detector on the target's real defects; returns the evaluation report."""
+
+  def evaluate_source(self, detector: dict, out_dir: str) -> dict:
+    """Evaluates a detector on held-out *source* images (config.eval.source_val of them).
+
+    Beside the target's "no adaptation" row it measures the domain shift: the F the source
+    detector reaches where it was trained, against what it keeps on the new fabric.
+    """
+    raise NotImplementedError(f"{type(self).__name__} has no source validation split")
 
   def pictures(self, workdir: str, done: Mapping[str, dict]) -> list[str]:
     """Optional sample pictures (real vs synthesized defects, detections); returns paths."""
@@ -159,6 +171,10 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str, backend: Backe
       if gen not in done:
         done[gen] = run_stage(workdir, gen,
                               lambda d, g=gen: backend.train_generator(g, d, done), log)
+  source_val = None
+  if config.get("eval", {}).get("source_val", 0):
+    source_val = run_stage(workdir, "eval_source_val", lambda d: backend.evaluate_source(
+        done["detector_source"], d), log)
   reports = {NO_ADAPTATION: run_stage(
       workdir, "eval_source", lambda d: backend.evaluate(done["detector_source"], d), log)}
   if config.get("finetune", {}).get("control", False):
@@ -179,12 +195,19 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str, backend: Backe
   title = (f"Adaptation to target fabric {target.get('fabric_id')} "
            f"({target.get('num_test', '?')} real defect images)")
   md = table_lib.comparison_markdown(reports, title)
+  if source_val is not None:
+    head, rows = table_lib.comparison_rows({"source detector on source validation": source_val})
+    md += ("\nThe domain shift: the source detector on held-out source images "
+           f"({source_val.get('num_images', '?')} images), defect-level F (%)\n\n| "
+           + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n| " + " | ".join(rows[0])
+           + " |\n")
   pictures = backend.pictures(workdir, done)
   with open(os.path.join(workdir, "table.md"), "w", encoding="utf-8") as f:
     f.write(md)
   wall = round(time.time() - t0, 1)
   _write_json(os.path.join(workdir, "table.json"),
               {"reports": reports, "target": target, "pictures": pictures,
+               "source_val": source_val,
                "wall_s_this_run": wall})
   log(md)
   return {"reports": reports, "table": md, "wall_s": wall, "pictures": pictures}

@@ -47,8 +47,13 @@ def dependencies(config, name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return _WORLD + ("target_fabric", "synth.num_backgrounds", "eval.limit"), ()
   if name == "detector_source":
     return _WORLD + ("detector",), ()
+  if name == "fusion" and config.get("fusion_donors", "stage1") == "stage1":
+    # T trains on stage-1 donors: a retrained stage 1 means a retrained T.
+    return _WORLD + ("generators.fusion", "fusion_donors"), ("stage1",)
   if name in config.generators:
-    return _WORLD + (f"generators.{name}",), ()
+    return _WORLD + (f"generators.{name}",) + (("fusion_donors",) if name == "fusion" else ()), ()
+  if name == "eval_source_val":
+    return ("eval",), ("detector_source",)
   if name.startswith("eval_"):
     what = name[len("eval_"):]
     upstream = "detector_source" if what == "source" else f"finetune_{what}"

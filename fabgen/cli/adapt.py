@@ -25,16 +25,26 @@ def add_arguments(parser: argparse.ArgumentParser, default_config: str | None = 
   parser.add_argument("--workdir", required=True, help="where every stage writes")
 
 
-def run_config(args: argparse.Namespace, command: str) -> int:
-  """Loads the config (+ overrides) and runs the protocol with the platform backend."""
+def prepare_process(config, workdir: str) -> None:
+  """Logging and the persistent compilation cache, once per process running protocols."""
   import logging  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
   logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
-  from fabgen.adapt import platform_backend, protocol  # pylint: disable=g-import-not-at-top
-  from fabgen.platform import config as config_lib  # pylint: disable=g-import-not-at-top
   from fabgen.platform import metrics  # pylint: disable=g-import-not-at-top
-  from fabgen.platform import trainer as _  # pylint: disable=g-import-not-at-top,unused-import
+  from fabgen.platform import trainer  # pylint: disable=g-import-not-at-top
   # Progress inside a training stage: a tqdm bar on a terminal, clu's notes (steps/s, ETA) in logs.
   metrics.quiet_logs(scalars=False)
+  if config.get("compilation_cache", False):
+    # Every stage compiles in this process; the fine-tunes of different methods (and all the
+    # evaluations) compile the same programs, and a resumed run recompiles everything: a
+    # persistent cache under the workdir turns those into cache hits.
+    trainer.use_compilation_cache(os.path.abspath(os.path.join(workdir, "jax_cache")))
+
+
+def run_config(args: argparse.Namespace, command: str) -> int:
+  """Loads the config (+ overrides) and runs the protocol with the platform backend."""
+  from fabgen.adapt import platform_backend, protocol  # pylint: disable=g-import-not-at-top
+  from fabgen.platform import config as config_lib  # pylint: disable=g-import-not-at-top
   t0 = time.time()
   log = lambda line: print(f"[{time.time() - t0:6.0f}s] {line}", flush=True)
   try:
@@ -44,13 +54,7 @@ def run_config(args: argparse.Namespace, command: str) -> int:
   except (config_lib.ConfigError, ValueError) as e:
     print(f"fabgen {command}: {e}", file=sys.stderr)
     return 2
-  if config.get("compilation_cache", False):
-    # Every stage compiles in this process; the fine-tunes of different methods (and all the
-    # evaluations) compile the same programs, and a resumed run recompiles everything: a
-    # persistent cache under the workdir turns those into cache hits.
-    import os  # pylint: disable=g-import-not-at-top
-    from fabgen.platform import trainer  # pylint: disable=g-import-not-at-top
-    trainer.use_compilation_cache(os.path.abspath(os.path.join(args.workdir, "jax_cache")))
+  prepare_process(config, args.workdir)
   result = protocol.run_protocol(config, args.workdir,
                                  platform_backend.PlatformBackend(config, log), log)
   log(f"wrote {args.workdir}/table.md, table.json and {', '.join(result['pictures']) or 'no'} "

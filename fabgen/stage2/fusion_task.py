@@ -69,19 +69,32 @@ class FusionTask(Task):
     """T on signed images [B,S,S,3] and window [B,S,S] -> signed fused images."""
     return self.t_net.apply(params, x, window)
 
-  def fuse(self, t_params, background, patch, patch_mask):
+  def fusion_reach(self) -> int:
+    """How far from a patch's mask `fuse` may change pixels: the region's margin plus T's seam."""
+    return int(self.config.data.margin + self.config.loss.seam_radius)
+
+  def fuse(self, t_params, background, patch, patch_mask, domain=None, keep_near_mask=False):
     """Fuses a defect patch into signed background windows, as synthesis needs it.
 
     background [B,S,S,3] and patch [B,S,S,3] signed, patch_mask [B,S,S] (zero where the patch
     is not). T's input is built as its training examples are (`fabgen.stage2.data`): the patch
-    pasted over R = defect_region(mask, data.margin); of T's output only dilate(R, seam_radius)
-    is kept (T's change outside it is bounded by `OUT_OF_MASK_BOUND` in training).
+    pasted over R = defect_region(mask, data.margin) (times `domain`, where the patch has data);
+    of T's output only dilate(R, seam_radius) is kept (T's change outside it is bounded by
+    `OUT_OF_MASK_BOUND` in training). `keep_near_mask` keeps only dilate(mask, seam_radius) within
+    R instead: for patches scaled into a real box, R's margin band holds stretched stage-1
+    background that T turns into fabric, and whatever it leaves there would be labelled a defect.
     """
     c = self.config
     region = mask_ops.defect_region(patch_mask, c.data.margin)
+    if domain is not None:
+      region = region * domain
     x = mask_ops.paste(background, patch, region)
     fused = self.apply_t(t_params, x, region)
-    return mask_ops.paste(background, fused, mask_ops.dilate(region, c.loss.seam_radius))
+    if keep_near_mask:
+      kept = mask_ops.defect_region(patch_mask, c.loss.seam_radius) * region
+    else:
+      kept = mask_ops.dilate(region, c.loss.seam_radius)
+    return mask_ops.paste(background, fused, kept)
 
   def apply_d(self, params, images, window):
     return self.d_net.apply(params, images, window[..., None])
@@ -146,7 +159,13 @@ class FusionTask(Task):
   # ---- input -----------------------------------------------------------------------------------
 
   def build_examples(self) -> data_lib.FusionExamples:
-    """Real crops from config.data.source; donors: real crops, or stage-1 patches if configured."""
+    """Real crops from config.data.source, and the donors pasted into them.
+
+    Donors are stage-1 patches when `data.donors` names a stage-1 workdir: the paper's setup and
+    what `fabgen adapt` passes (configs/adapt.py fusion_donors="stage1"), since T must learn to
+    fuse what it is given at synthesis. "real" (real crops of other images) is the ablation and
+    the standalone default when no stage-1 model exists yet.
+    """
     d = self.config.data
     src = open_source(d.source)
     records = [src[i] for i in spread_indices(len(src), d.max_records)]

@@ -6,7 +6,9 @@
 
 Methods (`base.SYNTHESIZERS`): `multistage` (stage-1 cGAN + fusion network), `cutpaste` (real
 source crops, hard seams), `inpainter` (single-stage inpainting generator), `defectfill` (latent
-diffusion, `fabgen.diffusion`), `dgt` (DGT defect transfer). Writing is `stream.SynthesisRun`.
+diffusion, `fabgen.diffusion`), `dgt` (DGT defect transfer). Writing is `stream.SynthesisRun`;
+`box_stats` compares a run's box sizes with real ones, `preview` draws its defects beside their
+outlined labels.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ def synthesize(method: str, checkpoint: str, backgrounds, num: int, out_dir: str
   """
   synth = load(method, checkpoint, **options)
   bgs = backgrounds_lib.open_backgrounds(backgrounds, image_size)
+  if hasattr(synth, "fit_window"):  # methods whose window follows the defect sizes (multistage)
+    synth.fit_window(min(bgs.size))
   prior = None if placement in (None, "uniform") else placement_lib.PlacementPrior.load(placement)
   run = stream.SynthesisRun(synth, bgs, num, out_dir, seed=seed,
                             class_ids=resolve_classes(classes), batch_size=batch_size,

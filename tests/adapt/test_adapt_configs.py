@@ -20,7 +20,7 @@ def load(spec):
 
 
 @pytest.mark.parametrize("variant", ["adapt.py:demo", "adapt.py:simple", "adapt.py:complex",
-                                     "demo.py"])
+                                     "adapt.py:medium", "demo.py"])
 def test_every_stage_config_validates(variant, monkeypatch, tmp_path):
   monkeypatch.chdir(tmp_path)  # specs must resolve from any directory
   config = load(variant)

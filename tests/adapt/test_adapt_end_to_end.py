@@ -88,7 +88,7 @@ def test_protocol_runs_for_real_and_resumes(tmp_path):
   table = open(os.path.join(workdir, "table.md")).read()
   assert all(f"| {row} |" in table for row in reports)
   for f in ("samples.png", "eval_source/detections.png", "eval_cutpaste/report.md",
-            "synth_cutpaste/data/contact_sheet.png"):
+            "synth_cutpaste/data/contact_sheet.png", "synth_cutpaste/data/box_stats.md"):
     assert os.path.getsize(os.path.join(workdir, f)) > 0, f
   assert any("[finetune_cutpaste] finished" in line for line in lines)
 

@@ -37,7 +37,7 @@ def train(sim):
 
 
 def test_presets_mirror_the_paper():
-  assert PRESETS == ("tiny", "simple", "complex")
+  assert PRESETS == ("tiny", "simple", "complex", "simple_far")
   simple, complex_, tiny = get_preset("simple"), get_preset("complex"), get_preset("tiny")
   assert simple.classes == classes_lib.SIMPLE_CLASSES and not simple.colour
   assert complex_.classes == classes_lib.COMPLEX_CLASSES and complex_.colour
@@ -46,6 +46,20 @@ def test_presets_mirror_the_paper():
   assert (complex_.split_size("train"), complex_.split_size("test")) == (4170, 1073)
   np.testing.assert_array_equal(FabricSim("simple").class_ids, [0, 1, 2, 3])
   np.testing.assert_array_equal(FabricSim("complex").class_ids, [0, 3, 4, 5])
+
+
+def test_far_preset_holds_out_a_weave_family_and_scale():
+  """simple_far: target fabrics only from the held-out weaves and pitch; sources never."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from fabgen.data.fabricsim import identity, weaves  # pylint: disable=g-import-not-at-top
+  preset = get_preset("simple_far")
+  root = identity.root_key(0)
+  params = jax.jit(jax.vmap(lambda f: identity.fabric_params(
+      identity.fabric_key(root, f), preset, f >= preset.num_source_fabrics)))(np.arange(48))
+  held = {weaves.weave_id(n) for n in preset.target_weaves}
+  weave, pitch = np.asarray(params["weave"]), np.asarray(params["pitch"])
+  assert not held & set(weave[:40].tolist()) and set(weave[40:].tolist()) <= held
+  assert pitch[:40].max() <= 6.0 and pitch[40:].min() >= 6.5
 
 
 def test_splits_are_disjoint_by_fabric(sim):

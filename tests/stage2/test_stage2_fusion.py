@@ -22,7 +22,11 @@ def _task(objective="nsgan"):
   config.batch_size = 8
   task = task_lib.FusionTask(config)
   crops = defect_crops.extract_crops(_records(), config.image_size)
-  task.examples = data_lib.FusionExamples(crops, crops, config.data.margin)
+  # Donors of another colourway (inverted): the donor's defect is resized into the real
+  # defect's box (`donor_extent`), so same-fabric donors of these near-identical blobs would
+  # leave almost no seam for D_T to learn from.
+  donors = (255 - crops[0],) + tuple(crops[1:])
+  task.examples = data_lib.FusionExamples(crops, donors, config.data.margin)
   return task, config
 
 

@@ -60,12 +60,22 @@ def _palette(key, colour: bool, base_value):
   return _hsv_to_rgb(jnp.mod(hue, 1.0), sat, val)
 
 
-def fabric_params(key: jax.Array, preset: presets_lib.Preset) -> dict[str, jax.Array]:
-  """The identity of one fabric, all jax scalars/arrays (traceable in fabric_id)."""
+def fabric_params(key: jax.Array, preset: presets_lib.Preset,
+                  is_target=False) -> dict[str, jax.Array]:
+  """The identity of one fabric, all jax scalars/arrays (traceable in fabric_id).
+
+  `is_target` (traceable) draws weave and pitch from the preset's target family when it has one
+  (`Preset.target_weaves` / `target_pitch`), from the same keys, so presets without one are
+  unchanged bit for bit.
+  """
   ks = iter(jax.random.split(key, 64))
   u = lambda lo, hi, shape=(): jax.random.uniform(next(ks), shape, minval=lo, maxval=hi)
   allowed = jnp.asarray([weaves.weave_id(n) for n in preset.weaves], jnp.int32)
-  weave = allowed[jax.random.randint(next(ks), (), 0, len(preset.weaves))]
+  weave_key = next(ks)
+  weave = allowed[jax.random.randint(weave_key, (), 0, len(preset.weaves))]
+  if preset.target_weaves:
+    held = jnp.asarray([weaves.weave_id(n) for n in preset.target_weaves], jnp.int32)
+    weave = jnp.where(is_target, held[jax.random.randint(weave_key, (), 0, len(held))], weave)
   base_value = u(0.3, 0.8)
   warp_palette = _palette(next(ks), preset.colour, base_value)
   weft_palette = jnp.where(u(0, 1) < 0.5, warp_palette,
@@ -82,9 +92,14 @@ def fabric_params(key: jax.Array, preset: presets_lib.Preset) -> dict[str, jax.A
   weft_widths = jnp.where(weft_widths.sum() == 0, jnp.array([1, 0, 0], jnp.int32), weft_widths)
   pitch_lo, pitch_hi = preset.pitch
   scale = preset.image_size / 256.0 if preset.image_size >= 128 else 1.0
+  unit = jnp.stack([u(0.0, 1.0), u(0.0, 1.0)])  # warp, weft
+  pitch = pitch_lo + unit * (pitch_hi - pitch_lo)
+  if preset.target_pitch is not None:
+    t_lo, t_hi = preset.target_pitch
+    pitch = jnp.where(is_target, t_lo + unit * (t_hi - t_lo), pitch)
   return {
       "weave": weave,
-      "pitch": jnp.stack([u(pitch_lo, pitch_hi), u(pitch_lo, pitch_hi)]) * scale,  # warp, weft
+      "pitch": pitch * scale,
       "width": jnp.stack([u(0.72, 0.97), u(0.72, 0.97)]),  # yarn width / pitch
       "warp_palette": warp_palette,
       "weft_palette": weft_palette,

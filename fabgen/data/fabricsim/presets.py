@@ -19,7 +19,7 @@ from fabgen.data.fabricsim import weaves
 from fabgen.data.fabricsim.linescan_ranges import LineScanRanges
 
 SPLITS: tuple[str, ...] = ("train", "test", "source_good", "target_good", "target_test")
-PRESETS: tuple[str, ...] = ("tiny", "simple", "complex", "linescan", "linescan_tiny")
+PRESETS: tuple[str, ...] = ("tiny", "simple", "complex", "simple_far", "linescan", "linescan_tiny")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +48,10 @@ class Preset:
   instance_probs: tuple[float, ...] = (0.6, 0.28, 0.08, 0.04)  # P(1..4 defect instances)
   min_component_area: int = 4                # smaller mask components are reverted, not labelled
   linescan: LineScanRanges | None = None     # whole strips (image_size rows x linescan.width)
+  # Held-out target fabrics from a family absent from the sources (empty / None: the same
+  # distribution as the sources): their weaves, and their yarn pitch range.
+  target_weaves: tuple[str, ...] = ()
+  target_pitch: tuple[float, float] | None = None
 
   @property
   def shape(self) -> tuple[int, int]:
@@ -57,7 +61,7 @@ class Preset:
   def __post_init__(self):
     for name in self.classes:
       classes_lib.class_id(name)
-    for name in self.weaves:
+    for name in self.weaves + self.target_weaves:
       weaves.weave_id(name)
     sizes = dict(self.split_sizes)
     if set(sizes) != set(SPLITS):
@@ -98,6 +102,17 @@ _PRESETS = {
                      ("target_good", 400), ("target_test", 1073)),
         num_source_fabrics=40, num_target_fabrics=8, weaves=weaves.NAMES, pitch=(4.0, 10.0),
         stripe_prob=0.35, check_prob=0.25, print_prob=0.3, max_rotation_deg=3.0),
+    # `simple` with a domain shift to recover: source fabrics are plain and twill weaves at
+    # 3.5-6 px per yarn; the held-out target fabrics are basket and rib weaves at 6.5-9 px per
+    # yarn, a weave family and a scale no source has (the adaptation aggregate's targets).
+    "simple_far": Preset(
+        name="simple_far", image_size=256, classes=classes_lib.SIMPLE_CLASSES, colour=False,
+        split_sizes=(("train", 4232), ("test", 1057), ("source_good", 1000),
+                     ("target_good", 400), ("target_test", 1057)),
+        num_source_fabrics=40, num_target_fabrics=8,
+        weaves=("plain", "twill_2_1_z", "twill_2_1_s", "twill_2_2_z", "twill_3_1_z"),
+        pitch=(3.5, 6.0), max_rotation_deg=1.0, max_skew=0.01, line_scan=True,
+        target_weaves=("basket_2_2", "warp_rib", "weft_rib"), target_pitch=(6.5, 9.0)),
     # AITEX-like: 245 strips of 7 fabrics in the real set; more fabrics here so that targets
     # can be held out.
     "linescan": Preset(

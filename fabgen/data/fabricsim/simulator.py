@@ -62,7 +62,8 @@ def render_image(root: jax.Array, fabric_id, image_index, defect_class,
   fabric_id = jnp.asarray(fabric_id, jnp.int32)
   image_index = jnp.asarray(image_index, jnp.int32)
   defect_class = jnp.asarray(defect_class, jnp.int32)
-  fabric = identity.fabric_params(identity.fabric_key(root, fabric_id), preset)
+  fabric = identity.fabric_params(identity.fabric_key(root, fabric_id), preset,
+                                  is_target=fabric_id >= preset.num_source_fabrics)
   image = identity.image_params(identity.image_key(root, fabric_id, image_index), fabric)
   geo = render_lib.geometry(fabric, image, size)
   yarn = render_lib.yarns(fabric, geo, channels, with_print)
