@@ -115,7 +115,8 @@ def medium() -> ml_collections.ConfigDict:
 
   Sizes chosen by scaling the demo's measured stage times (estimates, not timings): source
   detector 1200 steps (~15 min), generators 300-400 steps (~10 min together), four 300-step
-  fine-tunes (~14 min), 3 x 256 synthesized images, 7 evaluations of 96 images. Units after the first of a seed reuse
+  fine-tunes (~14 min), 3 x 256 synthesized images, 7 evaluations of 96 images. Units after the
+  first of a seed reuse
   its source stages (fabgen/adapt/multi_run.py), so they cost about half.
   """
   c = get_config("demo")
@@ -123,7 +124,7 @@ def medium() -> ml_collections.ConfigDict:
   c.detector.overrides = [o for o in c.detector.overrides if not o.startswith((
       "total_steps=", "optim.warmup_steps=", "checkpoint.every_steps="))] + [
           "total_steps=1200", "optim.warmup_steps=50", "checkpoint.every_steps=200"]
-  for name, steps in (("stage1", 400), ("fusion", 300), ("r3gan", 300)):
+  for name, steps in (("stage1", 400), ("fusion", 300), ("inpainter", 300)):
     g = c.generators[name]
     g.overrides = [o for o in g.overrides if not o.startswith("total_steps=")] + [
         f"total_steps={steps}"]
