@@ -31,8 +31,8 @@ from fabgen.platform import config as config_lib
 def get_config(arg=None):
   """`arg`: variant plus key=value options, e.g. "tiny,loss=hinge,gamma=0.5"."""
   o = config_lib.parse_arg(arg, variant="64", loss="rpgan", r1=True, r2=True, gamma=0.0,
-                           lazy_interval=1, ema=True, vgg="", source="", steps=0, batch=0,
-                           background=False, gammas="", seeds="")
+                           lazy_interval=1, ema=True, vgg="", texture="auto", source="", steps=0,
+                           batch=0, background=False, gammas="", seeds="")
   if o.variant not in ("tiny", "64", "128", "r3gan_compare"):
     raise ValueError(f"configs/stage1.py: unknown variant {o.variant!r}; use tiny, 64, 128 or "
                      f"r3gan_compare")
@@ -73,7 +73,15 @@ def get_config(arg=None):
       "relu1_1", "relu2_1", "relu3_1", "relu4_1")
   cd.pool = 16 if tiny else 32     # Grams pooled to at most pool x pool channel blocks
   cd.kind = "triangle"             # "triangle" (upper triangle) or "diag"
-  cd.weights = o.vgg               # torchvision VGG19 state dict; "" = fixed random filters
+  cd.weights = o.vgg               # torchvision VGG19 state dict (.safetensors/.npz/.pth)
+  # A texture network fabgen trained (fabgen.texture): a `configs/texture.py` workdir, or
+  # "train:configs/texture.py:<variant>" = that config trained once into the fabgen cache.
+  # "" (and no `weights`) = fixed random filters. tiny: the trained one (conditioning check
+  # 0.63 with random filters -> see README); 64/128: a VGG19 file when given.
+  if o.texture == "auto":
+    cd.features_checkpoint = "" if o.vgg else "train:configs/texture.py:tiny" if tiny else ""
+  else:
+    cd.features_checkpoint = "" if o.texture == "random" else o.texture
   cd.seed = 0                      # of the random filters
   cd.width_scale = 0.125 if tiny else 1.0
 

@@ -14,6 +14,7 @@ TASKS: dict[str, str] = {
     "fusion": "fabgen.stage2.task:FusionTask",
     "r3gan_inpaint": "fabgen.stage2.single_stage_task:SingleStageTask",
     "detector": "fabgen.detector.task:DetectorTask",
+    "texture": "fabgen.texture.task:TextureTask",
 }
 
 

@@ -62,7 +62,8 @@ class Stage1Task(Task):
       raise ValueError(f"config.loss.kind={config.loss.kind!r} is not one of {losses.LOSSES}")
     c = config.condition
     self.conditioner = condition_lib.GramFeatures(c.taps, c.pool, c.kind, c.weights or None,
-                                                  c.seed, c.width_scale)
+                                                  c.seed, c.width_scale,
+                                                  c.get("features_checkpoint", ""))
     self.g, self.d = model_lib.networks(config.model, self.conditioner.dim)
     o = config.optim
     steps = o.schedule_steps or config.total_steps
