@@ -21,6 +21,7 @@ from fabgen.data import classes as classes_lib
 from fabgen.data import pipeline
 from fabgen.gan import losses as gan_losses
 from fabgen.nn import r3gan
+from fabgen.gan import recipe as recipe_lib
 from fabgen.platform import ema as ema_lib
 from fabgen.platform import schedules
 from fabgen.platform.task import Task
@@ -46,9 +47,17 @@ class SingleStageTask(Task):
         m.d_widths, extra_channels=1, blocks=m.blocks, num_classes=classes_lib.NUM_CLASSES,
         **args, rngs=rngs))
     o = config.optim
-    self.opt_g = schedules.adam(o.lr_g, b1=0.0, b2=o.b2)
-    self.opt_d = schedules.adam(o.lr_d, b1=0.0, b2=o.b2)
     self.penalties = config.loss.objective == "rpgan"  # R3GAN's recipe: RpGAN + R1 + R2
+    self.recipe = None
+    if self.penalties:  # ... with R3GAN's schedules (lr, beta2, gamma, EMA half-life)
+      self.recipe = recipe_lib.from_sections(o, config.loss, config.ema_half_life,
+                                             config.get("ema_schedule", "r3gan"),
+                                             config.total_steps, "lr_g")
+      self.opt_g = self.recipe.adam()
+      self.opt_d = self.recipe.adam(o.lr_d / o.lr_g)
+    else:  # the paper's objectives: constant lr and beta2, StyleGAN's EMA ramp
+      self.opt_g = schedules.adam(o.lr_g, b1=0.0, b2=o.b2)
+      self.opt_d = schedules.adam(o.lr_d, b1=0.0, b2=o.b2)
     self.crops = None  # (images, masks, classes), built from config.data or set by a caller
 
   def g_fn(self, params):
@@ -89,13 +98,14 @@ class SingleStageTask(Task):
     w = losses.seam_weights(single_stage.region(mask, c.margin), (mask.shape[0],) +
                             self.logit_shape(), c.seam_radius, c.seam_weight)
     both_masks, both_cls = jnp.concatenate([mask, mask], 0), jnp.concatenate([cls, cls], 0)
+    gamma_shape = self.recipe.gamma_shape(state["step"]) if self.recipe else 1.0
 
     def d_objective(d_params):
       # D runs once on [real; fake]; R1/R2 come from the same VJP (fabgen.gan.losses).
       d = self.d_fn(d_params)
       return gan_losses.d_objective(c.objective, lambda im: d(im, both_masks, both_cls), y, fake,
-                                    c.r1_gamma, c.r2_gamma, use_r1=self.penalties,
-                                    use_r2=self.penalties, weights=w)
+                                    c.r1_gamma * gamma_shape, c.r2_gamma * gamma_shape,
+                                    use_r1=self.penalties, use_r2=self.penalties, weights=w)
 
     (_, d_metrics), d_grads = jax.value_and_grad(d_objective, has_aux=True)(state["d"])
     d_updates, opt_d = self.opt_d.update(d_grads, state["opt_d"], state["d"])
@@ -110,7 +120,8 @@ class SingleStageTask(Task):
     g_loss, g_grads = jax.value_and_grad(g_objective)(state["g"])
     g_updates, opt_g = self.opt_g.update(g_grads, state["opt_g"], state["g"])
     g_params = optax.apply_updates(state["g"], g_updates)
-    decay = ema_lib.ema_decay(state["step"], self.config.batch_size, self.config.ema_half_life)
+    decay = (self.recipe.ema_decay(state["step"], self.config.batch_size) if self.recipe else
+             ema_lib.ema_decay(state["step"], self.config.batch_size, self.config.ema_half_life))
     new_state = {**state, "step": state["step"] + 1, "g": g_params, "d": d_params,
                  "g_ema": ema_lib.ema_update(state["g_ema"], g_params, decay),
                  "opt_g": opt_g, "opt_d": opt_d}

@@ -22,6 +22,7 @@ import optax
 from fabgen.data import pipeline
 from fabgen.gan import losses as gan_losses
 from fabgen.nn import r3gan
+from fabgen.gan import recipe as recipe_lib
 from fabgen.platform import ema as ema_lib
 from fabgen.platform import schedules
 from fabgen.platform.task import Task
@@ -60,9 +61,17 @@ class FusionTask(Task):
     self.d_net = r3gan.Functional(lambda rngs: fusion.PatchDiscriminator(
         m.d_widths, extra_channels=1, blocks=m.blocks, **args, rngs=rngs))
     o = config.optim
-    self.opt_t = schedules.adam(o.lr_t, b1=0.0, b2=o.b2)
-    self.opt_d = schedules.adam(o.lr_d, b1=0.0, b2=o.b2)
     self.penalties = config.loss.objective == "rpgan"  # R3GAN's recipe: RpGAN + R1 + R2
+    self.recipe = None
+    if self.penalties:  # ... with R3GAN's schedules (lr, beta2, gamma, EMA half-life)
+      self.recipe = recipe_lib.from_sections(o, config.loss, config.ema_half_life,
+                                             config.get("ema_schedule", "r3gan"),
+                                             config.total_steps, "lr_t")
+      self.opt_t = self.recipe.adam()
+      self.opt_d = self.recipe.adam(o.lr_d / o.lr_t)
+    else:  # the paper's objectives: constant lr and beta2, StyleGAN's EMA ramp
+      self.opt_t = schedules.adam(o.lr_t, b1=0.0, b2=o.b2)
+      self.opt_d = schedules.adam(o.lr_d, b1=0.0, b2=o.b2)
     self.examples = None  # built lazily from config.data, or set by a caller (tests, notebooks)
 
   # ---- networks --------------------------------------------------------------------------------
@@ -89,14 +98,16 @@ class FusionTask(Task):
     window = batch["window"].astype(jnp.float32)
     fake = jax.lax.stop_gradient(self.apply_t(state["t"], x, window))
     both_windows = jnp.concatenate([window, window], 0)
+    gamma_shape = self.recipe.gamma_shape(state["step"]) if self.recipe else 1.0
 
     def d_objective(d_params):
       # D runs once on [real; fake]; R1/R2 come from the same VJP (fabgen.gan.losses).
       d_fn = lambda images: self.apply_d(d_params, images, both_windows)
       w = losses.seam_weights(window, (window.shape[0],) + self.logit_shape(), c.seam_radius,
                               c.seam_weight)
-      return gan_losses.d_objective(c.objective, d_fn, y, fake, c.r1_gamma, c.r2_gamma,
-                                    use_r1=self.penalties, use_r2=self.penalties, weights=w)
+      return gan_losses.d_objective(c.objective, d_fn, y, fake, c.r1_gamma * gamma_shape,
+                                    c.r2_gamma * gamma_shape, use_r1=self.penalties,
+                                    use_r2=self.penalties, weights=w)
 
     (_, d_metrics), d_grads = jax.value_and_grad(d_objective, has_aux=True)(state["d"])
     d_updates, opt_d = self.opt_d.update(d_grads, state["opt_d"], state["d"])
@@ -116,7 +127,8 @@ class FusionTask(Task):
     (_, t_metrics), t_grads = jax.value_and_grad(t_objective, has_aux=True)(state["t"])
     t_updates, opt_t = self.opt_t.update(t_grads, state["opt_t"], state["t"])
     t_params = optax.apply_updates(state["t"], t_updates)
-    decay = ema_lib.ema_decay(state["step"], self.config.batch_size, self.config.ema_half_life)
+    decay = (self.recipe.ema_decay(state["step"], self.config.batch_size) if self.recipe else
+             ema_lib.ema_decay(state["step"], self.config.batch_size, self.config.ema_half_life))
     new_state = {"step": state["step"] + 1, "t": t_params, "d": d_params,
                  "t_ema": ema_lib.ema_update(state["t_ema"], t_params, decay),
                  "opt_t": opt_t, "opt_d": opt_d}
