@@ -60,14 +60,18 @@ def cached_workdir(config_spec: str) -> str:
     os.makedirs(os.path.dirname(workdir), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".train-", dir=os.path.dirname(workdir))
     logging.info("texture features: training %s into %s (once; cached)", config_spec, workdir)
-    from fabgen.platform import trainer  # pylint: disable=g-import-not-at-top
-    result = trainer.train(config, tmp, devices=jax.local_devices()[:1])
+    result = _train(config, tmp)
     logging.info("texture features: %s trained: %s", config_spec, result)
     try:
       os.rename(tmp, workdir)
     except OSError:  # another process finished first: use its network
       shutil.rmtree(tmp, ignore_errors=True)
   return workdir
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  from fabgen.platform import trainer  # pylint: disable=g-import-not-at-top
+  return trainer.train(config, workdir, devices=jax.local_devices()[:1])
 
 
 def _has_checkpoint(workdir: str) -> bool:
