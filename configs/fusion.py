@@ -12,6 +12,8 @@ R1 + R2), donors ("real" crops, or a stage-1 workdir whose patches are pasted), 
 `open_source` spec), steps, batch.
 """
 
+import ml_collections
+
 from fabgen.platform import config as config_lib
 
 VARIANTS = ("tiny", "64", "128")
@@ -67,6 +69,12 @@ def get_config(arg=None):
   op.schedule_steps = 0
   lo.gamma_end_ratio = 0.1
   c.ema_schedule = "r3gan"
+  # ADA colour augmentation of D_T's inputs (fabgen.gan.augment); off by default (the paper has
+  # none). Geometric transforms do not apply: D_T's logit map is tied to the window.
+  c.augment = ml_collections.ConfigDict()
+  c.augment.enabled = False
+  c.augment.p_start, c.augment.p_end = 0.0, 0.3
+  c.augment.transforms = ("brightness", "contrast", "saturation")
 
   d = c.data
   d.source = o.source or ("fabricsim:tiny:train" if tiny else "fabricsim:simple:train")

@@ -22,6 +22,7 @@ import optax
 from fabgen.data import pipeline
 from fabgen.gan import losses as gan_losses
 from fabgen.nn import r3gan
+from fabgen.gan import augment as augment_lib
 from fabgen.gan import recipe as recipe_lib
 from fabgen.platform import ema as ema_lib
 from fabgen.platform import schedules
@@ -72,6 +73,17 @@ class FusionTask(Task):
     else:  # the paper's objectives: constant lr and beta2, StyleGAN's EMA ramp
       self.opt_t = schedules.adam(o.lr_t, b1=0.0, b2=o.b2)
       self.opt_d = schedules.adam(o.lr_d, b1=0.0, b2=o.b2)
+    a = config.get("augment")
+    self.augment = bool(a and a.enabled)
+    if self.augment:  # colour only: D_T's logit map and seam weights are tied to the window
+      self.aug_transforms = augment_lib.check_transforms(a.transforms)
+      geometric = [t for t in self.aug_transforms if t in augment_lib.GEOMETRIC]
+      if geometric:
+        raise ValueError(f"config.augment.transforms={tuple(a.transforms)}: the fusion "
+                         f"discriminator's logits are tied to window positions, so only colour "
+                         f"transforms {augment_lib.COLOR} apply, not {geometric}")
+      self.aug_p = augment_lib.probability_schedule(
+          a.p_start, a.p_end, config.optim.get("schedule_steps", 0) or config.total_steps)
     self.examples = None  # built lazily from config.data, or set by a caller (tests, notebooks)
 
   # ---- networks --------------------------------------------------------------------------------
@@ -83,6 +95,12 @@ class FusionTask(Task):
   def apply_d(self, params, images, window):
     return self.d_net.apply(params, images, window[..., None])
 
+  def augmented(self, images, key, step):
+    """ADA colour augmentation of what D_T sees (identity when `augment.enabled` is off)."""
+    if not self.augment:
+      return images
+    return augment_lib.augment(key, images, self.aug_p(step), self.aug_transforms)
+
   def init_state(self, rng):
     kt, kd = jax.random.split(rng)
     t, d = self.t_net.init(kt), self.d_net.init(kd)
@@ -92,7 +110,9 @@ class FusionTask(Task):
   # ---- step ------------------------------------------------------------------------------------
 
   def train_step(self, state, batch, rng):
-    del rng  # the step is deterministic given the batch
+    # deterministic given the batch; the rng only draws augmentations (when enabled)
+    k_d, k_real, k_fake = jax.random.split(rng, 3)
+    step = state["step"]
     c = self.config.loss
     x, y = to_signed(batch["x"]), to_signed(batch["y"])
     window = batch["window"].astype(jnp.float32)
@@ -102,7 +122,8 @@ class FusionTask(Task):
 
     def d_objective(d_params):
       # D runs once on [real; fake]; R1/R2 come from the same VJP (fabgen.gan.losses).
-      d_fn = lambda images: self.apply_d(d_params, images, both_windows)
+      d_fn = lambda images: self.apply_d(d_params, self.augmented(images, k_d, step),
+                                         both_windows)
       w = losses.seam_weights(window, (window.shape[0],) + self.logit_shape(), c.seam_radius,
                               c.seam_weight)
       return gan_losses.d_objective(c.objective, d_fn, y, fake, c.r1_gamma * gamma_shape,
@@ -115,8 +136,8 @@ class FusionTask(Task):
 
     def t_objective(t_params):
       out = self.apply_t(t_params, x, window)
-      real_logits = self.apply_d(d_params, y, window)
-      fake_logits = self.apply_d(d_params, out, window)
+      real_logits = self.apply_d(d_params, self.augmented(y, k_real, step), window)
+      fake_logits = self.apply_d(d_params, self.augmented(out, k_fake, step), window)
       w = losses.seam_weights(window, fake_logits.shape, c.seam_radius, c.seam_weight)
       adv = gan_losses.g_loss(c.objective, jax.lax.stop_gradient(real_logits), fake_logits, w)
       l1 = losses.outside_l1(out, x, window, c.seam_radius)
