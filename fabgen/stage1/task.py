@@ -15,8 +15,9 @@ fake, in the D and the G step, is ADA-augmented with a probability on a cosine s
 64x64: 0 -> 0.3), inside the gradient path (R1/R2 are taken through it, as StyleGAN2-ADA does).
 
 Ablations are config switches: loss.kind in {rpgan, nsgan, hinge, wgan}, loss.r1 / loss.r2 on
-or off, loss.gamma, loss.lazy_interval, ema.enabled, augment.enabled. The base gamma and the step rng are
-*traced* arguments of `step_with`, which is what `fabgen.gan.grid` vmaps over.
+or off, loss.gamma, loss.lazy_interval, ema.enabled, augment.enabled, model.mask_to_d. The base
+gamma and the step rng are *traced* arguments of `step_with`, which is what `fabgen.gan.grid`
+vmaps over.
 """
 
 from __future__ import annotations

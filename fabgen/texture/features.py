@@ -38,8 +38,18 @@ def cache_root() -> str:
                                                         "fabgen")
 
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def _texture_config(config_spec: str) -> ml_collections.ConfigDict:
+  """The config of `path.py:arg`, the path relative to the working directory or else to the
+  fabgen checkout (a stage-1 checkpoint names it and may be restored from anywhere)."""
   from fabgen.platform import config as config_lib  # pylint: disable=g-import-not-at-top
+  path, sep, arg = config_spec.partition(":")
+  if not os.path.isabs(path) and not os.path.exists(path):
+    candidate = os.path.join(REPO_ROOT, path)
+    if os.path.exists(candidate):
+      config_spec = candidate + sep + arg
   config = config_lib.get(config_spec)
   if config.task != "texture":
     raise ValueError(f"texture features {TRAIN_PREFIX}{config_spec}: that config trains a "
