@@ -6,8 +6,9 @@ Two steps, split so the expensive one runs once per training example on the host
 1. `GramFeatures` (fixed, no learning): VGG19 taps -> Gram per layer -> each Gram average-pooled
    to at most `pool` x `pool` channel blocks (full Grams of relu4_1 are 512 x 512; pooling keeps
    the co-occurrence structure between channel groups and makes the vector a few thousand long
-   instead of 300k; `pool=0` keeps the seed's full Gram) -> upper triangle -> sqrt (Gram entries of ReLU features are >= 0 and span
-   orders of magnitude; the square root makes them comparable) -> concatenated.
+   instead of 300k; `pool=0` keeps the seed's full Gram) -> upper triangle -> sqrt (Gram
+   entries of ReLU features are >= 0 and span orders of magnitude; the square root makes them
+   comparable) -> concatenated.
    `kind="diag"` keeps only each Gram's diagonal (per-channel energy), a cheaper ablation.
    The filters: a texture network fabgen trains on FabricSim (`fabgen.texture`), a torchvision
    VGG19 file, or fixed random filters.

@@ -40,7 +40,8 @@ class Stage1G(nnx.Module):
     self.background_input = bool(m.background_input)
     self.net = r3gan.Generator(
         m.noise_dim, m.g_widths, m.blocks, out_channels=4 if self.mask_channel else 3,
-        expansion=m.expansion, group_width=m.group_width, cond_dim=self.cond.dim if self.conditional else 0,
+        expansion=m.expansion, group_width=m.group_width,
+        cond_dim=self.cond.dim if self.conditional else 0,
         embed_dim=m.embed_dim,
         extra_channels=3 if self.background_input else 0, impl=m.conv_impl, rngs=rngs)
 
