@@ -12,7 +12,9 @@ FFHQ-64 preset, architecture one-to-one: unconditional, 3 raw output channels, G
 [768, 768, 768, 768, 384] from 4x4 up and D the reverse, cardinality [96, 96, 96, 96, 48] = group
 width 16, 2 blocks per stage, expansion 2, noise 64, batch 256, gamma 2 -> 0.2, lr 2e-4 -> 5e-5,
 beta2 0.9 -> 0.99, EMA half-life 0 -> 500k images and augmentation 0 -> 0.3, all cosine over 20M
-images; fabgen's augmentation set lacks the reference's hue, luma-flip and cutout). Options: loss
+images. Differences left: resampling borders are edge-replicated (the reference zero-pads),
+everything runs in f32 (the reference runs its low-resolution stages in fp16), and fabgen's
+augmentation set lacks the reference's hue, luma-flip and cutout). Options: loss
 in {rpgan, nsgan, hinge, wgan}, r1, r2, gamma, lazy_interval, ema, vgg (a torchvision VGG19 state
 dict as .safetensors/.npz/.pth), texture (auto | random | a configs/texture.py workdir |
 train:configs/texture.py:<variant>), augment (auto | on | off), source, steps, batch.
