@@ -79,7 +79,7 @@ def main(argv=None):
     config_lib.apply_overrides(config, [f"mesh.{kv}" for kv in args.mesh.split(",")])
   batch = synthetic_batch(config.batch_size, int(config.data.image_size))
   from fabgen.platform import registry  # pylint: disable=g-import-not-at-top
-  task = registry.get_task_class(config.task)(config)
+  task = registry.build_task(config)
   if args.compile_only:
     result = harness.aot_compile(config, task=task, batch=batch)
     print({k: v for k, v in result.items()})

@@ -66,6 +66,21 @@ def get_config(arg=None):
   op.lr_t = 2e-4
   op.lr_d = 2e-3 if tiny else 2e-4  # tiny: D must learn within the tests' 30 steps
   op.b2 = 0.99
+  # objective=rpgan trains with R3GAN's schedules (fabgen.gan.recipe), cosine over
+  # schedule_steps (0 = total_steps): lr -> lr * end_lr_ratio, beta2 b2_start -> b2, R1/R2
+  # weights -> loss.gamma_end_ratio of theirs, EMA half-life 0 -> ema_half_life (ema_schedule
+  # "r3gan"; "ramp" = StyleGAN's). The paper's nsgan keeps constant lr and beta2.
+  op.end_lr_ratio = 0.25
+  op.b2_start = 0.9
+  op.schedule_steps = 0
+  lo.gamma_end_ratio = 0.1
+  c.ema_schedule = "r3gan"
+  # ADA colour augmentation of D_T's inputs (fabgen.gan.augment); off by default (the paper has
+  # none). Geometric transforms do not apply: D_T's logit map is tied to the window.
+  c.augment = ml_collections.ConfigDict()
+  c.augment.enabled = False
+  c.augment.p_start, c.augment.p_end = 0.0, 0.3
+  c.augment.transforms = ("brightness", "contrast", "saturation")
 
   d = c.data
   d.source = o.source or ("fabricsim:tiny:train" if tiny else "fabricsim:simple:train")

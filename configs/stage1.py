@@ -6,13 +6,18 @@
   fabgen train --config configs/stage1.py:64,loss=hinge,r2=False --workdir runs/ablate_hinge
   python -m benchmarks.bench_stage1                                  # incl. :r3gan_compare
 
-Variants: tiny (16px patches, narrow nets, a width-1/8 random VGG: tests and CPUs), 64, 128,
-r3gan_compare (unconditional 64x64 with R3GAN's widths [256, 256, 256, 128, 64] from 4x4 up,
-2 blocks per stage, expansion 2, group width 16, noise 64, batch 16: one-to-one with the official
-implementation's step). Options: loss in {rpgan, nsgan, hinge, wgan}, r1, r2, gamma,
-lazy_interval, ema, vgg (a torchvision VGG19 state dict as .safetensors/.npz/.pth; empty =
-fixed random filters),
-source, steps, batch.
+Variants: tiny (16px patches, narrow nets, a width-1/8 VGG trained by fabgen on FabricSim
+fabrics, `configs/texture.py:tiny`: tests and CPUs), 64, 128, r3gan_compare (the official R3GAN
+FFHQ-64 preset, architecture one-to-one: unconditional, 3 raw output channels, G widths
+[768, 768, 768, 768, 384] from 4x4 up and D the reverse, cardinality [96, 96, 96, 96, 48] = group
+width 16, 2 blocks per stage, expansion 2, noise 64, batch 256, gamma 2 -> 0.2, lr 2e-4 -> 5e-5,
+beta2 0.9 -> 0.99, EMA half-life 0 -> 500k images and augmentation 0 -> 0.3, all cosine over 20M
+images. Differences left: resampling borders are edge-replicated (the reference zero-pads),
+everything runs in f32 (the reference runs its low-resolution stages in fp16), and fabgen's
+augmentation set lacks the reference's hue, luma-flip and cutout). Options: loss
+in {rpgan, nsgan, hinge, wgan}, r1, r2, gamma, lazy_interval, ema, vgg (a torchvision VGG19 state
+dict as .safetensors/.npz/.pth), texture (auto | random | a configs/texture.py workdir |
+train:configs/texture.py:<variant>), augment (auto | on | off), source, steps, batch.
 
 Grids (`fabgen.gan.grid_task`): gammas and/or seeds, ';'-separated, train every member of
 gammas x seeds side by side in one compiled program (vmap), with per-member metrics
@@ -25,14 +30,15 @@ Member (g, s) is the single run with loss.gamma=g, seed=s on the same batches (i
 
 import ml_collections
 
+from fabgen.gan import augment as augment_lib
 from fabgen.platform import config as config_lib
 
 
 def get_config(arg=None):
   """`arg`: variant plus key=value options, e.g. "tiny,loss=hinge,gamma=0.5"."""
   o = config_lib.parse_arg(arg, variant="64", loss="rpgan", r1=True, r2=True, gamma=0.0,
-                           lazy_interval=1, ema=True, vgg="", source="", steps=0, batch=0,
-                           background=False, gammas="", seeds="")
+                           lazy_interval=1, ema=True, vgg="", texture="auto", source="", steps=0,
+                           batch=0, background=False, augment="auto", gammas="", seeds="")
   if o.variant not in ("tiny", "64", "128", "r3gan_compare"):
     raise ValueError(f"configs/stage1.py: unknown variant {o.variant!r}; use tiny, 64, 128 or "
                      f"r3gan_compare")
@@ -43,7 +49,8 @@ def get_config(arg=None):
   c.seed = 0
   c.patch_size = size
   c.total_steps = o.steps or (150 if tiny else 200_000)
-  c.batch_size = o.batch or (8 if tiny else 16 if o.variant == "r3gan_compare" else 64)
+  # r3gan_compare: the official FFHQ-64 global batch (8 GPUs x 32); benchmarks pass --batch
+  c.batch_size = o.batch or (8 if tiny else 256 if o.variant == "r3gan_compare" else 64)
 
   m = c.model
   m.conditional = o.variant != "r3gan_compare"  # r3gan_compare: unconditional, as the paper's
@@ -54,6 +61,10 @@ def get_config(arg=None):
     m.g_widths, m.d_widths = (256, 256, 256, 128, 64), (64, 128, 256, 256, 256)
   else:
     m.g_widths, m.d_widths = (256, 256, 256, 256, 128, 64), (64, 128, 256, 256, 256, 256)
+  compare = o.variant == "r3gan_compare"
+  if compare:  # the official R3GAN FFHQ-64 preset: 3/4 x (1024, 1024, 1024, 1024, 512) from 4x4
+    m.g_widths = (768, 768, 768, 768, 384)
+    m.d_widths = tuple(reversed(m.g_widths))
   m.blocks = 1 if tiny else 2          # residual blocks per stage (int or one per stage)
   m.expansion = 2                      # inverted bottleneck: hidden = expansion * width
   m.group_width = 8 if tiny else 16    # channels per 3x3 group (cardinality = hidden / this)
@@ -63,6 +74,9 @@ def get_config(arg=None):
   m.cond_hidden = 64 if tiny else 512  # hidden width of the Gram-feature MLP
   m.num_classes = 6                    # global class ids (fabgen.data.classes)
   m.background_input = o.background    # G also sees the defect-free crop (extra channels)
+  m.mask_to_d = "hard"                 # D sees masks > 0.5 (straight-through); "soft" = raw sigmoid
+  m.mask_channel = not compare         # G paints a mask and D judges it (R3GAN itself: no mask)
+  m.squash_output = not compare        # tanh on G's RGB (R3GAN itself: raw outputs)
   # grouped conv formulation: auto | xla | custom | einsum. tiny: einsum, measured fastest at
   # 8-channel groups (bench_stage1 --variants tiny: 69 ms/step vs 159 ms custom, 806 ms xla).
   m.conv_impl = "einsum" if tiny else "auto"
@@ -73,7 +87,15 @@ def get_config(arg=None):
       "relu1_1", "relu2_1", "relu3_1", "relu4_1")
   cd.pool = 16 if tiny else 32     # Grams pooled to at most pool x pool channel blocks
   cd.kind = "triangle"             # "triangle" (upper triangle) or "diag"
-  cd.weights = o.vgg               # torchvision VGG19 state dict; "" = fixed random filters
+  cd.weights = o.vgg               # torchvision VGG19 state dict (.safetensors/.npz/.pth)
+  # A texture network fabgen trained (fabgen.texture): a `configs/texture.py` workdir, or
+  # "train:configs/texture.py:<variant>" = that config trained once into the fabgen cache.
+  # "" (and no `weights`) = fixed random filters. tiny: the trained one (conditioning check
+  # 0.63 with random filters -> see README); 64/128: a VGG19 file when given.
+  if o.texture == "auto":
+    cd.features_checkpoint = "" if o.vgg else "train:configs/texture.py:tiny" if tiny else ""
+  else:
+    cd.features_checkpoint = "" if o.texture == "random" else o.texture
   cd.seed = 0                      # of the random filters
   cd.width_scale = 0.125 if tiny else 1.0
 
@@ -89,11 +111,25 @@ def get_config(arg=None):
   op.lr, op.end_lr = (1e-3, 2e-4) if tiny else (2e-4, 5e-5)
   op.b2_start, op.b2_end = 0.9, 0.99
   op.schedule_steps = 0            # length of the cosine schedules; 0 = total_steps
+  if compare:                      # R3GAN: every schedule spans 20M images
+    op.schedule_steps = 20_000_000 // c.batch_size
+
+  # ADA-style augmentation of all D inputs (fabgen.gan.augment), as R3GAN trains its small-data
+  # configs; auto = on for 64/128/r3gan_compare, off for the 16px tiny (CPU tests).
+  c.augment = ml_collections.ConfigDict()
+  if o.augment not in ("auto", "on", "off"):
+    raise ValueError(f"configs/stage1.py: augment={o.augment!r}; use auto, on or off")
+  c.augment.enabled = (not tiny) if o.augment == "auto" else o.augment == "on"
+  c.augment.p_start, c.augment.p_end = 0.0, 0.3   # cosine over optim.schedule_steps
+  c.augment.transforms = augment_lib.DEFAULT
 
   c.ema = ml_collections.ConfigDict()
   c.ema.enabled = o.ema
   c.ema.half_life = 500 if tiny else 500_000  # images
-  c.ema.ramp = 0.05                # half-life <= ramp * images seen
+  # "r3gan": the half-life itself ramps 0 -> half_life on the schedules' cosine (R3GAN);
+  # "ramp": half-life <= ramp * images seen (StyleGAN), kept for tiny's 150-step runs.
+  c.ema.schedule = "ramp" if tiny else "r3gan"
+  c.ema.ramp = 0.05
 
   d = c.data
   d.source = o.source or ("fabricsim:tiny:train" if tiny else "fabricsim:simple:train")

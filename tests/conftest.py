@@ -19,3 +19,16 @@ _CACHE = os.environ.setdefault(
 if _CACHE:
   os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fabgen_cache(tmp_path_factory):
+  """Texture networks a test trains (`train:configs/texture.py:...` condition specs) go to one
+  cache per test session (per xdist worker), not to the user's ~/.cache/fabgen: tests stay
+  hermetic, and a session's tests share one trained network."""
+  mp = pytest.MonkeyPatch()
+  mp.setenv("FABGEN_CACHE", str(tmp_path_factory.mktemp("fabgen_cache")))
+  yield
+  mp.undo()

@@ -1,7 +1,7 @@
 """fabgen's packages import one way: each layer only from the layers before it.
 
   platform, nn          (the two foundations; neither imports the other)
-  -> data -> gan
+  -> data -> gan -> texture   (the network stage 1's condition can be trained on)
   -> stage1, stage2, diffusion, dgt, detector   (the models; stage2 may import stage1: the
                                                  paper trains stage 2 on stage-1 outputs)
   -> synthesis -> inspection -> adapt, openset -> cli
@@ -24,6 +24,7 @@ LAYERS = [
     {"platform", "nn"},
     {"data"},
     {"gan"},
+    {"texture"},
     {"stage1", "stage2", "diffusion", "dgt", "detector"},
     {"synthesis"},
     {"inspection"},

@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from einops import rearrange
 
 from fabgen.nn import vgg
@@ -51,3 +52,29 @@ def gram_distance(a: Mapping[str, jax.Array], b: Mapping[str, jax.Array],
              else scales[k])
     total = total + diff / jnp.maximum(scale, 1e-12)
   return total
+
+
+def _pool_gram(g: jax.Array, pool: int) -> jax.Array:
+  c = g.shape[-1]
+  if pool <= 0 or c <= pool:  # 0: the seed's full Gram
+    return g
+  if c % pool:
+    raise ValueError(f"Gram of {c} channels cannot be pooled into {pool} blocks")
+  f = c // pool
+  return g.reshape(g.shape[0], pool, f, pool, f).mean(axis=(2, 4))
+
+
+def features_from_grams(grams: dict, pool: int, kind: str) -> jax.Array:
+  """{tap: [B, C, C]} -> [B, dim]: per tap the (block-pooled, `pool` 0 = the full) Gram's
+  upper triangle (`kind` "full") or diagonal ("diag"), square-rooted (the condition features)."""
+  parts = []
+  for tap in sorted(grams):
+    g = _pool_gram(grams[tap], pool)
+    c = g.shape[-1]
+    if kind == "diag":
+      v = jnp.diagonal(g, axis1=1, axis2=2)
+    else:
+      iu = np.triu_indices(c)
+      v = g[:, iu[0], iu[1]]
+    parts.append(jnp.sqrt(jnp.maximum(v, 0.0) + 1e-8))
+  return jnp.concatenate(parts, -1)

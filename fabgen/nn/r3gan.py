@@ -1,14 +1,19 @@
 """R3GAN-style generator and discriminator trunks (NeurIPS 2024), shared by every fabgen GAN.
 
-The design, from the paper's description: normalization-free residual blocks
-`x + conv1x1(act(gconv3x3(act(conv1x1(x)))))` with an inverted bottleneck (expansion 2) and a
-grouped 3x3 conv (group width 16), every conv with bias and leaky ReLU 0.2 between them; fix-up
-initialization (He init scaled by L^(-1/4) for L blocks in the network, each block's last conv
-zero-initialized, so every block starts as the identity and the network's output variance does not
-grow with depth); [1, 2, 1] low-pass resampling with a 1x1 conv where the width changes. G starts
-from a learned 4x4 constant multiplied channel-wise by a linear map of z; D ends in a 4x4
-depthwise conv and a linear layer. Conditioning: an embedding concatenated to z in G, projection
-in D.
+The design, as the paper and its official code publish it: normalization-free residual blocks
+`x + conv1x1(bact(gconv3x3(bact(conv1x1(x)))))` with an inverted bottleneck (expansion 2) and a
+grouped 3x3 conv (group width 16), where the convs have *no* bias and each biased activation
+`bact(x) = leaky_relu(x + b, 0.2)` carries the only bias; fix-up initialization (the two first
+convs He-initialised for leaky ReLU and scaled by L^(-1/4) for L blocks in the network, the last
+one zero, so every block starts as the identity and the output variance does not grow with
+depth); [1, 3, 3, 1] half-pixel-centred low-pass resampling (`fabgen.nn.resample`) with a 1x1
+conv where the width changes. Every layer outside the blocks -- G's basis map of z and its
+condition embedding, the transitions, G's aggregation (output) conv, D's stem, depthwise basis
+and output linear -- is a bias-free linear map with gain 1 (std 1/sqrt(fan_in)) and no
+activation around it. G starts from a learned 4x4 constant multiplied channel-wise by a linear
+map of z (and the embedded condition); D ends in a 4x4 depthwise conv (its "basis") and a linear
+layer. Conditioning: an embedding concatenated to z in G, projection in D (its embedding
+initialised with gain 1/sqrt(embed_dim)).
 
 Everything is a constructor argument (widths per stage, blocks per stage, group width or
 cardinality per stage, extra input channels, conditioning width), so the stage-1 patch GAN, the
@@ -31,15 +36,15 @@ from fabgen.nn import grouped_conv as gconv
 from fabgen.nn import resample
 
 LEAK = 0.2
-_HE_GAIN = math.sqrt(2.0 / (1.0 + LEAK ** 2))
+HE_GAIN = math.sqrt(2.0 / (1.0 + LEAK ** 2))  # the biased activation's gain (leaky ReLU 0.2)
 
 
 def act(x: jax.Array) -> jax.Array:
   return jax.nn.leaky_relu(x, LEAK)
 
 
-def _he(key, shape, fan_in, scale):
-  return jax.random.normal(key, shape, jnp.float32) * (_HE_GAIN * scale / math.sqrt(fan_in))
+def _he(key, shape, fan_in, scale, gain=HE_GAIN):
+  return jax.random.normal(key, shape, jnp.float32) * (gain * scale / math.sqrt(fan_in))
 
 
 def _per_stage(value, n: int, name: str) -> tuple:
@@ -52,48 +57,73 @@ def _per_stage(value, n: int, name: str) -> tuple:
 
 
 class Conv1x1(nnx.Module):
-  """Pointwise conv (a per-pixel linear layer), He-initialised with an extra `scale`."""
+  """Pointwise conv (a per-pixel linear layer): std = gain * scale / sqrt(cin).
+
+  The defaults (He gain, with bias) serve layers followed by a plain activation (fabgen's own
+  fusion U-Net, the condition MLP); R3GAN's layers pass `gain=1, bias=False`.
+  """
 
   def __init__(self, cin: int, cout: int, scale: float = 1.0, zero: bool = False,
-               *, rngs: nnx.Rngs):
+               *, gain: float = HE_GAIN, bias: bool = True, rngs: nnx.Rngs):
     shape = (cin, cout)
-    self.kernel = nnx.Param(jnp.zeros(shape) if zero else _he(rngs.params(), shape, cin, scale))
-    self.bias = nnx.Param(jnp.zeros((cout,)))
+    self.kernel = nnx.Param(jnp.zeros(shape) if zero else
+                            _he(rngs.params(), shape, cin, scale, gain))
+    self.bias = nnx.Param(jnp.zeros((cout,))) if bias else None
 
   def __call__(self, x):
-    return x @ self.kernel[...] + self.bias[...]
+    y = x @ self.kernel[...]
+    return y if self.bias is None else y + self.bias[...]
 
 
 class GroupedConv3x3(nnx.Module):
   """Grouped 3x3 conv through `fabgen.nn.grouped_conv` (its per-backend fast path)."""
 
   def __init__(self, cin: int, cout: int, groups: int, scale: float = 1.0, impl: str = "auto",
-               *, rngs: nnx.Rngs):
+               *, bias: bool = True, rngs: nnx.Rngs):
     if cin % groups or cout % groups:
       raise ValueError(f"grouped conv {cin}->{cout} channels is not divisible into {groups} groups")
     self.groups, self.impl = groups, impl
     shape = (3, 3, cin // groups, cout)
     self.kernel = nnx.Param(_he(rngs.params(), shape, 9 * cin // groups, scale))
-    self.bias = nnx.Param(jnp.zeros((cout,)))
+    self.bias = nnx.Param(jnp.zeros((cout,))) if bias else None
 
   def __call__(self, x):
-    return gconv.grouped_conv(x, self.kernel[...], self.groups, self.impl) + self.bias[...]
+    y = gconv.grouped_conv(x, self.kernel[...], self.groups, self.impl)
+    return y if self.bias is None else y + self.bias[...]
+
+
+class BiasedActivation(nnx.Module):
+  """leaky_relu(x + b, 0.2): R3GAN keeps its biases here, not in the convs."""
+
+  def __init__(self, channels: int):
+    self.bias = nnx.Param(jnp.zeros((channels,)))
+
+  def __call__(self, x):
+    return act(x + self.bias[...])
 
 
 class ResidualBlock(nnx.Module):
-  """x + 1x1(act(grouped3x3(act(1x1(x))))), the last conv zero-initialised (fix-up)."""
+  """x + 1x1(bact(grouped3x3(bact(1x1(x))))): bias-free convs, the last zero-initialised."""
 
   def __init__(self, width: int, expansion: int = 2, groups: int | None = None,
                group_width: int = 16, variance_scale: float = 1.0, impl: str = "auto",
                *, rngs: nnx.Rngs):
     hidden = width * expansion
     groups = groups or max(1, hidden // group_width)
-    self.expand = Conv1x1(width, hidden, variance_scale, rngs=rngs)
-    self.spatial = GroupedConv3x3(hidden, hidden, groups, variance_scale, impl, rngs=rngs)
-    self.project = Conv1x1(hidden, width, zero=True, rngs=rngs)
+    self.expand = Conv1x1(width, hidden, variance_scale, bias=False, rngs=rngs)
+    self.act1 = BiasedActivation(hidden)
+    self.spatial = GroupedConv3x3(hidden, hidden, groups, variance_scale, impl, bias=False,
+                                  rngs=rngs)
+    self.act2 = BiasedActivation(hidden)
+    self.project = Conv1x1(hidden, width, zero=True, bias=False, rngs=rngs)
 
   def __call__(self, x):
-    return x + self.project(act(self.spatial(act(self.expand(x)))))
+    return x + self.project(self.act2(self.spatial(self.act1(self.expand(x)))))
+
+
+def linear(cin: int, cout: int, rngs: nnx.Rngs, gain: float = 1.0, zero: bool = False):
+  """R3GAN's plain linear layer: no bias, std gain / sqrt(cin)."""
+  return Conv1x1(cin, cout, zero=zero, gain=gain, bias=False, rngs=rngs)
 
 
 class _Stages(nnx.Module):
@@ -124,7 +154,7 @@ def _add_transitions(module, widths, rngs):
   """1x1 convs `t1, t2, ...` into stage i where its width differs from stage i-1's."""
   for i in range(1, len(widths)):
     if widths[i] != widths[i - 1]:
-      setattr(module, f"t{i}", Conv1x1(widths[i - 1], widths[i], rngs=rngs))
+      setattr(module, f"t{i}", linear(widths[i - 1], widths[i], rngs))
 
 
 def _transition(module, i, h):
@@ -149,21 +179,21 @@ class Generator(nnx.Module):
     self.noise_dim, self.cond_dim, self.extra_channels = noise_dim, cond_dim, extra_channels
     self.resolution = 4 * 2 ** (len(widths) - 1)
     if cond_dim:
-      self.embed = Conv1x1(cond_dim, embed_dim, rngs=rngs)
+      self.embed = linear(cond_dim, embed_dim, rngs)
     zin = noise_dim + (embed_dim if cond_dim else 0)
     self.basis = nnx.Param(jax.random.normal(rngs.params(), (4, 4, widths[0])))
-    self.basis_scale = Conv1x1(zin, widths[0], rngs=rngs)
+    self.basis_scale = linear(zin, widths[0], rngs)
     self.trunk = _Stages(widths, blocks, expansion, group_width, cardinality, impl, rngs)
     _add_transitions(self, widths, rngs)
     for i, w in enumerate(widths if extra_channels else ()):
-      setattr(self, f"inject{i}", Conv1x1(extra_channels, w, zero=True, rngs=rngs))
-    self.head = Conv1x1(widths[-1], out_channels, rngs=rngs)
+      setattr(self, f"inject{i}", linear(extra_channels, w, rngs, zero=True))
+    self.head = linear(widths[-1], out_channels, rngs)  # R3GAN's aggregation layer
 
   def __call__(self, z, cond=None, extra=None):
     if self.cond_dim:
       if cond is None:
         raise ValueError("this Generator was built with cond_dim > 0 and needs a condition")
-      z = jnp.concatenate([z, act(self.embed(cond))], -1)
+      z = jnp.concatenate([z, self.embed(cond)], -1)
     h = self.basis[...][None] * self.basis_scale(z)[:, None, None, :]
     for i in range(len(self.trunk)):
       if i:
@@ -178,7 +208,8 @@ class Discriminator(nnx.Module):
   """[B, S, S, in + extra] image -> logits [B]; `widths` run from the input resolution to 4x4.
 
   `cond_dim` > 0 makes it a projection discriminator: the final features (width `embed_dim`) are
-  dotted with a linear embedding of the condition vector, scaled by 1/sqrt(embed_dim).
+  dotted with a linear embedding of the condition vector (initialised with gain
+  1/sqrt(embed_dim), as R3GAN's).
   """
 
   def __init__(self, widths: Sequence[int], blocks=2, in_channels: int = 3,
@@ -188,14 +219,14 @@ class Discriminator(nnx.Module):
     widths = tuple(widths)
     self.cond_dim, self.embed_dim = cond_dim, embed_dim
     self.resolution = 4 * 2 ** (len(widths) - 1)
-    self.stem = Conv1x1(in_channels + extra_channels, widths[0], rngs=rngs)
+    self.stem = linear(in_channels + extra_channels, widths[0], rngs)
     self.trunk = _Stages(widths, blocks, expansion, group_width, cardinality, impl, rngs)
     _add_transitions(self, widths, rngs)
     # 4x4 depthwise conv over a 4x4 map (valid padding) = a learned per-channel spatial weighting.
-    self.basis = nnx.Param(_he(rngs.params(), (4, 4, widths[-1]), 16, 1.0))
-    self.out = Conv1x1(widths[-1], embed_dim if cond_dim else 1, rngs=rngs)
+    self.basis = nnx.Param(_he(rngs.params(), (4, 4, widths[-1]), 16, 1.0, gain=1.0))
+    self.out = linear(widths[-1], embed_dim if cond_dim else 1, rngs)
     if cond_dim:
-      self.project = Conv1x1(cond_dim, embed_dim, rngs=rngs)
+      self.project = linear(cond_dim, embed_dim, rngs, gain=1.0 / math.sqrt(embed_dim))
 
   def __call__(self, x, cond=None, extra=None):
     if x.shape[1] != self.resolution or x.shape[2] != self.resolution:
@@ -207,10 +238,10 @@ class Discriminator(nnx.Module):
       if i:
         h = _transition(self, i, resample.downsample2x(h))
       h = self.trunk.run(i, h)
-    feat = jnp.einsum("bhwc,hwc->bc", act(h), self.basis[...])
-    out = self.out(act(feat))
+    # R3GAN's discriminative basis: depthwise 4x4 conv then linear, no activation around them.
+    out = self.out(jnp.einsum("bhwc,hwc->bc", h, self.basis[...]))
     if not self.cond_dim:
       return out[:, 0]
     if cond is None:
       raise ValueError("this Discriminator was built with cond_dim > 0 and needs a condition")
-    return jnp.sum(out * self.project(cond), -1) / math.sqrt(self.embed_dim)
+    return jnp.sum(out * self.project(cond), -1)

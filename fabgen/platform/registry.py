@@ -23,6 +23,7 @@ TASKS: dict[str, str] = {
     "diffusion": "fabgen.diffusion.pretrain_task:DiffusionTask",
     "defectfill": "fabgen.diffusion.defectfill_task:DefectFillTask",
     "dgt": "fabgen.dgt.task:DGTTask",
+    "texture": "fabgen.texture.task:TextureTask",
 }
 
 GRID_TASK = "fabgen.gan.grid_task:GridTask"

@@ -6,9 +6,12 @@ Two steps, split so the expensive one runs once per training example on the host
 1. `GramFeatures` (fixed, no learning): VGG19 taps -> Gram per layer -> each Gram average-pooled
    to at most `pool` x `pool` channel blocks (full Grams of relu4_1 are 512 x 512; pooling keeps
    the co-occurrence structure between channel groups and makes the vector a few thousand long
-   instead of 300k) -> upper triangle -> sqrt (Gram entries of ReLU features are >= 0 and span
-   orders of magnitude; the square root makes them comparable) -> concatenated.
+   instead of 300k; `pool=0` keeps the seed's full Gram) -> upper triangle -> sqrt (Gram
+   entries of ReLU features are >= 0 and span orders of magnitude; the square root makes them
+   comparable) -> concatenated.
    `kind="diag"` keeps only each Gram's diagonal (per-channel energy), a cheaper ablation.
+   The filters: a texture network fabgen trains on FabricSim (`fabgen.texture`), a torchvision
+   VGG19 file, or fixed random filters.
 2. `ConditionEmbedding` (learned, part of G and of D): a two-layer MLP of the features plus a
    class embedding, concatenated. G and D each own one (as R3GAN's G and D own their class
    embeddings).
@@ -27,31 +30,89 @@ from fabgen.nn import gram as gram_lib
 from fabgen.nn import masks as mask_ops
 from fabgen.nn import r3gan
 from fabgen.nn import vgg
+from fabgen.texture import features as texture_lib
 
 KINDS = ("triangle", "diag")
 
 
 class GramFeatures:
-  """Fixed map uint8/float images [B, H, W, 3] -> float32 features [B, dim] (jittable)."""
+  """Fixed map uint8/float images [B, H, W, 3] -> float32 features [B, dim] (jittable).
+
+  Filters, best first: `checkpoint` (a texture network trained by fabgen, see
+  `fabgen.texture.features`: a workdir or `train:configs/texture.py:<variant>`), `weights` (a
+  torchvision VGG19 file), or fixed random filters from `seed`. A checkpoint is read (and for a
+  `train:` spec trained) on first use of `params`, so building a task to learn its shapes costs
+  nothing.
+  """
 
   def __init__(self, taps: Sequence[str] = vgg.DEFAULT_TAPS, pool: int = 32,
                kind: str = "triangle", weights: str | None = None, seed: int = 0,
-               width_scale: float = 1.0):
+               width_scale: float = 1.0, checkpoint: str | None = None):
     if kind not in KINDS:
       raise ValueError(f"condition kind {kind!r} is not one of {KINDS}")
+    if weights and checkpoint:
+      raise ValueError(f"condition.weights={weights!r} and condition.features_checkpoint="
+                       f"{checkpoint!r} both name the feature network; set one")
+    if pool < 0:
+      raise ValueError(f"condition.pool={pool} must be >= 0 (0 = the full Gram)")
     self.taps, self.pool, self.kind = tuple(taps), int(pool), kind
-    self.params = jax.tree.map(jnp.asarray, vgg.load_params(weights, self.taps, seed, width_scale))
-    self.description = vgg.describe(weights, seed, width_scale)
-    self.pretrained = bool(weights)
-    self._jitted = jax.jit(self.__call__)
-    self.dim = int(jax.eval_shape(self.__call__, jax.ShapeDtypeStruct((1, 16, 16, 3),
-                                                                      jnp.uint8)).shape[-1])
+    self.checkpoint, self.width_scale = checkpoint or "", width_scale
+    if self.checkpoint:
+      self._params = None  # loaded on first use
+      self.description = f"texture:{self.checkpoint}"
+    else:
+      self._params = jax.tree.map(jnp.asarray,
+                                  vgg.load_params(weights, self.taps, seed, width_scale))
+      self.description = vgg.describe(weights, seed, width_scale)
+    self.pretrained = bool(weights) or bool(self.checkpoint)
+    self._jitted = jax.jit(lambda params, x: self.features(params, x))
+    # Shapes only: a trained network has the random one's layout (checked when it is loaded).
+    shape_params = vgg.random_params(self.taps, seed, width_scale) if self.checkpoint else None
+    self.dim = int(jax.eval_shape(
+        lambda x: self.features(shape_params or self._params, x),
+        jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.uint8)).shape[-1])
+
+  @property
+  def params(self) -> dict:
+    if self._params is None:
+      params, stats, config, workdir = texture_lib.load_vgg(self.checkpoint)
+      if (int(config.model.pool), config.model.kind) != (self.pool, self.kind):
+        raise ValueError(f"texture features checkpoint {workdir!r} was trained on Gram "
+                         f"features pool={config.model.pool}, kind={config.model.kind!r}; "
+                         f"this condition uses pool={self.pool}, kind={self.kind!r}")
+      expected = vgg.random_params(self.taps, 0, self.width_scale)
+      for name, layer in expected.items():
+        got = params.get(name)
+        if got is None or got["kernel"].shape != layer["kernel"].shape:
+          raise ValueError(
+              f"texture features checkpoint {workdir!r} (taps {tuple(config.model.taps)}, "
+              f"width_scale {config.model.width_scale}) has no {name} of shape "
+              f"{layer['kernel'].shape} for condition.taps={self.taps}, "
+              f"width_scale={self.width_scale}")
+      if tuple(config.model.taps) != self.taps:
+        raise ValueError(f"texture features checkpoint {workdir!r} was trained on taps "
+                         f"{tuple(config.model.taps)}; this condition uses {self.taps}")
+      self._params = jax.tree.map(jnp.asarray, {k: params[k] for k in expected})
+      # Standardised with the training fabrics' statistics: the condition embedding then sees
+      # unit-scale inputs whatever scale training gave the filters.
+      self._params["_standardize"] = {"mean": jnp.asarray(stats["mean"]),
+                                      "std": jnp.sqrt(jnp.asarray(stats["var"]) + 1e-6)}
+      self.description = f"texture:{workdir}"
+    return self._params
+
+  def features(self, params, images) -> jax.Array:
+    feats = gram_lib.features_from_grams(
+        gram_lib.grams(params, mask_ops.to_unit(images), self.taps), self.pool, self.kind)
+    if "_standardize" in params:
+      s = params["_standardize"]
+      feats = (feats - s["mean"]) / s["std"]
+    return feats
 
   def grams(self, images) -> dict:
     return gram_lib.grams(self.params, mask_ops.to_unit(images), self.taps)
 
   def __call__(self, images) -> jax.Array:
-    return features_from_grams(self.grams(images), self.pool, self.kind)
+    return self.features(self.params, images)
 
   def batched(self, images: np.ndarray, batch: int = 64) -> np.ndarray:
     """Host helper: features of many images, `batch` at a time (pads the last batch)."""
@@ -61,33 +122,8 @@ class GramFeatures:
       n = len(chunk)
       if n < batch and len(images) > batch:
         chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, 0)])
-      out.append(np.asarray(self._jitted(chunk))[:n])
+      out.append(np.asarray(self._jitted(self.params, chunk))[:n])
     return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
-
-
-def _pool_gram(g: jax.Array, pool: int) -> jax.Array:
-  c = g.shape[-1]
-  if c <= pool:
-    return g
-  if c % pool:
-    raise ValueError(f"Gram of {c} channels cannot be pooled into {pool} blocks")
-  f = c // pool
-  return g.reshape(g.shape[0], pool, f, pool, f).mean(axis=(2, 4))
-
-
-def features_from_grams(grams: dict, pool: int, kind: str) -> jax.Array:
-  """{tap: [B, C, C]} -> [B, dim] (see the module docstring)."""
-  parts = []
-  for tap in sorted(grams):
-    g = _pool_gram(grams[tap], pool)
-    c = g.shape[-1]
-    if kind == "diag":
-      v = jnp.diagonal(g, axis1=1, axis2=2)
-    else:
-      iu = np.triu_indices(c)
-      v = g[:, iu[0], iu[1]]
-    parts.append(jnp.sqrt(jnp.maximum(v, 0.0) + 1e-8))
-  return jnp.concatenate(parts, -1)
 
 
 class ConditionEmbedding(nnx.Module):

@@ -60,6 +60,8 @@ def generate_batched(task, params, cond, class_ids, clean, rng, batch: int):
   def run(cond, cls, clean, key):
     z = jax.random.normal(key, (cond.shape[0], m.noise_dim))
     rgb, mask = task.generate(params, z, cond, cls, clean.astype(jnp.float32) / 127.5 - 1.0)
+    if mask is None:  # R3GAN's own generator paints no mask
+      mask = jnp.zeros(rgb.shape[:3])
     return (rgb + 1.0) * 0.5, mask
 
   rgbs, masks = [], []

@@ -5,14 +5,19 @@ One step (pure; the platform jits it with shardings and donation):
   D: loss(kind) on (real patch+mask, G's patch+mask) under the same condition, + gamma/2 R1
      + gamma/2 R2 from one joint VJP over [real; fake] (or every `lazy_interval` steps with the
      weight scaled by the interval);
-  G: loss(kind) with the updated D; EMA of G with a ramped half-life counted in images.
+  G: loss(kind) with the updated D; EMA of G with a half-life counted in images, ramped as
+     R3GAN ramps it (cosine 0 -> half_life, `ema.schedule="r3gan"`) or as StyleGAN ("ramp").
 R3GAN's schedules: Adam beta1 = 0, beta2 cosine 0.9 -> 0.99, lr cosine 2e-4 -> 5e-5, gamma
 cosine from its start to a tenth of it, all over `optim.schedule_steps` (0 = total_steps).
 
+Augmentation (`augment.enabled`, `fabgen.gan.augment`): every (image, mask) D sees, real and
+fake, in the D and the G step, is ADA-augmented with a probability on a cosine schedule (R3GAN at
+64x64: 0 -> 0.3), inside the gradient path (R1/R2 are taken through it, as StyleGAN2-ADA does).
+
 Ablations are config switches: loss.kind in {rpgan, nsgan, hinge, wgan}, loss.r1 / loss.r2 on
-or off, loss.gamma, loss.lazy_interval, ema.enabled. The base gamma and the step rng are
-*traced* arguments of `step_with`, which is what `fabgen.gan.grid_task` vmaps over; the
-D-then-G update itself is `fabgen.gan.step.update`.
+or off, loss.gamma, loss.lazy_interval, ema.enabled, augment.enabled, model.mask_to_d. The base
+gamma and the step rng are *traced* arguments of `step_with`, which is what
+`fabgen.gan.grid_task` vmaps over; the D-then-G update itself is `fabgen.gan.step.update`.
 """
 
 from __future__ import annotations
@@ -27,10 +32,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from fabgen.gan import augment as augment_lib
 from fabgen.gan import losses
+from fabgen.gan import recipe as recipe_lib
 from fabgen.gan import step as gan_step
 from fabgen.nn import masks as mask_ops
-from fabgen.platform import ema as ema_lib
 from fabgen.platform import input_options
 from fabgen.platform import schedules
 from fabgen.platform.task import Task
@@ -49,15 +55,22 @@ class Stage1Task(Task):
       raise ValueError(f"config.loss.kind={config.loss.kind!r} is not one of {losses.LOSSES}")
     c = config.condition
     self.conditioner = condition_lib.GramFeatures(c.taps, c.pool, c.kind, c.weights or None,
-                                                  c.seed, c.width_scale)
+                                                  c.seed, c.width_scale,
+                                                  c.get("features_checkpoint", ""))
     self.g, self.d = model_lib.networks(config.model, self.conditioner.dim)
     o = config.optim
     steps = o.schedule_steps or config.total_steps
+    self.schedule_steps = steps
     self.lr = schedules.cosine(o.lr, o.end_lr, steps)
     self.b2 = schedules.cosine(o.b2_start, o.b2_end, steps)
     self.gamma_shape = schedules.cosine(1.0, config.loss.gamma_end_ratio, steps)
     self.opt_g = schedules.adam(self.lr, b1=0.0, b2=self.b2)
     self.opt_d = schedules.adam(self.lr, b1=0.0, b2=self.b2)
+    a = config.get("augment")
+    self.augment = bool(a and a.enabled)
+    if self.augment:
+      self.aug_transforms = augment_lib.check_transforms(a.transforms)
+      self.aug_p = augment_lib.probability_schedule(a.p_start, a.p_end, steps)
     self.train_set = None  # PatchSets, built on first use (or set by tests / notebooks)
     self.eval_set = None
 
@@ -69,6 +82,12 @@ class Stage1Task(Task):
 
   def discriminate(self, d_params, x4, cond, class_ids):
     return self.d.apply(d_params, x4, cond, class_ids)
+
+  def discriminate_augmented(self, d_params, x4, cond, class_ids, key, step):
+    """D on ADA-augmented inputs (real and fake alike; identity when augmentation is off)."""
+    if self.augment:
+      x4 = augment_lib.augment(key, x4, self.aug_p(step), self.aug_transforms)
+    return self.discriminate(d_params, x4, cond, class_ids)
 
   def init_state(self, rng):
     kg, kd = jax.random.split(rng)
@@ -90,21 +109,24 @@ class Stage1Task(Task):
     """One D step and one G step with base penalty weight `gamma` (traced)."""
     lc, m = self.config.loss, self.config.model
     step = state["step"]
+    mask_to_d = m.get("mask_to_d", "hard")
     real = model_lib.d_input(mask_ops.to_signed(batch["patch"]),
-                             batch["mask"].astype(jnp.float32))
+                             batch["mask"].astype(jnp.float32) if model_lib.has_mask(m) else None,
+                             mask_to_d)
     cond, cls = batch["cond"].astype(jnp.float32), batch["class_id"]
     texture = mask_ops.to_signed(batch["clean"])
     b = real.shape[0]
     k_d, k_g = jax.random.split(rng)
+    k_aug_d, k_aug_g = jax.random.split(jax.random.fold_in(rng, 1))
     gamma_t = gamma * self.gamma_shape(step)
     cond2, cls2 = jnp.concatenate([cond, cond]), jnp.concatenate([cls, cls])
 
     rgb, mask = self.generate(state["g"], jax.random.normal(k_d, (b, m.noise_dim)), cond, cls,
                               texture)
-    fake = jax.lax.stop_gradient(model_lib.d_input(rgb, mask))
+    fake = jax.lax.stop_gradient(model_lib.d_input(rgb, mask, mask_to_d))
 
     def d_penalised(d_params, weight, with_penalty):
-      d_fn = lambda x: self.discriminate(d_params, x, cond2, cls2)
+      d_fn = lambda x: self.discriminate_augmented(d_params, x, cond2, cls2, k_aug_d, step)
       return losses.d_objective(lc.kind, d_fn, real, fake, weight, weight,
                                 use_r1=lc.r1 and with_penalty, use_r2=lc.r2 and with_penalty)
 
@@ -121,16 +143,23 @@ class Stage1Task(Task):
 
     def g_objective(g_params, d_params):
       rgb, mask = self.generate(g_params, z_g, cond, cls, texture)
-      logits = self.discriminate(d_params, jnp.concatenate([real, model_lib.d_input(rgb, mask)]),
-                                 cond2, cls2)
+      logits = self.discriminate_augmented(
+          d_params, jnp.concatenate([real, model_lib.d_input(rgb, mask, mask_to_d)]), cond2,
+          cls2, k_aug_g, step)
       loss = losses.g_loss(lc.kind, jax.lax.stop_gradient(logits[:b]), logits[b:])
-      return loss, {"g_loss": loss, "mask_mean": jnp.mean(mask)}
+      metrics = {"g_loss": loss}
+      if mask is not None:
+        metrics["mask_mean"] = jnp.mean(mask)
+      return loss, metrics
 
     e = self.config.ema
-    decay = (ema_lib.ema_decay(step, self.config.batch_size, e.half_life, e.ramp)
+    decay = (recipe_lib.ema_decay(step, self.config.batch_size, e.half_life,
+                                  e.get("schedule", "ramp"), self.schedule_steps, e.ramp)
              if e.enabled else None)
     new_state, metrics = gan_step.update(state, d_objective, g_objective, self.opt_d, self.opt_g,
                                          decay)
+    if self.augment:
+      metrics["augment_p"] = self.aug_p(step)
     return new_state, {**metrics, "gamma": gamma_t, "lr": self.lr(step), "b2": self.b2(step)}
 
   # ---- input -----------------------------------------------------------------------------------

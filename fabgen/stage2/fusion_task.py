@@ -24,6 +24,8 @@ import ml_collections
 from fabgen.data import defect_crops
 from fabgen.data.readers import open_source, spread_indices
 from fabgen.gan import losses as gan_losses
+from fabgen.gan import augment as augment_lib
+from fabgen.gan import recipe as recipe_lib
 from fabgen.gan import step as gan_step
 from fabgen.nn import masks as mask_ops
 from fabgen.platform import ema as ema_lib
@@ -58,9 +60,28 @@ class FusionTask(Task):
     self.t_net = nnx_bridge.PureModule(lambda rngs: fusion.FusionNet.from_config(m, rngs))
     self.d_net = nnx_bridge.PureModule(lambda rngs: fusion.PatchDiscriminator.from_config(m, rngs))
     o = config.optim
-    self.opt_t = schedules.adam(o.lr_t, b1=0.0, b2=o.b2)
-    self.opt_d = schedules.adam(o.lr_d, b1=0.0, b2=o.b2)
     self.penalties = config.loss.objective == "rpgan"  # R3GAN's recipe: RpGAN + R1 + R2
+    self.recipe = None
+    if self.penalties:  # ... with R3GAN's schedules (lr, beta2, gamma, EMA half-life)
+      self.recipe = recipe_lib.from_sections(o, config.loss, config.ema_half_life,
+                                             config.get("ema_schedule", "r3gan"),
+                                             config.total_steps, "lr_t")
+      self.opt_t = self.recipe.adam()
+      self.opt_d = self.recipe.adam(o.lr_d / o.lr_t)
+    else:  # the paper's objectives: constant lr and beta2, StyleGAN's EMA ramp
+      self.opt_t = schedules.adam(o.lr_t, b1=0.0, b2=o.b2)
+      self.opt_d = schedules.adam(o.lr_d, b1=0.0, b2=o.b2)
+    a = config.get("augment")
+    self.augment = bool(a and a.enabled)
+    if self.augment:  # colour only: D_T's logit map and seam weights are tied to the window
+      self.aug_transforms = augment_lib.check_transforms(a.transforms)
+      geometric = [t for t in self.aug_transforms if t in augment_lib.GEOMETRIC]
+      if geometric:
+        raise ValueError(f"config.augment.transforms={tuple(a.transforms)}: the fusion "
+                         f"discriminator's logits are tied to window positions, so only colour "
+                         f"transforms {augment_lib.COLOR} apply, not {geometric}")
+      self.aug_p = augment_lib.probability_schedule(
+          a.p_start, a.p_end, config.optim.get("schedule_steps", 0) or config.total_steps)
     self.examples = None  # built lazily from config.data, or set by a caller (tests, notebooks)
 
   # ---- networks --------------------------------------------------------------------------------
@@ -99,6 +120,12 @@ class FusionTask(Task):
   def apply_d(self, params, images, window):
     return self.d_net.apply(params, images, window[..., None])
 
+  def augmented(self, images, key, step):
+    """ADA colour augmentation of what D_T sees (identity when `augment.enabled` is off)."""
+    if not self.augment:
+      return images
+    return augment_lib.augment(key, images, self.aug_p(step), self.aug_transforms)
+
   def init_state(self, rng):
     kt, kd = jax.random.split(rng)
     return gan_step.init_state(self.t_net.init(kt), self.d_net.init(kd), self.opt_t, self.opt_d,
@@ -115,32 +142,37 @@ class FusionTask(Task):
 
   def train_step(self, state, batch, rng):
     c = self.config.loss
-    return self._step(state, batch, jnp.float32(c.r1_gamma), jnp.float32(c.r2_gamma))
+    return self._step(state, batch, rng, jnp.float32(c.r1_gamma), jnp.float32(c.r2_gamma))
 
   def step_with(self, state, batch, rng, gamma):
     """`train_step` with R1 and R2 weights both `gamma` (traced): a grid member's step."""
-    del rng  # the step is deterministic given the batch
-    return self._step(state, batch, gamma, gamma)
+    return self._step(state, batch, rng, gamma, gamma)
 
-  def _step(self, state, batch, r1_gamma, r2_gamma):
+  def _step(self, state, batch, rng, r1_gamma, r2_gamma):
+    # deterministic given the batch; the rng only draws augmentations (when enabled)
+    k_d, k_real, k_fake = jax.random.split(rng, 3)
+    step = state["step"]
     c = self.config.loss
     x, y = mask_ops.to_signed(batch["x"]), mask_ops.to_signed(batch["y"])
     window = batch["window"].astype(jnp.float32)
     fake = jax.lax.stop_gradient(self.apply_t(state["t"], x, window))
     both_windows = jnp.concatenate([window, window], 0)
+    gamma_shape = self.recipe.gamma_shape(step) if self.recipe else 1.0
 
     def d_objective(d_params):
       # D runs once on [real; fake]; R1/R2 come from the same VJP (fabgen.gan.losses).
-      d_fn = lambda images: self.apply_d(d_params, images, both_windows)
+      d_fn = lambda images: self.apply_d(d_params, self.augmented(images, k_d, step),
+                                         both_windows)
       w = losses.seam_weights(window, (window.shape[0],) + self.logit_shape(), c.seam_radius,
                               c.seam_weight)
-      return gan_losses.d_objective(c.objective, d_fn, y, fake, r1_gamma, r2_gamma,
-                                    use_r1=self.penalties, use_r2=self.penalties, weights=w)
+      return gan_losses.d_objective(c.objective, d_fn, y, fake, r1_gamma * gamma_shape,
+                                    r2_gamma * gamma_shape, use_r1=self.penalties,
+                                    use_r2=self.penalties, weights=w)
 
     def t_objective(t_params, d_params):
       out = self.apply_t(t_params, x, window)
-      real_logits = self.apply_d(d_params, y, window)
-      fake_logits = self.apply_d(d_params, out, window)
+      real_logits = self.apply_d(d_params, self.augmented(y, k_real, step), window)
+      fake_logits = self.apply_d(d_params, self.augmented(out, k_fake, step), window)
       w = losses.seam_weights(window, fake_logits.shape, c.seam_radius, c.seam_weight)
       adv = gan_losses.g_loss(c.objective, jax.lax.stop_gradient(real_logits), fake_logits, w)
       l1 = losses.outside_l1(out, x, window, c.seam_radius)
@@ -148,7 +180,8 @@ class FusionTask(Task):
           "g_loss": adv, "l1_outside": l1,
           "out_of_mask": losses.out_of_mask_share(out - x, window, c.seam_radius)}
 
-    decay = ema_lib.ema_decay(state["step"], self.config.batch_size, self.config.ema_half_life)
+    decay = (self.recipe.ema_decay(step, self.config.batch_size) if self.recipe else
+             ema_lib.ema_decay(step, self.config.batch_size, self.config.ema_half_life))
     return gan_step.update(state, d_objective, t_objective, self.opt_d, self.opt_t, decay, g="t")
 
   def logit_shape(self) -> tuple[int, int]:

@@ -22,6 +22,7 @@ from fabgen.data import classes as classes_lib
 from fabgen.data import defect_crops
 from fabgen.data.readers import open_source, spread_indices
 from fabgen.gan import losses as gan_losses
+from fabgen.gan import recipe as recipe_lib
 from fabgen.gan import step as gan_step
 from fabgen.nn import masks as mask_ops
 from fabgen.platform import ema as ema_lib
@@ -47,9 +48,17 @@ class InpainterTask(Task):
     self.d_net = nnx_bridge.PureModule(
         lambda rngs: fusion.PatchDiscriminator.from_config(m, rngs, num_classes=k))
     o = config.optim
-    self.opt_g = schedules.adam(o.lr_g, b1=0.0, b2=o.b2)
-    self.opt_d = schedules.adam(o.lr_d, b1=0.0, b2=o.b2)
     self.penalties = config.loss.objective == "rpgan"  # R3GAN's recipe: RpGAN + R1 + R2
+    self.recipe = None
+    if self.penalties:  # ... with R3GAN's schedules (lr, beta2, gamma, EMA half-life)
+      self.recipe = recipe_lib.from_sections(o, config.loss, config.ema_half_life,
+                                             config.get("ema_schedule", "r3gan"),
+                                             config.total_steps, "lr_g")
+      self.opt_g = self.recipe.adam()
+      self.opt_d = self.recipe.adam(o.lr_d / o.lr_g)
+    else:  # the paper's objectives: constant lr and beta2, StyleGAN's EMA ramp
+      self.opt_g = schedules.adam(o.lr_g, b1=0.0, b2=o.b2)
+      self.opt_d = schedules.adam(o.lr_d, b1=0.0, b2=o.b2)
     self.crops = None  # (images, masks, classes), built from config.data or set by a caller
 
   def g_fn(self, params):
@@ -112,13 +121,14 @@ class InpainterTask(Task):
     w = losses.seam_weights(mask_ops.defect_region(mask, c.margin), (mask.shape[0],) +
                             self.logit_shape(), c.seam_radius, c.seam_weight)
     both_masks, both_cls = jnp.concatenate([mask, mask], 0), jnp.concatenate([cls, cls], 0)
+    gamma_shape = self.recipe.gamma_shape(state["step"]) if self.recipe else 1.0
 
     def d_objective(d_params):
       # D runs once on [real; fake]; R1/R2 come from the same VJP (fabgen.gan.losses).
       d = self.d_fn(d_params)
       return gan_losses.d_objective(c.objective, lambda im: d(im, both_masks, both_cls), y, fake,
-                                    r1_gamma, r2_gamma, use_r1=self.penalties,
-                                    use_r2=self.penalties, weights=w)
+                                    r1_gamma * gamma_shape, r2_gamma * gamma_shape,
+                                    use_r1=self.penalties, use_r2=self.penalties, weights=w)
 
     def g_objective(g_params, d_params):
       d = self.d_fn(d_params)
@@ -127,7 +137,8 @@ class InpainterTask(Task):
       loss = gan_losses.g_loss(c.objective, jax.lax.stop_gradient(real_logits), fake_logits, w)
       return loss, {"g_loss": loss}
 
-    decay = ema_lib.ema_decay(state["step"], self.config.batch_size, self.config.ema_half_life)
+    decay = (self.recipe.ema_decay(state["step"], self.config.batch_size) if self.recipe else
+             ema_lib.ema_decay(state["step"], self.config.batch_size, self.config.ema_half_life))
     return gan_step.update(state, d_objective, g_objective, self.opt_d, self.opt_g, decay)
 
   def logit_shape(self) -> tuple[int, int]:

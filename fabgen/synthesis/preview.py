@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from fabgen.data import contact_sheet
+from fabgen.data import drawing
 
 
 def _crop_box(mask: np.ndarray, context: float, min_side: int) -> tuple[int, int, int, int]:
@@ -50,7 +50,7 @@ def defect_pair(image: np.ndarray, mask: np.ndarray, class_id: int, boxes: np.nd
   plain = Image.fromarray(crop).resize(size, Image.NEAREST)
   big_mask = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
   edge = big_mask & ~ndimage.binary_erosion(big_mask)
-  colour = contact_sheet.class_colour(class_id)
+  colour = drawing.class_colour(class_id)
   labelled = np.asarray(plain).copy()
   labelled[edge] = colour  # outline only: the defect's pixels stay as they are
   outlined = Image.fromarray(labelled)

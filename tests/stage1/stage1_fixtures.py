@@ -60,6 +60,7 @@ def config(**loss):
   c.model.embed_dim = c.model.gram_dim = 16
   c.model.cond_hidden = 32
   c.condition.taps = ("relu1_1", "relu2_1")
+  c.condition.features_checkpoint = ""  # fixed random filters: no texture network to train
   c.eval.kid_samples = 16
   c.eval.batch = 8
   c.eval.num_fabrics = 2

@@ -26,7 +26,8 @@ STEPS = 3
 # schedules fixed to 3 steps so that a run stopped early and resumed has the same schedule.
 SMALL = ["patch_size=8", "batch_size=4", "model.g_widths=(16,8)", "model.d_widths=(8,16)",
          "model.noise_dim=8", "model.embed_dim=16", "model.gram_dim=16", "model.cond_hidden=32",
-         "condition.taps=('relu1_1','relu2_1')", "eval.kid_samples=8", "eval.batch=8",
+         "condition.taps=('relu1_1','relu2_1')", "condition.features_checkpoint=",
+         "eval.kid_samples=8", "eval.batch=8",
          "eval.num_fabrics=2", "eval.num_draws=2", f"optim.schedule_steps={STEPS}",
          "checkpoint.every_steps=1", "checkpoint.asynchronous=False", "log_every_steps=1",
          "data_prefetch=0", "data.max_records=12"]

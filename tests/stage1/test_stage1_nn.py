@@ -1,5 +1,6 @@
 """R3GAN building blocks: the grouped-conv fast path equals XLA's (values, gradients, second
-derivatives), resampling is the [1,2,1] filter, and blocks/trunks have the fix-up properties."""
+derivatives), resampling is R3GAN's [1,3,3,1] filter half-pixel centred, and blocks/trunks
+have the published structure: biases only in the biased activations, fix-up and gain-1 inits."""
 
 import jax
 import jax.numpy as jnp
@@ -63,21 +64,47 @@ def test_grouped_conv_auto_picks_custom_on_cpu_and_rejects_bad_input():
     gc.grouped_conv(x, w, 4, "fast")
 
 
-def test_resample_is_the_121_filter():
-  x = jnp.arange(8.0).reshape(1, 8, 1, 1) * jnp.ones((1, 1, 2, 1))
-  d = resample.downsample2x(x)[0, :, 0, 0]
+def test_resample_is_r3gans_1331_filter_half_pixel_centred():
   xs = np.arange(8.0)
-  expect = [(xs[max(2 * i - 1, 0)] + 2 * xs[2 * i] + xs[2 * i + 1]) / 4 for i in range(4)]
-  np.testing.assert_allclose(d, expect)
-  u = resample.upsample2x(jnp.arange(4.0).reshape(1, 4, 1, 1))[0, :, 0, 0]
-  np.testing.assert_allclose(u, [0, 0.5, 1, 1.5, 2, 2.5, 3, 3])
-  # a constant stays constant (no energy lost at borders)
+  ramp = jnp.asarray(xs).reshape(1, 8, 1, 1) * jnp.ones((1, 1, 2, 1))
+  d = np.asarray(resample.downsample2x(ramp)[0, :, 0, 0])
+  # interior: (x[2i-1] + 3x[2i] + 3x[2i+1] + x[2i+2]) / 8, which on a ramp is exactly the
+  # half-pixel centre 2i + 1/2 (the old [1,2,1]-at-even filter gave 2i - 1/4 ... a shift)
+  expect = [(xs[2 * i - 1] + 3 * xs[2 * i] + 3 * xs[2 * i + 1] + xs[2 * i + 2]) / 8
+            for i in range(1, 3)]
+  np.testing.assert_allclose(d[1:3], expect)
+  np.testing.assert_allclose(d[1:3], [2.5, 4.5])
+  # upsampling a ramp puts output pixel j at input coordinate (j - 1/2) / 2
+  u = np.asarray(resample.upsample2x(jnp.arange(4.0).reshape(1, 4, 1, 1))[0, :, 0, 0])
+  np.testing.assert_allclose(u[1:7], (np.arange(1, 7) - 0.5) / 2)
+  # a constant stays constant at every scale (edge-replicated borders)
   c = jnp.ones((1, 8, 8, 2))
   np.testing.assert_allclose(resample.downsample2x(c), 1.0)
   np.testing.assert_allclose(resample.upsample2x(c), 1.0)
   assert resample.resize_to(c, 2).shape == (1, 2, 2, 2)
   with pytest.raises(ValueError, match="even"):
     resample.downsample2x(jnp.ones((1, 5, 4, 1)))
+
+
+def test_resample_up_is_four_times_the_adjoint_of_down_in_the_interior():
+  """upfirdn2d's relation: <down(x), y> = <x, up(y)> / 4 (borders excluded: x vanishes on a
+  2-pixel frame, y on a 1-pixel one, where the edge replication would enter)."""
+  kx, ky = jax.random.split(jax.random.key(0))
+  x = jnp.pad(jax.random.normal(kx, (2, 12, 12, 3)), ((0, 0), (2, 2), (2, 2), (0, 0)))
+  y = jnp.pad(jax.random.normal(ky, (2, 6, 6, 3)), ((0, 0), (1, 1), (1, 1), (0, 0)))
+  lhs = jnp.sum(resample.downsample2x(x) * y)
+  rhs = jnp.sum(x * resample.upsample2x(y)) / 4
+  np.testing.assert_allclose(lhs, rhs, rtol=1e-5)
+  # and the 2D kernel is the outer product of [1, 3, 3, 1] / 8: an impulse shows it
+  impulse = jnp.zeros((1, 8, 8, 1)).at[0, 4, 4, 0].set(1.0)
+  k1 = np.array([1, 3, 3, 1]) / 8
+  response = np.asarray(resample.downsample2x(impulse))[0, :, :, 0]
+  expect = np.zeros((4, 4))
+  taps = {1: k1[3], 2: k1[1]}  # output 1 sees x[4] as its x[2i+2]; output 2 as its x[2i]
+  for i, wi in taps.items():
+    for j, wj in taps.items():
+      expect[i, j] = wi * wj
+  np.testing.assert_allclose(response, expect, atol=1e-7)
 
 
 def test_residual_block_starts_as_identity_and_learns():
@@ -152,3 +179,42 @@ def test_fast_path_never_emits_xlas_grouped_weight_gradient():
   assert not grouped_weight_grads(penalty_grad(gc.custom_conv))
   first = jax.jit(jax.grad(lambda w: jnp.sum(gc.custom_conv(x, w, g) ** 2))).lower(w).as_text()
   assert not grouped_weight_grads(first)
+
+
+def test_r3gan_layers_match_the_published_structure():
+  """Biases live only in the biased activations; stem, transitions, aggregation, bases and
+  output layers are bias-free with gain 1 (std 1/sqrt(fan_in)); D's head has no activation
+  around its depthwise basis (so D is linear in its last-stage features)."""
+  g = nnx_bridge.PureModule(lambda rngs: r3gan.Generator(
+      64, (256, 128), blocks=1, out_channels=3, group_width=16, cond_dim=32, embed_dim=64,
+      rngs=rngs))
+  d = nnx_bridge.PureModule(lambda rngs: r3gan.Discriminator(
+      (128, 256), blocks=1, in_channels=3, group_width=16, cond_dim=32, embed_dim=64,
+      rngs=rngs))
+  pg, pd = g.init(jax.random.key(0)), d.init(jax.random.key(1))
+  for params in (pg, pd):
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+    biases = [p for p in paths if "bias" in p]
+    assert biases and all("act1" in p or "act2" in p for p in biases), biases
+  std = lambda a: float(np.std(np.asarray(a)))
+  for kernel, fan_in, gain in ((pg["basis_scale"]["kernel"], 128, 1.0),
+                               (pg["t1"]["kernel"], 256, 1.0),
+                               (pg["head"]["kernel"], 128, 1.0),
+                               (pg["embed"]["kernel"], 32, 1.0),
+                               (pd["stem"]["kernel"], 3, 1.0),
+                               (pd["t1"]["kernel"], 128, 1.0),
+                               (pd["basis"][...] if hasattr(pd["basis"], "shape") else
+                                pd["basis"], 16, 1.0),
+                               (pd["out"]["kernel"], 256, 1.0),
+                               (pd["project"]["kernel"], 32, 1 / 8.0)):
+    np.testing.assert_allclose(std(kernel), gain / np.sqrt(fan_in), rtol=0.25)
+  # blocks: He gain for leaky ReLU 0.2 times L^(-1/4), L = 2 blocks in the network
+  np.testing.assert_allclose(std(pg["trunk"]["s0_b0"]["expand"]["kernel"]),
+                             r3gan.HE_GAIN / np.sqrt(256) * 2 ** -0.25, rtol=0.1)
+  # no activation in D's head: with the blocks at identity (zero `project`), D is linear in x
+  # (stem, [1,3,3,1] resampling, transition, basis, output are all linear)
+  x = jax.random.normal(jax.random.key(2), (2, 8, 8, 3))
+  cond = jax.random.normal(jax.random.key(3), (2, 32))
+  f = lambda x: d.apply(pd, x, cond)
+  np.testing.assert_allclose(f(2.0 * x), 2.0 * f(x), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(f(-x), -f(x), rtol=1e-4, atol=1e-5)

@@ -73,7 +73,7 @@ def _pasted_vs_real_loss(task):
 
 def test_training_learns_and_stays_inside_the_window():
   """The default objective. (RpGAN + R1/R2 runs through the same `gan.losses.d_objective` and is
-  trained in tests/stage2/test_stage2_single_stage.py; a second compile here cost ~2 min.)"""
+  trained in tests/stage2/test_stage2_inpainter.py; a second compile here cost ~2 min.)"""
   task, _ = _task("nsgan")
   state = task.init_state(jax.random.key(0))
   d_init = state["d"]

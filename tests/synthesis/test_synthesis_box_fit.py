@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from configs import fusion as fusion_config
-from fabgen.stage2 import task as fusion_task
+from fabgen.platform import checkpoint as checkpoint_lib
+from fabgen.stage2 import fusion_task
 from fabgen.synthesis import backgrounds as backgrounds_lib
+from fabgen.synthesis import base
 from fabgen.synthesis import box_fit
 from fabgen.synthesis import box_stats
 from fabgen.synthesis import multistage
-from fabgen.synthesis import restore
 from fabgen.synthesis import stream
 
 
@@ -83,10 +84,10 @@ def _fabric(seed, size=96):
 def test_multistage_synthesized_boxes_follow_the_real_sizes_per_class(tmp_path):
   config = fusion_config.get_config("tiny")
   task = fusion_task.FusionTask(config)
-  restore.export_task(str(tmp_path / "fusion"), config, task.init_state(jax.random.key(0)))
+  checkpoint_lib.write(str(tmp_path / "fusion"), config, task.init_state(jax.random.key(0)))
   records = _records()
   synth = multistage.MultistageSynthesizer(
-      _ThreadStage1(), *restore.restore_task(str(tmp_path / "fusion"), "fusion"),
+      _ThreadStage1(), *base.restore_trained(str(tmp_path / "fusion"), "fusion"),
       boxes=box_fit.BoxBank.from_records(records), max_window=96)
   assert synth.patch_size == 96  # room for the 80-px broken ends
   bgs = backgrounds_lib.open_backgrounds([_fabric(i) for i in range(3)])

@@ -1,0 +1,1 @@
+"""Texture feature networks trained by fabgen: the stage-1 condition without downloaded weights."""
