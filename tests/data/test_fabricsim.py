@@ -37,7 +37,7 @@ def train(sim):
 
 
 def test_presets_mirror_the_paper():
-  assert PRESETS == ("tiny", "simple", "complex", "simple_far")
+  assert PRESETS == ("tiny", "simple", "complex", "simple_far", "linescan", "linescan_tiny")
   simple, complex_, tiny = get_preset("simple"), get_preset("complex"), get_preset("tiny")
   assert simple.classes == classes_lib.SIMPLE_CLASSES and not simple.colour
   assert complex_.classes == classes_lib.COMPLEX_CLASSES and complex_.colour
