@@ -3,7 +3,7 @@
 import numpy as np
 from scipy import stats
 
-from fabgen.data import contact_sheet
+from fabgen.data import drawing
 from fabgen.synthesis import box_stats
 from fabgen.synthesis import preview
 
@@ -16,7 +16,7 @@ def test_defect_is_shown_untouched_beside_an_outline_only_label():
   pair = np.asarray(preview.defect_pair(image, mask, 3, [[10, 20, 50, 30]], side=80))
   half = (pair.shape[1] - 9) // 2
   left, right = pair[3:-3, 3:3 + half], pair[3:-3, 6 + half:6 + 2 * half]
-  colour = np.asarray(contact_sheet.class_colour(3))
+  colour = np.asarray(drawing.class_colour(3))
   assert not (left == colour).all(-1).any()  # the left view is the image itself
   assert set(np.unique(left)) <= {30, 100, 32}  # defect, fabric, the frame's dark grey
   outline = (right == colour).all(-1)
