@@ -202,10 +202,25 @@ def export_detector(checkpoint: str, out_dir: str, height: int | None = None,
           "jax_version": jax.__version__, **meta}
   images = parity_images(parity_count, height, width)
   reference = {k: np.asarray(v) for k, v in jax.jit(fn)(images).items()}
-  candidate = _open(out_dir, full)(images)
+  candidate = _in_batches(_open(out_dir, full), images, batch if fmt == "jax" else None)
   full["parity"] = {"images": int(parity_count), **check_parity(reference, candidate)}
   _atomic_write(os.path.join(out_dir, META), json.dumps(full, indent=1).encode())
   return path
+
+
+def _in_batches(run: Callable, images: np.ndarray, batch: int | None) -> dict:
+  """`run` over `images` in fixed batches of `batch` (the last one padded by repeating an image),
+  concatenated; one call when the artifact takes any batch (`batch` None)."""
+  if not batch:
+    return {k: np.asarray(v) for k, v in run(images).items()}
+  n, parts = len(images), []
+  for i in range(0, n, batch):
+    chunk = images[i:i + batch]
+    pad = batch - len(chunk)
+    if pad:
+      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
+    parts.append({k: np.asarray(v)[:batch - pad] for k, v in run(chunk).items()})
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def is_export_dir(path: str) -> bool:

@@ -30,6 +30,9 @@ class Stage1Generator:
     self.patch_size = int(task.config.patch_size)
     self.class_ids = task.class_ids()
     self.noise_dim = int(task.config.model.noise_dim)
+    # The condition's feature network loads lazily (a trained texture network is restored from
+    # its checkpoint); load it now, on the host, so that `generate` under jit / vmap only reads it.
+    _ = task.conditioner.params
 
   @classmethod
   def from_checkpoint(cls, path: str) -> "Stage1Generator":
