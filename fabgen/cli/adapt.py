@@ -41,18 +41,32 @@ def prepare_process(config, workdir: str) -> None:
     trainer.use_compilation_cache(os.path.abspath(os.path.join(workdir, "jax_cache")))
 
 
-def run_config(args: argparse.Namespace, command: str) -> int:
-  """Loads the config (+ overrides) and runs the protocol with the platform backend."""
-  from fabgen.adapt import platform_backend, protocol  # pylint: disable=g-import-not-at-top
-  from fabgen.platform import config as config_lib  # pylint: disable=g-import-not-at-top
+def progress_log():
+  """A `log(line)` that prints each line with the seconds since this call."""
   t0 = time.time()
-  log = lambda line: print(f"[{time.time() - t0:6.0f}s] {line}", flush=True)
+  return lambda line: print(f"[{time.time() - t0:6.0f}s] {line}", flush=True)
+
+
+def load_protocol_config(args: argparse.Namespace, command: str):
+  """The protocol config of `--config` plus overrides, validated; None (printed why) if bad."""
+  from fabgen.adapt import protocol  # pylint: disable=g-import-not-at-top
+  from fabgen.platform import config as config_lib  # pylint: disable=g-import-not-at-top
   try:
     config = config_lib.load_config(args.config)
     config_lib.apply_overrides(config, args.overrides)
     protocol.validate(config)
   except (config_lib.ConfigError, ValueError) as e:
     print(f"fabgen {command}: {e}", file=sys.stderr)
+    return None
+  return config
+
+
+def run_config(args: argparse.Namespace, command: str) -> int:
+  """Loads the config (+ overrides) and runs the protocol with the platform backend."""
+  from fabgen.adapt import platform_backend, protocol  # pylint: disable=g-import-not-at-top
+  log = progress_log()
+  config = load_protocol_config(args, command)
+  if config is None:
     return 2
   prepare_process(config, args.workdir)
   result = protocol.run_protocol(config, args.workdir,

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 TAKES_CONFIG_OVERRIDES = True
 
@@ -35,16 +34,14 @@ def run(args: argparse.Namespace) -> int:
   # pylint: disable=g-import-not-at-top
   from fabgen.adapt import multi_run, platform_backend, protocol
   from fabgen.cli import adapt as adapt_cli  # pylint: disable=g-import-not-at-top
-  from fabgen.platform import config as config_lib  # pylint: disable=g-import-not-at-top
-  t0 = time.time()
-  log = lambda line: print(f"[{time.time() - t0:6.0f}s] {line}", flush=True)
+  log = adapt_cli.progress_log()
+  config = adapt_cli.load_protocol_config(args, "adapt-aggregate")
+  if config is None:
+    return 2
   try:
-    config = config_lib.load_config(args.config)
-    config_lib.apply_overrides(config, args.overrides)
-    protocol.validate(config)
     fabrics = multi_run.parse_ints(args.fabrics, "fabrics")
     seeds = multi_run.parse_ints(args.seeds, "seeds")
-  except (config_lib.ConfigError, ValueError) as e:
+  except ValueError as e:
     print(f"fabgen adapt-aggregate: {e}", file=sys.stderr)
     return 2
   os.makedirs(args.workdir, exist_ok=True)

@@ -38,6 +38,7 @@ import numpy as np
 
 from fabgen.data import tiling
 from fabgen.detector import export
+from fabgen.detector import grouping
 from fabgen.detector import metrics
 from fabgen.detector import thresholds as thresholds_lib
 
@@ -100,17 +101,7 @@ def merge_truncated(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
   ab, al, at = boxes[act], labels[act], np.asarray(truncated)[act]
   link = (metrics.intersection(ab, ab) > 0) & (al[:, None] == al[None, :])
   link &= at[:, None] | at[None, :]
-  parent = np.arange(n)
-
-  def root(i):
-    while parent[i] != i:
-      parent[i] = parent[parent[i]]
-      i = parent[i]
-    return i
-
-  for i, j in zip(*np.nonzero(np.triu(link, 1))):
-    parent[root(act[i])] = root(act[j])
-  roots = np.array([root(i) for i in range(n)], np.int64)
+  roots = grouping.link_groups(n, ((act[i], act[j]) for i, j in zip(*np.nonzero(np.triu(link, 1)))))
   uniq, group = np.unique(roots, return_inverse=True)
   out_b = np.stack([np.full(len(uniq), np.inf), np.full(len(uniq), np.inf),
                     np.full(len(uniq), -np.inf), np.full(len(uniq), -np.inf)], axis=1)

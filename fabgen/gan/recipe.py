@@ -75,6 +75,29 @@ class Recipe:
     return ema_decay(step, batch_size, self.ema_half_life, self.ema_schedule, self.steps)
 
 
+def optimizers(config, g_lr_key: str, d_lr_key: str = "lr_d"):
+  """(recipe or None, G's optimizer, D's optimizer) of a stage-2 style GAN config.
+
+  The rpgan objective trains with R3GAN's recipe (`from_sections`: scheduled lr and beta2, D's
+  lr schedule scaled by optim.<d_lr_key> / optim.<g_lr_key>); the paper's objectives with
+  constant lr and beta2 (recipe None: StyleGAN's EMA ramp, see `ema_decay_at`). Beta1 is 0.
+  """
+  o = config.optim
+  if config.loss.objective == "rpgan":
+    recipe = from_sections(o, config.loss, config.ema_half_life,
+                           config.get("ema_schedule", "r3gan"), config.total_steps, g_lr_key)
+    return recipe, recipe.adam(), recipe.adam(o[d_lr_key] / o[g_lr_key])
+  return (None, schedules.adam(o[g_lr_key], b1=0.0, b2=o.b2),
+          schedules.adam(o[d_lr_key], b1=0.0, b2=o.b2))
+
+
+def ema_decay_at(recipe: "Recipe | None", config, step):
+  """The step's EMA decay: the recipe's schedule, or StyleGAN's ramp when there is no recipe."""
+  if recipe is not None:
+    return recipe.ema_decay(step, config.batch_size)
+  return ema_lib.ema_decay(step, config.batch_size, config.ema_half_life)
+
+
 def from_sections(optim, loss, ema_half_life: float, ema_schedule: str, total_steps: int,
                   lr_key: str = "lr") -> Recipe:
   """A Recipe from a stage-2 style config: optim.{<lr_key>, end_lr_ratio, b2_start, b2,

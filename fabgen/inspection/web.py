@@ -18,6 +18,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from fabgen.detector import grouping
+
 
 @dataclasses.dataclass(frozen=True)
 class Web:
@@ -100,24 +102,13 @@ def merge_across_strips(dets: Mapping[str, np.ndarray], gap_px: float = 2.0,
   """
   boxes = np.asarray(dets["boxes"], np.float64).reshape(-1, 4)
   n = len(boxes)
-  parent = np.arange(n)
-
-  def root(i):
-    while parent[i] != i:
-      parent[i] = parent[parent[i]]
-      i = parent[i]
-    return i
-
   strip, labels = np.asarray(dets["strip"]), np.asarray(dets["labels"])
   lower = np.nonzero(dets["edge_bottom"])[0]
   upper = np.nonzero(dets["edge_top"])[0]
-  for i in lower:
-    for j in upper:
-      if strip[j] != strip[i] + 1 or (same_class and labels[i] != labels[j]):
-        continue
-      if boxes[i, 0] - gap_px <= boxes[j, 2] and boxes[j, 0] - gap_px <= boxes[i, 2]:
-        parent[root(i)] = root(j)
-  roots = np.array([root(i) for i in range(n)], np.int64)
+  links = [(i, j) for i in lower for j in upper
+           if strip[j] == strip[i] + 1 and (not same_class or labels[i] == labels[j])
+           and boxes[i, 0] - gap_px <= boxes[j, 2] and boxes[j, 0] - gap_px <= boxes[i, 2]]
+  roots = grouping.link_groups(n, links)
   out_b, out_s, out_l, out_strips = [], [], [], []
   scores = np.asarray(dets["scores"], np.float64)
   for r in np.unique(roots):

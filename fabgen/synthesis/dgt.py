@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from fabgen.dgt.task import DGTTask
 from fabgen.synthesis import base
+from fabgen.synthesis import mask_bank
 from fabgen.nn import masks as mask_ops
 
 MARGIN = 2  # pixels around the shape where G's output replaces the background
@@ -47,13 +48,7 @@ class DGTSynthesizer(base.Synthesizer):
     p = self.patch_size
     local = jnp.argmax(state["known"][None, :] == class_ids[:, None], axis=-1).astype(jnp.int32)
 
-    def pick(key, label):
-      km, kf, ks = jax.random.split(key, 3)
-      i = jax.random.categorical(km, jnp.where(state["labels"] == label, 0.0, -jnp.inf))
-      m = state["masks"][i]
-      return jnp.where(jax.random.bernoulli(kf), m[:, ::-1], m), ks
-
-    masks, smooth_keys = jax.vmap(pick)(keys, local)
+    masks, smooth_keys = mask_bank.draw(keys, state["masks"], state["labels"], local)
     windows = mask_ops.to_unit(mask_ops.crop_windows(backgrounds, offsets, p))
     fake, _, _ = self.task.generate(state["g"], windows, masks, local, smooth_keys)
     region = mask_ops.defect_region(masks, MARGIN)

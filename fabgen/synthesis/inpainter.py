@@ -9,11 +9,11 @@ inside dilate(mask, margin) and put the window back. No fusion stage: G paints t
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from fabgen.stage2.inpainter_task import InpainterTask
 from fabgen.nn import masks as mask_ops
 from fabgen.synthesis import base
+from fabgen.synthesis import mask_bank
 
 
 class InpainterSynthesizer(base.Synthesizer):
@@ -37,13 +37,7 @@ class InpainterSynthesizer(base.Synthesizer):
   def apply(self, state, backgrounds, class_ids, offsets, keys):
     p = self.patch_size
 
-    def pick(key, cid):
-      km, kf, kn = jax.random.split(key, 3)
-      i = jax.random.categorical(km, jnp.where(state["classes"] == cid, 0.0, -jnp.inf))
-      m = state["masks"][i]
-      return jnp.where(jax.random.bernoulli(kf), m[:, ::-1], m), kn
-
-    masks, noise_keys = jax.vmap(pick)(keys, class_ids)
+    masks, noise_keys = mask_bank.draw(keys, state["masks"], state["classes"], class_ids)
     windows = mask_ops.to_signed(mask_ops.crop_windows(backgrounds, offsets, p))
     painted = jax.vmap(
         lambda w, m, c, k: self.task.generate(state["g"], w[None], m[None], c[None], k)[0]
