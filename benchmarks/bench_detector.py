@@ -7,9 +7,9 @@ matcher's share of the train step (host scipy vs JAX-native auction).
 Training: the platform's jitted, donated step (`benchmarks.harness.benchmark_task`) on one fixed
 batch of FabricSim-like synthetic images, once per matcher. Matcher share: the matcher alone,
 jitted, on the step's cost-matrix shape ((decoder layers + 1) * batch sets of
-num_queries x MAX_BOXES) divided by the step time. Inference: `task.predict` jitted at 256x256,
-and `fabgen.detector.infer.predict_stream` over 4096x256 strips (--size tiles, 64 px overlap,
-tiles of consecutive strips in the same batches, one compiled shape).
+num_queries x MAX_BOXES) divided by the step time. Inference: `task.predict` jitted at --size x --size
+(default 256), and `fabgen.detector.infer.predict_stream` over 4096x256 strips (--size tiles,
+min(64, size / 2) px overlap, tiles of consecutive strips in the same batches, one compiled shape).
 """
 
 from __future__ import annotations
@@ -104,9 +104,10 @@ def main(argv=None) -> dict:
   predict = jax.jit(task.predict)
   images = jnp.asarray(batch["image"])
   s = time_fn(predict, state, images)
-  results["infer_256"] = {"images_per_s": args.batch / s, "batch_ms": s * 1e3}
-  print(f"inference 256x256: {args.batch / s:8.2f} img/s (batch {args.batch}, {s * 1e3:.1f} ms)",
-        flush=True)
+  results["infer_image"] = {"images_per_s": args.batch / s, "batch_ms": s * 1e3,
+                            "size": args.size}
+  print(f"inference {args.size}x{args.size}: {args.batch / s:8.2f} img/s (batch {args.batch}, "
+        f"{s * 1e3:.1f} ms)", flush=True)
 
   from fabgen.detector import infer  # pylint: disable=g-import-not-at-top
   fn = lambda x: predict(state, x)  # noqa: E731

@@ -28,6 +28,7 @@ batch in one call. The iterator state is still a position, so resume equals unin
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Sequence
 
 import grain
@@ -140,11 +141,20 @@ class _Fetch:
     if self.transform is None and stacked is not None:
       return stacked(indices)  # FabricSim: one vectorized call
     samples = (self.source.get_batch_skipping(indices) if self.skip_broken
-               else self.source.get_batch(indices))
+               else _strict(self.source.get_batch, indices))
     if self.transform is not None:
       samples = [self.transform(s, np.random.default_rng(
           [self.seed, self.process_index, batch_number, slot])) for slot, s in enumerate(samples)]
     return stack(samples, self.source.name)
+
+
+def _strict(get_batch, indices):
+  """`get_batch(indices)`; a `ReadError` says which key made it fatal."""
+  try:
+    return get_batch(indices)
+  except base.ReadError as e:
+    raise base.ReadError(e.path, f"{e.reason} (fatal because data.on_unreadable='error'; "
+                                 f"'skip' replaces it and reports it)") from e
 
 
 def process_shard(num_items: int, process_index: int, process_count: int) -> grain.MapDataset:
@@ -202,16 +212,20 @@ class _FetchMixed:
   """
 
   def __init__(self, sources: Sequence[base.Source], transform: Transform | None, seed: int,
-               process_index: int):
+               process_index: int, skip_broken: bool = True):
     self.sources, self.transform = list(sources), transform
     self.seed, self.process_index = seed, process_index
+    self.skip_broken = skip_broken
 
   def __call__(self, batch_number: int, pairs) -> dict[str, np.ndarray]:
     which, indices = (np.asarray(a).reshape(-1) for a in pairs)
     samples: list[Any] = [None] * len(indices)
     for k in sorted(set(int(w) for w in which)):
       slots = [s for s in range(len(indices)) if int(which[s]) == k]
-      for s, sample in zip(slots, self.sources[k].get_batch([int(indices[s]) for s in slots])):
+      src = self.sources[k]
+      read = src.get_batch_skipping if self.skip_broken else functools.partial(_strict,
+                                                                               src.get_batch)
+      for s, sample in zip(slots, read([int(indices[s]) for s in slots])):
         samples[s] = sample
     if self.transform is not None:
       # Same per-slot stream as `_Fetch`: a function of the position only.
@@ -237,7 +251,8 @@ def make_mixed_dataset(sources: Sequence[base.Source], weights: Sequence[float],
                        batch_size: int, *, seed: int = 0, shuffle: bool = True,
                        num_epochs: int | None = None, transform: Transform | None = None,
                        process_index: int | None = None, process_count: int | None = None,
-                       drop_remainder: bool = True) -> grain.MapDataset:
+                       drop_remainder: bool = True, skip_broken: bool = True
+                       ) -> grain.MapDataset:
   """Like `make_dataset`, but every batch mixes `sources` in the proportions `weights`.
 
   The mix is a deterministic interleave (weights 0.75/0.25 put 6 + 2 samples in a batch of 8),
@@ -268,7 +283,7 @@ def make_mixed_dataset(sources: Sequence[base.Source], weights: Sequence[float],
     part_weights.append(p)
   ds = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, part_weights)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-  return ds.map_with_index(_FetchMixed(sources, transform, seed, pi))
+  return ds.map_with_index(_FetchMixed(sources, transform, seed, pi, skip_broken))
 
 
 def make_iterator(dataset: grain.MapDataset, num_threads: int = 0, prefetch: int = 0):

@@ -30,7 +30,7 @@ import optax
 
 from fabgen.data import pipeline
 from fabgen.data import sample as sample_lib
-from fabgen.data.readers import open_source
+from fabgen.data.readers import open_source, skips
 from fabgen.detector import backbone
 from fabgen.detector import boxes as box_ops
 from fabgen.detector import losses as losses_lib
@@ -232,7 +232,7 @@ class DetectorTask(Task):
     size = (self.config.image_size, self.config.image_size)
     transform = pipeline.make_transform(d.transform, size, d.get("crop_on_defect", 0.0))
     kwargs = dict(seed=seed, transform=transform, process_index=process_index,
-                  process_count=process_count)
+                  process_count=process_count, skip_broken=skips.skip_broken(self.config))
     batch = self.config.batch_size // process_count
     mix_source, mix_weight = mix_settings(self.config)
     if mix_source:
@@ -243,6 +243,9 @@ class DetectorTask(Task):
     else:
       ds = pipeline.make_dataset(self.source, batch, **kwargs)
     return ds.map(_select_keys).to_iter_dataset(input_options.config_read_options(self.config))
+
+  def input_report(self):
+    return skips.report([self.source, self.mix_source])
 
   def param_count_tree(self, state):
     return state["params"]

@@ -127,6 +127,31 @@ def member_config(config: ml_collections.ConfigDict, gamma: float | None = None,
   return c
 
 
+class R1R2GridSteps:
+  """`train_step` / `step_with` / grid keys of a GAN task whose grid gamma sets R1 and R2 both.
+
+  The fusion and inpainter tasks mix this in and write only `_step(state, batch, rng, r1_gamma,
+  r2_gamma)`; R1/R2 apply with the rpgan objective (R3GAN's recipe) only.
+  """
+
+  GRID_GAMMA_KEYS = ("loss.r1_gamma", "loss.r2_gamma")  # a grid's gamma sets both
+
+  @staticmethod
+  def penalised(config: ml_collections.ConfigDict) -> bool:
+    return config.loss.objective == "rpgan"
+
+  def train_step(self, state, batch, rng):
+    c = self.config.loss
+    return self._step(state, batch, rng, jnp.float32(c.r1_gamma), jnp.float32(c.r2_gamma))
+
+  def step_with(self, state, batch, rng, gamma):
+    """`train_step` with R1 and R2 weights both `gamma` (traced): a grid member's step."""
+    return self._step(state, batch, rng, gamma, gamma)
+
+  def _step(self, state, batch, rng, r1_gamma, r2_gamma):
+    raise NotImplementedError
+
+
 class GridTask(Task):
   """Stacked members of `task_cls` advanced by one vmapped step (see module docstring)."""
 
@@ -211,6 +236,9 @@ class GridTask(Task):
 
   def batch_axes(self):
     return self.inner.batch_axes()
+
+  def input_report(self):
+    return self.inner.input_report()  # one input feeds every member
 
   def param_count_tree(self, state):
     """One member's parameters (the grid holds `size` copies of them)."""

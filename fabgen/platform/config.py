@@ -77,6 +77,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.data = ml_collections.ConfigDict()
+  # A file that only a full decode finds broken: "skip" leaves it out (counted, logged, in
+  # metrics and input_report.json) or "error" stops the run naming it (data/readers/skips.py).
+  c.data.on_unreadable = "skip"
   c.optim = ml_collections.ConfigDict()
   c.loss = ml_collections.ConfigDict()
   return c

@@ -30,7 +30,7 @@ import ml_collections
 EXECUTION_KEYS = ("log_every_steps", "summary_every_steps", "progress_every_steps",
                   "compilation_cache_dir", "data_prefetch", "data_threads", "data_buffer",
                   "fsdp_min_size", "sharding_rules", "logical_axis_rules",
-                  "resume_allow_changes")
+                  "resume_allow_changes", "data.on_unreadable")
 EXECUTION_PREFIXES = ("checkpoint.", "profile.", "mesh.")
 # Filled in by a fresh run from its data when left empty (see fabgen/stage1/task.py warm_start).
 RESOLVED_AT_START = ("data.class_ids",)

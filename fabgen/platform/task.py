@@ -91,6 +91,15 @@ class Task(abc.ABC):
     del state, step, writer, workdir
     return {}
 
+  def input_report(self) -> Mapping[str, Any]:
+    """What this task's input skipped so far (`fabgen.data.readers.skips.report` of its sources).
+
+    Tasks that read files return it (default: nothing skipped, e.g. procedural input); the
+    trainer logs it at start and writes it into every logged row and `input_report.json`
+    (`fabgen.platform.input_report`). Host-side; called after `dataset`.
+    """
+    return {}
+
   def param_count_tree(self, state: PyTree) -> PyTree:
     """The part of the state whose parameter overview is logged at start (default: all)."""
     return state

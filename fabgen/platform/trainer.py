@@ -26,6 +26,7 @@ from fabgen.platform import checkpoint as checkpoint_lib
 from fabgen.platform import config_guard
 from fabgen.platform import files
 from fabgen.platform import faults
+from fabgen.platform import input_report as input_report_lib
 from fabgen.platform import mesh as mesh_lib
 from fabgen.platform import metrics as metrics_lib
 from fabgen.platform import registry
@@ -196,6 +197,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   writer = metrics_lib.create_writer(workdir)
   if start == 0:
     metrics_lib.log_parameter_overview(task.param_count_tree(state), writer)
+  # What the input skipped: said at start, in every logged row, and in input_report.json.
+  skips = input_report_lib.InputReport(task, workdir, resumed=start > 0, write=primary)
+  if any(skips.log_start()[k] for k in ("skipped_at_open", "unreadable")):
+    writer.write_scalars(start, skips.scalars())  # a row before the first step says it too
   progress = metrics_lib.Progress(
       workdir, config.total_steps, start, writer,
       every_steps=config.get("progress_every_steps", 0) or config.log_every_steps,
@@ -248,7 +253,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
         if log_due or ckpt_due or eval_due:
           check(step)
         if log_due:
-          writer.write_scalars(step, {f"train/{k}": v for k, v in last.items()})
+          writer.write_scalars(step, {**{f"train/{k}": v for k, v in last.items()},
+                                      **skips.update()})
         progress(step, last if log_due else None)
         if eval_due:
           with progress.timed("evaluate"):
@@ -267,6 +273,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
       check(step)
   finally:
     ckpt.close()
+    skips.save()
     writer.flush()
     writer.close()
     progress.close()

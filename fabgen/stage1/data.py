@@ -25,7 +25,7 @@ import grain
 import numpy as np
 
 from fabgen.data import defect_crops
-from fabgen.data.readers import open_source, spread_indices
+from fabgen.data.readers import open_source, skips, spread_indices
 from fabgen.platform import input_options
 
 
@@ -134,6 +134,16 @@ def build_patches(records: Iterable[Mapping[str, np.ndarray]], patch_size: int,
                   pick("fabric_ids", np.int32, (0,)), None, dropped)
 
 
+class _Names:
+  """`names[k]` = "<source>[<index>]" of the k-th record read (filled while reading)."""
+
+  def __init__(self, source_name: str, kept: Sequence[int]):
+    self.source_name, self.kept = source_name, kept
+
+  def __getitem__(self, k: int) -> str:
+    return f"{self.source_name}[{self.kept[k]}]"
+
+
 class _SimTwins:
   """Lazy `clean_images[i]` of a FabricSim source: `sim.render(f, i, -1)["image"]`.
 
@@ -152,20 +162,30 @@ class _SimTwins:
 
 def from_source(spec_or_source, patch_size: int, max_records: int,
                 class_ids: Sequence[int] | None = None,
-                max_per_class: int | None = None) -> PatchSet:
-  """Examples from any `fabgen.data.readers` source (a spec string or a `Source`)."""
+                max_per_class: int | None = None, on_unreadable: str = "skip") -> PatchSet:
+  """Examples from any `fabgen.data.readers` source (a spec string or a `Source`).
+
+  A record only a full decode finds broken is left out and counted in the source's
+  `read_failures`, or stops with its path (`on_unreadable`, see `fabgen.data.readers.skips`).
+  """
   src = open_source(spec_or_source) if isinstance(spec_or_source, str) else spec_or_source
   name = getattr(src, "name", spec_or_source)
   indices = spread_indices(len(src), max_records)
   if not indices:
     raise ValueError(f"stage-1 data source {name!r} is empty")
+  kept: list[int] = []  # indices read so far; record k of `records` is src[kept[k]]
+
+  def readable():
+    for i, record in skips.read_indexed(src, indices, on_unreadable):
+      kept.append(i)
+      yield record
+
   sim = getattr(src, "sim", None)
   twins = None
   if sim is not None and hasattr(sim, "render") and hasattr(sim, "record_spec"):
-    twins = _SimTwins(src, indices)
-  records = (src[i] for i in indices)
-  names = [f"{name}[{i}]" for i in indices]
-  patches = build_patches(records, patch_size, class_ids, twins, names, max_per_class)
+    twins = _SimTwins(src, kept)
+  names = _Names(name, kept)
+  patches = build_patches(readable(), patch_size, class_ids, twins, names, max_per_class)
   if not len(patches):
     reasons = "; ".join(f"{w}: {r}" for w, r in patches.dropped[:3])
     raise ValueError(f"stage-1 data source {name!r}: no defect patches of size {patch_size} "

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from fabgen.data.readers import open_source, skips
 from fabgen.gan import augment as augment_lib
 from fabgen.gan import losses
 from fabgen.gan import recipe as recipe_lib
@@ -73,6 +74,7 @@ class Stage1Task(Task):
       self.aug_p = augment_lib.probability_schedule(a.p_start, a.p_end, steps)
     self.train_set = None  # PatchSets, built on first use (or set by tests / notebooks)
     self.eval_set = None
+    self.sources = []  # the sources read so far, for `input_report`
 
   # ---- networks --------------------------------------------------------------------------------
 
@@ -167,8 +169,11 @@ class Stage1Task(Task):
   def build_patch_set(self, source: str) -> data_lib.PatchSet:
     """Examples of `source` with condition features computed by this task's conditioner."""
     d = self.config.data
-    patches = data_lib.from_source(source, self.config.patch_size, d.max_records,
-                                   tuple(d.class_ids) or None, d.max_per_class or None)
+    src = open_source(source) if isinstance(source, str) else source
+    self.sources.append(src)
+    patches = data_lib.from_source(src, self.config.patch_size, d.max_records,
+                                   tuple(d.class_ids) or None, d.max_per_class or None,
+                                   skips.policy(self.config))
     for where, why in patches.dropped[:5]:
       logging.warning("stage1 data: dropped %s: %s", where, why)
     patches.cond = self.conditioner.batched(patches.clean)
@@ -179,6 +184,9 @@ class Stage1Task(Task):
       self.train_set = self.build_patch_set(self.config.data.source)
     return data_lib.dataset(self.train_set, self.config.batch_size, process_index,
                             process_count, seed, input_options.config_read_options(self.config))
+
+  def input_report(self):
+    return skips.report(self.sources)
 
   def resolve_config(self):
     """The config with `data.class_ids` resolved to the classes the training patches hold.

@@ -22,16 +22,15 @@ import jax.numpy as jnp
 import ml_collections
 
 from fabgen.data import defect_crops
-from fabgen.data.readers import open_source, spread_indices
+from fabgen.data.readers import open_source, skips, spread_indices
 from fabgen.gan import losses as gan_losses
 from fabgen.gan import augment as augment_lib
 from fabgen.gan import recipe as recipe_lib
+from fabgen.gan import grid_task
 from fabgen.gan import step as gan_step
 from fabgen.nn import masks as mask_ops
-from fabgen.platform import ema as ema_lib
 from fabgen.platform import input_options
 from fabgen.platform import nnx_bridge
-from fabgen.platform import schedules
 from fabgen.platform.task import Task
 from fabgen.stage2 import config_checks
 from fabgen.stage2 import data as data_lib
@@ -50,7 +49,7 @@ from fabgen.stage2 import losses
 OUT_OF_MASK_BOUND = 0.05
 
 
-class FusionTask(Task):
+class FusionTask(grid_task.R1R2GridSteps, Task):
   """The stage-2 GAN: T (FusionNet), D_T (PatchDiscriminator with the window as input)."""
 
   def __init__(self, config: ml_collections.ConfigDict):
@@ -59,18 +58,9 @@ class FusionTask(Task):
     m = config.model
     self.t_net = nnx_bridge.PureModule(lambda rngs: fusion.FusionNet.from_config(m, rngs))
     self.d_net = nnx_bridge.PureModule(lambda rngs: fusion.PatchDiscriminator.from_config(m, rngs))
-    o = config.optim
-    self.penalties = config.loss.objective == "rpgan"  # R3GAN's recipe: RpGAN + R1 + R2
-    self.recipe = None
-    if self.penalties:  # ... with R3GAN's schedules (lr, beta2, gamma, EMA half-life)
-      self.recipe = recipe_lib.from_sections(o, config.loss, config.ema_half_life,
-                                             config.get("ema_schedule", "r3gan"),
-                                             config.total_steps, "lr_t")
-      self.opt_t = self.recipe.adam()
-      self.opt_d = self.recipe.adam(o.lr_d / o.lr_t)
-    else:  # the paper's objectives: constant lr and beta2, StyleGAN's EMA ramp
-      self.opt_t = schedules.adam(o.lr_t, b1=0.0, b2=o.b2)
-      self.opt_d = schedules.adam(o.lr_d, b1=0.0, b2=o.b2)
+    self.penalties = self.penalised(config)  # R3GAN's recipe: RpGAN + R1 + R2 ...
+    # ... with R3GAN's schedules; the paper's objectives with constant lr and beta2
+    self.recipe, self.opt_t, self.opt_d = recipe_lib.optimizers(config, "lr_t")
     a = config.get("augment")
     self.augment = bool(a and a.enabled)
     if self.augment:  # colour only: D_T's logit map and seam weights are tied to the window
@@ -83,6 +73,7 @@ class FusionTask(Task):
       self.aug_p = augment_lib.probability_schedule(
           a.p_start, a.p_end, config.optim.get("schedule_steps", 0) or config.total_steps)
     self.examples = None  # built lazily from config.data, or set by a caller (tests, notebooks)
+    self.sources = []  # what build_examples read, for `input_report`
 
   # ---- networks --------------------------------------------------------------------------------
 
@@ -133,21 +124,6 @@ class FusionTask(Task):
 
   # ---- step ------------------------------------------------------------------------------------
 
-  GRID_GAMMA_KEYS = ("loss.r1_gamma", "loss.r2_gamma")  # a grid's gamma sets both
-
-  @staticmethod
-  def penalised(config: ml_collections.ConfigDict) -> bool:
-    """R1/R2 apply with the rpgan objective (R3GAN's recipe) only."""
-    return config.loss.objective == "rpgan"
-
-  def train_step(self, state, batch, rng):
-    c = self.config.loss
-    return self._step(state, batch, rng, jnp.float32(c.r1_gamma), jnp.float32(c.r2_gamma))
-
-  def step_with(self, state, batch, rng, gamma):
-    """`train_step` with R1 and R2 weights both `gamma` (traced): a grid member's step."""
-    return self._step(state, batch, rng, gamma, gamma)
-
   def _step(self, state, batch, rng, r1_gamma, r2_gamma):
     # deterministic given the batch; the rng only draws augmentations (when enabled)
     k_d, k_real, k_fake = jax.random.split(rng, 3)
@@ -180,8 +156,7 @@ class FusionTask(Task):
           "g_loss": adv, "l1_outside": l1,
           "out_of_mask": losses.out_of_mask_share(out - x, window, c.seam_radius)}
 
-    decay = (self.recipe.ema_decay(step, self.config.batch_size) if self.recipe else
-             ema_lib.ema_decay(step, self.config.batch_size, self.config.ema_half_life))
+    decay = recipe_lib.ema_decay_at(self.recipe, self.config, step)
     return gan_step.update(state, d_objective, t_objective, self.opt_d, self.opt_t, decay, g="t")
 
   def logit_shape(self) -> tuple[int, int]:
@@ -201,7 +176,9 @@ class FusionTask(Task):
     """
     d = self.config.data
     src = open_source(d.source)
-    records = [src[i] for i in spread_indices(len(src), d.max_records)]
+    self.sources = [src]
+    records = list(skips.read_records(src, spread_indices(len(src), d.max_records),
+                                      skips.policy(self.config)))
     real = defect_crops.extract_crops(records, self.config.image_size, d.max_per_class)
     if d.donors == "real":
       donors = real  # the same bank: each example draws a random donor of its class
@@ -215,6 +192,9 @@ class FusionTask(Task):
     per_process = self.config.batch_size // process_count
     return data_lib.fusion_dataset(self.examples, per_process, process_index, process_count, seed,
                                    input_options.config_read_options(self.config))
+
+  def input_report(self):
+    return skips.report(self.sources)
 
   def param_count_tree(self, state):
     return {"t": state["t"], "d": state["d"]}

@@ -20,15 +20,14 @@ import ml_collections
 
 from fabgen.data import classes as classes_lib
 from fabgen.data import defect_crops
-from fabgen.data.readers import open_source, spread_indices
+from fabgen.data.readers import open_source, skips, spread_indices
 from fabgen.gan import losses as gan_losses
 from fabgen.gan import recipe as recipe_lib
+from fabgen.gan import grid_task
 from fabgen.gan import step as gan_step
 from fabgen.nn import masks as mask_ops
-from fabgen.platform import ema as ema_lib
 from fabgen.platform import input_options
 from fabgen.platform import nnx_bridge
-from fabgen.platform import schedules
 from fabgen.platform.task import Task
 from fabgen.stage2 import config_checks
 from fabgen.stage2 import fusion
@@ -36,7 +35,7 @@ from fabgen.stage2 import inpainter
 from fabgen.stage2 import losses
 
 
-class InpainterTask(Task):
+class InpainterTask(grid_task.R1R2GridSteps, Task):
   """Single-stage inpainting GAN; G and D are built from the shared R3GAN blocks in `fusion`."""
 
   def __init__(self, config: ml_collections.ConfigDict):
@@ -47,19 +46,11 @@ class InpainterTask(Task):
     self.g_net = nnx_bridge.PureModule(lambda rngs: inpainter.Inpainter.from_config(m, k, rngs))
     self.d_net = nnx_bridge.PureModule(
         lambda rngs: fusion.PatchDiscriminator.from_config(m, rngs, num_classes=k))
-    o = config.optim
-    self.penalties = config.loss.objective == "rpgan"  # R3GAN's recipe: RpGAN + R1 + R2
-    self.recipe = None
-    if self.penalties:  # ... with R3GAN's schedules (lr, beta2, gamma, EMA half-life)
-      self.recipe = recipe_lib.from_sections(o, config.loss, config.ema_half_life,
-                                             config.get("ema_schedule", "r3gan"),
-                                             config.total_steps, "lr_g")
-      self.opt_g = self.recipe.adam()
-      self.opt_d = self.recipe.adam(o.lr_d / o.lr_g)
-    else:  # the paper's objectives: constant lr and beta2, StyleGAN's EMA ramp
-      self.opt_g = schedules.adam(o.lr_g, b1=0.0, b2=o.b2)
-      self.opt_d = schedules.adam(o.lr_d, b1=0.0, b2=o.b2)
+    self.penalties = self.penalised(config)  # R3GAN's recipe: RpGAN + R1 + R2 ...
+    # ... with R3GAN's schedules; the paper's objectives with constant lr and beta2
+    self.recipe, self.opt_g, self.opt_d = recipe_lib.optimizers(config, "lr_g")
     self.crops = None  # (images, masks, classes), built from config.data or set by a caller
+    self.sources = []  # what get_crops read, for `input_report`
 
   def g_fn(self, params):
     return self.g_net.bind(params)
@@ -72,7 +63,9 @@ class InpainterTask(Task):
     if self.crops is None:
       d = self.config.data
       src = open_source(d.source)
-      records = [src[i] for i in spread_indices(len(src), d.max_records)]
+      self.sources = [src]
+      records = list(skips.read_records(src, spread_indices(len(src), d.max_records),
+                                        skips.policy(self.config)))
       self.crops = defect_crops.extract_crops(records, self.config.image_size, d.max_per_class)
     return self.crops
 
@@ -96,21 +89,6 @@ class InpainterTask(Task):
     m = self.config
     return inpainter.inpaint(self.g_fn(g_params), background, mask, class_ids, key,
                              m.loss.margin, m.model.noise_channels)
-
-  GRID_GAMMA_KEYS = ("loss.r1_gamma", "loss.r2_gamma")  # a grid's gamma sets both
-
-  @staticmethod
-  def penalised(config: ml_collections.ConfigDict) -> bool:
-    """R1/R2 apply with the rpgan objective (R3GAN's recipe) only."""
-    return config.loss.objective == "rpgan"
-
-  def train_step(self, state, batch, rng):
-    c = self.config.loss
-    return self._step(state, batch, rng, jnp.float32(c.r1_gamma), jnp.float32(c.r2_gamma))
-
-  def step_with(self, state, batch, rng, gamma):
-    """`train_step` with R1 and R2 weights both `gamma` (traced): a grid member's step."""
-    return self._step(state, batch, rng, gamma, gamma)
 
   def _step(self, state, batch, rng, r1_gamma, r2_gamma):
     c = self.config.loss
@@ -137,8 +115,7 @@ class InpainterTask(Task):
       loss = gan_losses.g_loss(c.objective, jax.lax.stop_gradient(real_logits), fake_logits, w)
       return loss, {"g_loss": loss}
 
-    decay = (self.recipe.ema_decay(state["step"], self.config.batch_size) if self.recipe else
-             ema_lib.ema_decay(state["step"], self.config.batch_size, self.config.ema_half_life))
+    decay = recipe_lib.ema_decay_at(self.recipe, self.config, state["step"])
     return gan_step.update(state, d_objective, g_objective, self.opt_d, self.opt_g, decay)
 
   def logit_shape(self) -> tuple[int, int]:
@@ -150,6 +127,9 @@ class InpainterTask(Task):
     return inpainter.crop_dataset(self.get_crops(), self.config.batch_size // process_count,
                                      process_index, process_count, seed,
                                      input_options.config_read_options(self.config))
+
+  def input_report(self):
+    return skips.report(self.sources)
 
   def param_count_tree(self, state):
     return {"g": state["g"], "d": state["d"]}
