@@ -18,6 +18,7 @@ import numpy as np
 
 from fabgen.data import defect_crops
 from fabgen.data import readers
+from fabgen.data.readers import skips
 from fabgen.nn import masks as mask_ops
 from fabgen.synthesis import base
 
@@ -52,7 +53,8 @@ class CutPasteSynthesizer(base.Synthesizer):
       raise base.SynthesisError(
           f"cutpaste --checkpoint must be a labelled data source (reader spec or folder); "
           f"cannot open {checkpoint!r}: {e}") from e
-    records = (src[i] for i in readers.spread_indices(len(src), max_records))
+    # A record only a full decode finds broken is left out, logged with its path and counted.
+    records = skips.read_records(src, readers.spread_indices(len(src), max_records))
     bank = defect_crops.extract_crops(records, patch_size, max_per_class)
     if len(bank[0]) == 0:
       raise base.SynthesisError(f"cutpaste: {checkpoint!r} has no defect instance that fits a "

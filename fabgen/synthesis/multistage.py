@@ -29,7 +29,7 @@ import os
 import jax
 import jax.numpy as jnp
 
-from fabgen.data.readers import open_source, spread_indices
+from fabgen.data.readers import open_source, skips, spread_indices
 from fabgen.nn import masks as mask_ops
 from fabgen.stage1.generate import Stage1Generator
 from fabgen.synthesis import base
@@ -153,7 +153,8 @@ def real_box_bank(source: str, max_records: int, class_ids) -> box_fit.BoxBank:
     src = open_source(source)
   except Exception as e:  # the reader's message names the path
     raise base.SynthesisError(f"multistage: cannot open the box source {source!r}: {e}") from e
-  records = (src[i] for i in spread_indices(len(src), max_records))
+  # A record only a full decode finds broken is left out, logged with its path and counted.
+  records = skips.read_records(src, spread_indices(len(src), max_records))
   bank = box_fit.BoxBank.from_records(records, class_ids)
   if not len(bank):
     raise base.SynthesisError(f"multistage: {source!r} has no labelled defect of the classes "

@@ -214,3 +214,13 @@ def test_a_resumed_run_keeps_counting_what_it_skipped_before(tmp_path):
   assert resumed.update()["data/unreadable"] == 2
   fresh = input_report.InputReport(_Reporting({"b.png": "truncated"}), str(tmp_path), False)
   assert fresh.update()["data/unreadable"] == 1
+
+
+def test_cut_paste_builds_its_bank_past_an_unreadable_record_and_names_it(broken_set, caplog):
+  from fabgen.synthesis import cutpaste  # pylint: disable=g-import-not-at-top
+  root, _, truncated = broken_set
+  with caplog.at_level(logging.WARNING):
+    synth = cutpaste.CutPasteSynthesizer.from_checkpoint(root, patch_size=16)
+  assert synth is not None  # before: ReadError on the truncated image
+  assert any(truncated in r.getMessage() and "skipping unreadable" in r.getMessage()
+             for r in caplog.records)
