@@ -153,3 +153,28 @@ def component_boxes(instance_mask: jax.Array, max_boxes: int = sample_lib.MAX_BO
   keep_seg = jnp.append(keep, False)
   kept = keep_seg[seg].reshape(h, w)
   return ComponentBoxes(boxes, box_instance, areas, kept)
+
+
+def single_class_labels(changed: jax.Array, instance_ids: jax.Array, defect_class, fabric_id,
+                        min_component_area: int) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """(kept [H,W] bool, the record's label keys) of a rendered image with one defect class.
+
+  What FabricSim's renderers (area-scan and line-scan) share: the changed pixels, split into
+  instances by `instance_ids` (1-based), become the instance mask; components smaller than
+  `min_component_area` (or past MAX_BOXES) are dropped from the mask, and `kept` says which
+  pixels keep the defect rendering. Every instance present gets `defect_class`.
+  """
+  instance_mask = jnp.where(changed, instance_ids, 0)
+  comps = component_boxes(instance_mask, sample_lib.MAX_BOXES, min_component_area,
+                          max_candidates=64)
+  instance_mask = jnp.where(comps.kept, instance_mask, 0)
+  present = jax.vmap(lambda k: jnp.any(instance_mask == k))(
+      jnp.arange(1, sample_lib.MAX_INSTANCES + 1))
+  return comps.kept, {
+      "instance_mask": instance_mask,
+      "instance_class": jnp.where(present, defect_class, -1).astype(jnp.int32),
+      "boxes": comps.boxes,
+      "box_class": jnp.where(comps.box_instance > 0, defect_class, -1).astype(jnp.int32),
+      "box_instance": comps.box_instance,
+      "fabric_id": fabric_id,
+  }

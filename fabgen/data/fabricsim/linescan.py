@@ -31,7 +31,6 @@ import jax.numpy as jnp
 
 from fabgen.data import classes as classes_lib
 from fabgen.data import labels as labels_lib
-from fabgen.data import sample as sample_lib
 from fabgen.data.fabricsim import hashing
 from fabgen.data.fabricsim import identity
 from fabgen.data.fabricsim import render as render_lib
@@ -302,20 +301,8 @@ def render_strip(root: jax.Array, fabric_id, image_index, defect_class, preset
   changed = jnp.max(jnp.abs(defect - clean), axis=-1) * 255.0 > 2.0
   changed = changed & (defect_class >= 0)
   label = jnp.argmax(scores, axis=0).astype(jnp.int32) + 1
-  instance_mask = jnp.where(changed, label, 0)
-  comps = labels_lib.component_boxes(instance_mask, sample_lib.MAX_BOXES,
-                                     preset.min_component_area, max_candidates=64)
-  instance_mask = jnp.where(comps.kept, instance_mask, 0)
+  kept, record = labels_lib.single_class_labels(changed, label, defect_class, fabric_id,
+                                                preset.min_component_area)
   q = lambda v: jnp.round(v * 255.0).astype(jnp.uint8)
-  pixels = jnp.repeat(jnp.where(comps.kept[..., None], q(defect), q(clean)), 3, axis=-1)
-  present = jax.vmap(lambda k: jnp.any(instance_mask == k))(
-      jnp.arange(1, sample_lib.MAX_INSTANCES + 1))
-  return {
-      "image": pixels,
-      "instance_mask": instance_mask,
-      "instance_class": jnp.where(present, defect_class, -1).astype(jnp.int32),
-      "boxes": comps.boxes,
-      "box_class": jnp.where(comps.box_instance > 0, defect_class, -1).astype(jnp.int32),
-      "box_instance": comps.box_instance,
-      "fabric_id": fabric_id,
-  }
+  return {"image": jnp.repeat(jnp.where(kept[..., None], q(defect), q(clean)), 3, axis=-1),
+          **record}

@@ -81,24 +81,12 @@ def render_image(root: jax.Array, fabric_id, image_index, defect_class,
   changed = jnp.max(jnp.abs(defect - clean), axis=-1) * 255.0 > CHANGE_THRESHOLD
   changed = changed & (defect_class >= 0)
   label = jnp.argmax(scores, axis=0).astype(jnp.int32) + 1
-  instance_mask = jnp.where(changed, label, 0)
-  comps = labels_lib.component_boxes(instance_mask, sample_lib.MAX_BOXES,
-                                     preset.min_component_area, max_candidates=64)
-  instance_mask = jnp.where(comps.kept, instance_mask, 0)
-  pixels = jnp.where(comps.kept[..., None], _quantise(defect), _quantise(clean))
+  kept, record = labels_lib.single_class_labels(changed, label, defect_class, fabric_id,
+                                                preset.min_component_area)
+  pixels = jnp.where(kept[..., None], _quantise(defect), _quantise(clean))
   if channels == 1:
     pixels = jnp.repeat(pixels, 3, axis=-1)
-  present = jax.vmap(lambda k: jnp.any(instance_mask == k))(
-      jnp.arange(1, sample_lib.MAX_INSTANCES + 1))
-  out = {
-      "image": pixels,
-      "instance_mask": instance_mask,
-      "instance_class": jnp.where(present, defect_class, -1).astype(jnp.int32),
-      "boxes": comps.boxes,
-      "box_class": jnp.where(comps.box_instance > 0, defect_class, -1).astype(jnp.int32),
-      "box_instance": comps.box_instance,
-      "fabric_id": fabric_id,
-  }
+  out = {"image": pixels, **record}
   if with_clean:
     clean_pixels = _quantise(clean)
     out["clean"] = jnp.repeat(clean_pixels, 3, axis=-1) if channels == 1 else clean_pixels
