@@ -224,3 +224,22 @@ def test_cut_paste_builds_its_bank_past_an_unreadable_record_and_names_it(broken
   assert synth is not None  # before: ReadError on the truncated image
   assert any(truncated in r.getMessage() and "skipping unreadable" in r.getMessage()
              for r in caplog.records)
+
+
+def test_a_mixed_input_skips_or_stops_like_a_single_one(broken_set):
+  """`make_mixed_dataset` (a fine-tune's source replay) read broken files strictly before."""
+  root, _, truncated = broken_set
+  center = pipeline.make_transform("center", (32, 32))
+
+  def mixed(skip):
+    a, b = open_source(root), open_source(root)
+    ds = pipeline.make_mixed_dataset([a, b], [0.5, 0.5], 8, seed=0, num_epochs=1,
+                                     transform=center, process_index=0, process_count=1,
+                                     skip_broken=skip)
+    return a, b, ds
+
+  a, b, ds = mixed(True)
+  assert [x["image"].shape for x in ds] == [(8, 32, 32, 3)] * 2  # 8 + 8 indexed, 4 + 4 a batch
+  assert list(skips.failures(a)) == list(skips.failures(b)) == [truncated]
+  with pytest.raises(ReadError, match=f"{truncated}.*on_unreadable='error'"):
+    list(mixed(False)[2])
