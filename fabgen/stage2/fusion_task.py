@@ -23,10 +23,10 @@ import ml_collections
 
 from fabgen.data import defect_crops
 from fabgen.data.readers import open_source, skips, spread_indices
-from fabgen.gan import losses as gan_losses
 from fabgen.gan import augment as augment_lib
-from fabgen.gan import recipe as recipe_lib
 from fabgen.gan import grid_task
+from fabgen.gan import losses as gan_losses
+from fabgen.gan import recipe as recipe_lib
 from fabgen.gan import step as gan_step
 from fabgen.nn import masks as mask_ops
 from fabgen.platform import input_options
