@@ -84,7 +84,7 @@ class HybridEncoder(nnx.Module):
     feats = [p(f) for p, f in zip(self.proj, features)]
     b, h, w, c = feats[-1].shape
     tokens = feats[-1].reshape(b, h * w, c)
-    tokens = self.aifi(tokens, sine_position_2d(h, w, c)[None])
+    tokens = self.aifi(tokens, sine_position_2d(h, w, c)[None].astype(tokens.dtype))
     feats[-1] = tokens.reshape(b, h, w, c)
     # Top-down: coarse -> fine.
     inner = [feats[-1]]

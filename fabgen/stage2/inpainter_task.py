@@ -28,6 +28,7 @@ from fabgen.nn import masks as mask_ops
 from fabgen.platform import ema as ema_lib
 from fabgen.platform import input_options
 from fabgen.platform import nnx_bridge
+from fabgen.platform import precision as precision_lib
 from fabgen.platform import schedules
 from fabgen.platform.task import Task
 from fabgen.stage2 import config_checks
@@ -47,6 +48,7 @@ class InpainterTask(Task):
     self.g_net = nnx_bridge.PureModule(lambda rngs: inpainter.Inpainter.from_config(m, k, rngs))
     self.d_net = nnx_bridge.PureModule(
         lambda rngs: fusion.PatchDiscriminator.from_config(m, rngs, num_classes=k))
+    self.policy = precision_lib.Policy.from_config(config.precision)
     o = config.optim
     self.penalties = config.loss.objective == "rpgan"  # R3GAN's recipe: RpGAN + R1 + R2
     self.recipe = None
@@ -62,10 +64,10 @@ class InpainterTask(Task):
     self.crops = None  # (images, masks, classes), built from config.data or set by a caller
 
   def g_fn(self, params):
-    return self.g_net.bind(params)
+    return self.policy.bind(self.g_net, params)
 
   def d_fn(self, params):
-    net = self.d_net.bind(params)
+    net = self.policy.bind(self.d_net, params)
     return lambda images, mask, class_ids: net(images, mask[..., None], class_ids)
 
   def get_crops(self):
