@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fabgen.detector.backbone import ConvNorm
+from fabgen.platform import sharding as sharding_lib
 
 
 def sine_position_2d(height: int, width: int, dim: int, temperature: float = 10000.0):
@@ -42,7 +43,8 @@ class TransformerEncoderLayer(nnx.Module):
   def __call__(self, x, pos):
     qk = x + pos
     x = self.norm1(x + self.attn(qk, qk, x, deterministic=True))
-    return self.norm2(x + self.ffn2(jax.nn.gelu(self.ffn1(x))))
+    x = self.norm2(x + self.ffn2(jax.nn.gelu(self.ffn1(x))))
+    return sharding_lib.constrain(x, "batch", None, None)
 
 
 class FusionBlock(nnx.Module):
