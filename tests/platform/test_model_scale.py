@@ -151,6 +151,7 @@ def _sharded_equals_unsharded(family):
   config = task.config
   config.fsdp_min_size = 256  # tiny nets: make the default fsdp-shard them for real
   results, n_sharded = [], 0
+  init = jax.device_get(jax.jit(task.init_state)(jax.random.key(0)))
   for shape, devices in (({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1]),
                          ({"data": 2, "fsdp": 4, "tensor": 1}, jax.devices()[:8])):
     mesh = mesh_lib.make_mesh(shape, devices)
@@ -169,15 +170,17 @@ def _sharded_equals_unsharded(family):
   for key in ref_metrics:
     np.testing.assert_allclose(metrics[key], ref_metrics[key], rtol=1e-4, atol=1e-6,
                                err_msg=f"{family}: metric {key}")
-  # Parameters after one Adam step: the first update is lr * g / |g| per element, so an element
-  # whose gradient is ~0 may move by up to lr either way under another summation order; every
-  # other element agrees to f32 noise. Bar: 99% of elements within 1e-5, all within 2.5 x lr.
-  lr = max(float(v) for k, v in config.optim.items() if k.startswith("lr"))
-  a = np.concatenate([np.ravel(x) for x in jax.tree.leaves(state) if np.ndim(x)])
-  b = np.concatenate([np.ravel(x) for x in jax.tree.leaves(ref_state) if np.ndim(x)])
-  diff = np.abs(a.astype(np.float64) - b)
-  assert np.mean(diff <= 1e-5 + 1e-4 * np.abs(b)) >= 0.99, (family, np.mean(diff <= 1e-5))
-  assert diff.max() <= 2.5 * lr + 1e-5, (family, diff.max(), lr)
+  # Parameters after one Adam step: the first update is ~lr * g / |g| per element, so an
+  # element whose gradient is ~0 may step either way under another summation order (by at most
+  # twice the largest step the reference took); every other element agrees to f32 noise.
+  # Bars: 99% of elements within 1e-5 (+1e-4 relative), all within 2 x the largest step.
+  flat = lambda tree: np.concatenate([np.ravel(x).astype(np.float64)
+                                      for x in jax.tree.leaves(tree) if np.ndim(x)])
+  new, ref, old = flat(state), flat(ref_state), flat(init)
+  diff = np.abs(new - ref)
+  close = np.mean(diff <= 1e-5 + 1e-4 * np.abs(ref))
+  assert close >= 0.99, (family, close)
+  assert diff.max() <= 2 * np.abs(ref - old).max() + 1e-5, (family, diff.max())
 
 
 @E2E
