@@ -183,8 +183,9 @@ def _sharded_equals_unsharded(family):
   assert diff.max() <= 2 * np.abs(ref - old).max() + 1e-5, (family, diff.max())
 
 
+# The detector's sharded step is `tests/detector/test_detector_sharded.py` (e2e: its 8-device
+# compile alone is minutes on 2 cores); `_sharded_equals_unsharded("detector")` also passes.
 @E2E
-@pytest.mark.parametrize("family", ["fusion", "stage1", "inpainter", "dgt", "detector",
-                                    "texture"])
+@pytest.mark.parametrize("family", ["fusion", "stage1", "inpainter", "dgt", "texture"])
 def test_sharded_step_equals_unsharded_large_compiles(family):
   _sharded_equals_unsharded(family)
