@@ -79,6 +79,8 @@ def main(argv=None) -> dict:
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--strips", type=int, default=2, help="4096x256 strips to time")
   parser.add_argument("--json", default="")
+  parser.add_argument("--precision", default="", choices=("", "float32", "bfloat16"),
+                      help="precision.compute_dtype (default: the config's)")
   args = parser.parse_args(argv)
 
   results = {"device": jax.devices()[0].device_kind, "variant": args.variant, "size": args.size,
@@ -88,6 +90,8 @@ def main(argv=None) -> dict:
     config = detector_config.get_config(f"{args.variant},matcher={method}")
     config.image_size = args.size
     config.batch_size = args.batch
+    if args.precision:
+      config.precision.compute_dtype = args.precision
     task = DetectorTask(config)
     r = harness.benchmark_task(config, steps=args.steps, warmup=1, batch=batch, task=task,
                                devices=jax.devices()[:1], quiet=True)

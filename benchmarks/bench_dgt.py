@@ -51,8 +51,12 @@ def main(argv=None):
   parser.add_argument("--no-lookahead", action="store_true",
                       help="zero loss.weights.seg_real_fore / seg_real_back / cls_real")
   parser.add_argument("--json", default=None)
+  parser.add_argument("--precision", default="", choices=("", "float32", "bfloat16"),
+                      help="precision.compute_dtype (default: the config's)")
   args = parser.parse_args(argv)
   config = dgt_config.get_config(args.variant)
+  if args.precision:
+    config.precision.compute_dtype = args.precision
   overrides = [f"mesh.{kv}" for kv in args.mesh.split(",") if kv]
   if args.no_lookahead:
     overrides += [f"loss.weights.{k}=0.0" for k in ("seg_real_fore", "seg_real_back", "cls_real")]

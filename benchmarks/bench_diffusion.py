@@ -71,12 +71,16 @@ def main(argv=None):
   parser.add_argument("--compile-only", action="store_true",
                       help="AOT-compile the train step for --mesh; report memory per device")
   parser.add_argument("--json", default=None)
+  parser.add_argument("--precision", default="", choices=("", "float32", "bfloat16"),
+                      help="precision.compute_dtype (default: the config's)")
   args = parser.parse_args(argv)
   name = "diffusion" if args.task == "diffusion" else "defectfill"
   opts = f"{args.variant},remat={args.remat}" + (f",batch={args.batch}" if args.batch else "")
   config = config_lib.load_config(f"configs/{name}.py:{opts}")
   if args.mesh:
     config_lib.apply_overrides(config, [f"mesh.{kv}" for kv in args.mesh.split(",")])
+  if args.precision:
+    config.precision.compute_dtype = args.precision
   batch = synthetic_batch(config.batch_size, int(config.data.image_size))
   from fabgen.platform import registry  # pylint: disable=g-import-not-at-top
   task = registry.build_task(config)

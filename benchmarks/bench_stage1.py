@@ -85,7 +85,8 @@ def synthetic_batch(task: Stage1Task) -> dict:
           "class_id": (np.arange(b) % 6).astype(np.int32)}
 
 
-def bench_step(variant: str, batch: int, steps: int, conv_impl: str = "auto") -> list[dict]:
+def bench_step(variant: str, batch: int, steps: int, conv_impl: str = "auto",
+               precision: str = "") -> list[dict]:
   """Step figures with and without R1+R2 for one config variant."""
   results = []
   for penalties in (True, False):
@@ -93,6 +94,8 @@ def bench_step(variant: str, batch: int, steps: int, conv_impl: str = "auto") ->
     config = stage1_config.get_config(arg)
     config.mesh.data = 1  # one device: the figure is per device, comparable with R3GAN's
     config.model.conv_impl = conv_impl
+    if precision:
+      config.precision.compute_dtype = precision
     task = Stage1Task(config)
     label = f"stage1:{variant}:{conv_impl}{'' if penalties else ' no R1R2'}"
     results.append(harness.benchmark_task(config, steps=steps, warmup=1, task=task,
@@ -113,13 +116,15 @@ def main():
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--conv-impl", default="auto", help="grouped conv formulation (model)")
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--precision", default="", choices=("", "float32", "bfloat16"),
+                      help="precision.compute_dtype (default: the config's)")
   args = parser.parse_args()
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}")
   if args.conv != "none":
     bench_conv(args.conv, args.repeats)
   rows = []
   for variant in filter(None, args.variants.split(",")):
-    rows += bench_step(variant, args.batch, args.steps, args.conv_impl)
+    rows += bench_step(variant, args.batch, args.steps, args.conv_impl, args.precision)
   if rows:
     harness.print_table(rows)
 

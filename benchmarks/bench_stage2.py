@@ -56,6 +56,8 @@ def main(argv=None):
   parser.add_argument("--mesh", default="", help="e.g. data=4,fsdp=2 (default: config's)")
   parser.add_argument("--objective", default="", help="override both tasks' loss.objective")
   parser.add_argument("--json", default=None, help="prefix; writes <prefix>_<task>.json")
+  parser.add_argument("--precision", default="", choices=("", "float32", "bfloat16"),
+                      help="precision.compute_dtype (default: the config's)")
   args = parser.parse_args(argv)
   results = []
   for module in (fusion_config, inpainter_config):
@@ -63,6 +65,8 @@ def main(argv=None):
     overrides = [f"mesh.{kv}" for kv in args.mesh.split(",") if kv]
     if args.objective:
       overrides.append(f"loss.objective={args.objective}")
+    if args.precision:
+      overrides.append(f"precision.compute_dtype={args.precision}")
     config_lib.apply_overrides(config, overrides)
     config_lib.validate(config)
     path = f"{args.json}_{config.task}.json" if args.json else None

@@ -30,8 +30,12 @@ def main(argv=None):
   parser.add_argument("--variant", default="default")
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--json", default=None)
+  parser.add_argument("--precision", default="", choices=("", "float32", "bfloat16"),
+                      help="precision.compute_dtype (default: the config's)")
   args = parser.parse_args(argv)
   config = texture.get_config(args.variant)
+  if args.precision:
+    config.precision.compute_dtype = args.precision
   return harness.benchmark_task(config, steps=args.steps, json_path=args.json,
                                 batch=synthetic_batch(config), label=f"texture:{args.variant}")
 

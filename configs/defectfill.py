@@ -67,6 +67,13 @@ def get_config(arg=None):
   c.log_every_steps = 1 if tiny else 50
   c.summary_every_steps = -1
   c.fsdp_min_size = 2 ** 14
+  # As configs/diffusion.py: attention projections split over heads when mesh.tensor > 1, the
+  # rest fsdp (the frozen VAE and text encoder too: sd2's text encoder alone is 340M params).
+  c.sharding_rules = [
+      (r"(to_q|to_k|to_v|q_proj|k_proj|v_proj)/kernel$", (None, "heads")),
+      (r"(to_out/0|out_proj)/kernel$", ("heads", None)),
+      (r".*", "fsdp"),
+  ] if o.variant != "tiny" else []
   if o.variant == "sd2":
     c.precision.compute_dtype = "bfloat16"
   return c

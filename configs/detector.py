@@ -13,6 +13,7 @@ matcher=scipy|auction, steps=N, batch=N.
 
 from fabgen.data import classes as classes_lib
 from fabgen.platform import config as config_lib
+from fabgen.platform import sharding as sharding_lib
 
 _CLASS_SETS = {"all": classes_lib.CLASSES, "simple": classes_lib.SIMPLE_CLASSES,
                "complex": classes_lib.COMPLEX_CLASSES}
@@ -91,4 +92,5 @@ def get_config(arg=None):
   c.checkpoint.every_steps = 50 if tiny else 500 if small else 5000
   c.log_every_steps = 10 if tiny else 50
   c.summary_every_steps = 0
+  c.sharding_rules = list(sharding_lib.DETECTOR_RULES)  # see fabgen/platform/sharding.py
   return c

@@ -16,6 +16,7 @@ names), steps, batch, reading (masked | literal). The eight loss weights a1..a8 
 import ml_collections
 
 from fabgen.platform import config as config_lib
+from fabgen.platform import sharding as sharding_lib
 
 VARIANTS = ("tiny", "64", "128")
 
@@ -87,4 +88,5 @@ def get_config(arg=None):
   c.checkpoint.every_steps = 20 if tiny else 2000
   c.log_every_steps = 5 if tiny else 100
   c.fsdp_min_size = 256 if tiny else 2 ** 14
+  c.sharding_rules = list(sharding_lib.CONV_GAN_RULES)  # see fabgen/platform/sharding.py
   return c

@@ -21,6 +21,7 @@ model at hand, the value is "real": real defect crops of other images, the ablat
 import ml_collections
 
 from fabgen.platform import config as config_lib
+from fabgen.platform import sharding as sharding_lib
 
 VARIANTS = ("tiny", "64", "128")
 
@@ -98,5 +99,6 @@ def get_config(arg=None):
   c.checkpoint.every_steps = 20 if tiny else 2000
   c.log_every_steps = 5 if tiny else 100
   c.fsdp_min_size = 256 if tiny else 2 ** 14
+  c.sharding_rules = list(sharding_lib.CONV_GAN_RULES)  # see fabgen/platform/sharding.py
   return c
 

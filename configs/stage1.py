@@ -32,6 +32,7 @@ import ml_collections
 
 from fabgen.gan import augment as augment_lib
 from fabgen.platform import config as config_lib
+from fabgen.platform import sharding as sharding_lib
 
 
 def get_config(arg=None):
@@ -151,6 +152,7 @@ def get_config(arg=None):
   c.checkpoint.every_steps = 50 if tiny else 5000
   c.log_every_steps = 10 if tiny else 100
   c.summary_every_steps = 0 if tiny else 5000
+  c.sharding_rules = list(sharding_lib.CONV_GAN_RULES)  # see fabgen/platform/sharding.py
   return c
 
 

@@ -14,6 +14,7 @@ they are not the fabrics stage 1 trains or is evaluated on.
 """
 
 from fabgen.platform import config as config_lib
+from fabgen.platform import sharding as sharding_lib
 
 
 def get_config(arg=None):
@@ -53,4 +54,5 @@ def get_config(arg=None):
   c.checkpoint.asynchronous = False
   c.log_every_steps = 25 if tiny else 200
   c.summary_every_steps = 0        # evaluate at the end
+  c.sharding_rules = list(sharding_lib.CONV_GAN_RULES)  # see fabgen/platform/sharding.py
   return c

@@ -18,7 +18,10 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from flax import nnx
+
+from fabgen.platform import sharding as sharding_lib
 
 
 def group_norm(channels: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
@@ -55,7 +58,8 @@ class BasicBlock(nnx.Module):
 
   def __call__(self, x):
     skip = x if self.shortcut is None else self.shortcut(x)
-    return jax.nn.relu(self.conv2(self.conv1(x)) + skip)
+    return sharding_lib.constrain(jax.nn.relu(self.conv2(self.conv1(x)) + skip),
+                                  "batch", None, None, None)
 
 
 class ResNet(nnx.Module):

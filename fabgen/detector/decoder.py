@@ -122,7 +122,8 @@ class Decoder(nnx.Module):
     reference = jax.lax.stop_gradient(sel_boxes)
     all_logits, all_boxes = [], []
     for layer, score_head, box_head in zip(self.layers, self.scores, self.box_heads):
-      x = layer(x, self.query_pos(reference), reference, memory, shapes)
+      # Boxes and references stay f32 (coordinates); the query path runs in the features' dtype.
+      x = layer(x, self.query_pos(reference.astype(x.dtype)), reference, memory, shapes)
       boxes = jax.nn.sigmoid(box_head(x) + inverse_sigmoid(reference))
       all_logits.append(score_head(x))
       all_boxes.append(boxes)

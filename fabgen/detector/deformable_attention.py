@@ -94,4 +94,5 @@ class MSDeformableAttention(nnx.Module):
     center = reference[:, :, None, None, None, :2]
     size = reference[:, :, None, None, None, 2:]
     locations = center + off / npt * size * 0.5
-    return self.out_proj(ms_deform_sample(value, shapes, locations, attn))
+    # f32 sampling coordinates make the bilinear sample f32: back to the queries' dtype.
+    return self.out_proj(ms_deform_sample(value, shapes, locations, attn).astype(query.dtype))

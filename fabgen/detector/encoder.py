@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fabgen.detector.backbone import ConvNorm
+from fabgen.platform import sharding as sharding_lib
 
 
 def sine_position_2d(height: int, width: int, dim: int, temperature: float = 10000.0):
@@ -42,7 +43,8 @@ class TransformerEncoderLayer(nnx.Module):
   def __call__(self, x, pos):
     qk = x + pos
     x = self.norm1(x + self.attn(qk, qk, x, deterministic=True))
-    return self.norm2(x + self.ffn2(jax.nn.gelu(self.ffn1(x))))
+    x = self.norm2(x + self.ffn2(jax.nn.gelu(self.ffn1(x))))
+    return sharding_lib.constrain(x, "batch", None, None)
 
 
 class FusionBlock(nnx.Module):
@@ -84,7 +86,7 @@ class HybridEncoder(nnx.Module):
     feats = [p(f) for p, f in zip(self.proj, features)]
     b, h, w, c = feats[-1].shape
     tokens = feats[-1].reshape(b, h * w, c)
-    tokens = self.aifi(tokens, sine_position_2d(h, w, c)[None])
+    tokens = self.aifi(tokens, sine_position_2d(h, w, c)[None].astype(tokens.dtype))
     feats[-1] = tokens.reshape(b, h, w, c)
     # Top-down: coarse -> fine.
     inner = [feats[-1]]

@@ -64,7 +64,10 @@ class DetectorModel(nnx.Module):
     h, w = images.shape[1:3]
     if h % STRIDE or w % STRIDE:
       raise ValueError(f"detector input {h}x{w} is not a multiple of {STRIDE}; pad or tile it")
-    c2, c3, c4, c5 = self.backbone(normalize(images))
+    # The network computes in its weights' dtype (bf16 under a mixed-precision policy, which
+    # casts the weights): the f32 normalised image would otherwise promote every layer to f32.
+    dtype = self.backbone.stem1.conv.kernel.get_value().dtype
+    c2, c3, c4, c5 = self.backbone(normalize(images).astype(dtype))
     out = self.decoder(self.encoder([c3, c4, c5]))
     if self.seg is not None:
       out["seg_logits"] = self.seg(c2, c4)

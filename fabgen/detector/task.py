@@ -38,6 +38,7 @@ from fabgen.detector import model as model_lib
 from fabgen.platform import checkpoint as checkpoint_lib
 from fabgen.platform import input_options
 from fabgen.platform import nnx_bridge
+from fabgen.platform import precision as precision_lib
 from fabgen.platform import schedules
 from fabgen.platform.task import Task
 
@@ -98,6 +99,7 @@ class DetectorTask(Task):
     self.class_ids = tuple(int(c) for c in m.class_ids)
     self.num_classes = len(self.class_ids)
     self.module = _module(m)
+    self.policy = precision_lib.Policy.from_config(config.precision)
     o = config.optim
     # AdamW, with the learning rate applied in `train_step` from numbers held in the state: a
     # fine-tune (other lr, length, warmup) then runs the very program the source training
@@ -173,7 +175,7 @@ class DetectorTask(Task):
 
   def loss(self, params, batch):
     """(total loss, metrics) of the model on a (augmented) batch."""
-    outputs = self.model(params)(batch["image"])
+    outputs = self.policy.apply(self.module, params, batch["image"])
     c = self.config.loss
     weights = {"vfl": c.vfl, "l1": c.l1, "giou": c.giou, "seg": c.seg, "fg": c.seg_fg_weight}
     return losses_lib.detector_loss(

@@ -37,6 +37,7 @@ from fabgen.dgt import losses
 from fabgen.dgt import networks
 from fabgen.platform import input_options
 from fabgen.platform import nnx_bridge
+from fabgen.platform import precision as precision_lib
 from fabgen.platform import sharding as sharding_lib
 from fabgen.platform.task import Task
 
@@ -78,6 +79,7 @@ class DGTTask(Task):
         lambda rngs: networks.DIS(m.dis_widths, m.dis_head_width, rngs=rngs))
     self.dfc_net = nnx_bridge.PureModule(
         lambda rngs: networks.Classifier(s, m.dfc_widths, rngs=rngs))
+    self.policy = precision_lib.Policy.from_config(config.precision)
     sm = config.smoothing
     self.smoothing = encoding.Smoothing(sm.sigma_min, sm.sigma_max, sm.w_min, sm.w_max)
     o = config.optim
@@ -123,15 +125,15 @@ class DGTTask(Task):
     """X_fake [B, H, W, 3] in [0, 1] and the smoothed encodings (E~_fore, E~_back)."""
     x_hat, ef, eb = encoding.generator_input(clean, mask, label, keys, self.num_classes,
                                              self.smoothing)
-    return self.g_net.apply(g_params, x_hat), ef, eb
+    return self.policy.apply(self.g_net, g_params, x_hat), ef, eb
 
   def segment(self, dis_params, images):
     """(reconstruction, heat-map logits) of DIS."""
-    return self.dis_net.apply(dis_params, images)
+    return self.policy.apply(self.dis_net, dis_params, images)
 
   def classify(self, dfc_params, images):
     """(logits over the known classes, features) of DFC."""
-    return self.dfc_net.apply(dfc_params, images)
+    return self.policy.apply(self.dfc_net, dfc_params, images)
 
   # ---- the step --------------------------------------------------------------------------------
 

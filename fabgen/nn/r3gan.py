@@ -102,6 +102,23 @@ class BiasedActivation(nnx.Module):
     return act(x + self.bias[...])
 
 
+def batch_sharded(x: jax.Array) -> jax.Array:
+  """x with its leading (batch) dim constrained to the mesh's (data, fsdp) axes.
+
+  Keeps every block's activations split by examples under fsdp-sharded weights (XLA would
+  otherwise be free to gather them); a no-op outside a mesh, so the networks run unchanged on
+  the host. (The same rule as `fabgen.platform.sharding.constrain`, which `nn` may not import.)
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return x
+  axes = tuple(a for a in ("data", "fsdp") if mesh.shape.get(a, 1) > 1)
+  size = math.prod(mesh.shape[a] for a in axes)
+  if not axes or x.shape[0] % size:
+    return x
+  return jax.lax.with_sharding_constraint(x, jax.sharding.PartitionSpec(axes))
+
+
 class ResidualBlock(nnx.Module):
   """x + 1x1(bact(grouped3x3(bact(1x1(x))))): bias-free convs, the last zero-initialised."""
 
@@ -118,7 +135,8 @@ class ResidualBlock(nnx.Module):
     self.project = Conv1x1(hidden, width, zero=True, bias=False, rngs=rngs)
 
   def __call__(self, x):
-    return x + self.project(self.act2(self.spatial(self.act1(self.expand(x)))))
+    x = batch_sharded(x)
+    return batch_sharded(x + self.project(self.act2(self.spatial(self.act1(self.expand(x))))))
 
 
 def linear(cin: int, cout: int, rngs: nnx.Rngs, gain: float = 1.0, zero: bool = False):

@@ -124,7 +124,9 @@ def describe(path: str | None, seed: int = 0, width_scale: float = 1.0) -> str:
 
 def features(params: Mapping, images: jax.Array, taps: Sequence[str] = DEFAULT_TAPS) -> dict:
   """{tap: [B, H_j, W_j, C_j]} activations for images [B, H, W, 3] in [0, 1]."""
-  x = (images.astype(jnp.float32) - IMAGENET_MEAN) / IMAGENET_STD
+  # In the filters' dtype: bf16 filters (a mixed-precision policy's cast) compute in bf16.
+  dtype = jnp.asarray(params["conv1_1"]["kernel"]).dtype
+  x = ((images.astype(jnp.float32) - IMAGENET_MEAN) / IMAGENET_STD).astype(dtype)
   wanted, out = set(taps), {}
   last = {n for n, _ in _convs_needed(taps)}
   for name, _ in LAYERS:

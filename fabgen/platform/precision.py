@@ -46,6 +46,30 @@ class Policy:
     """Floating leaves -> output dtype (losses and metrics are reduced in f32)."""
     return _cast(tree, self.output_dtype)
 
+  @property
+  def is_mixed(self) -> bool:
+    """Whether the forward pass computes in a narrower dtype than the parameters live in."""
+    return self.compute_dtype != self.param_dtype
+
+  def bind(self, module, params):
+    """`module` (a `nnx_bridge.PureModule`) with `params` as a callable under this policy.
+
+    Parameters and floating arguments are cast to `compute_dtype` on the way in (so every
+    convolution and matmul inside runs in it), floating outputs to `output_dtype` on the way
+    out (so the loss and its reductions are f32). Gradients flow back through both casts, so
+    they arrive in the parameters' own dtype. Under an all-f32 policy every cast is a no-op.
+    """
+    net = module.bind(self.cast_to_compute(params))
+
+    def call(*args, **kwargs):
+      args, kwargs = self.cast_to_compute((args, kwargs))
+      return self.cast_to_output(net(*args, **kwargs))
+    return call
+
+  def apply(self, module, params, *args, **kwargs):
+    """`module.apply(params, *args)` under this policy (see `bind`)."""
+    return self.bind(module, params)(*args, **kwargs)
+
 
 def _cast(tree, dtype):
   def cast(x):

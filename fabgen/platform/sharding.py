@@ -20,6 +20,25 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from fabgen.platform import mesh as mesh_lib
 
 
+# Rules of the production configs (configs/*.py `sharding_rules`), first match wins; leaves no
+# rule names fall to the default: fsdp over their largest divisible dim when at least
+# `fsdp_min_size` elements, replicated below (an all-gather of a few KB costs more than it saves).
+#  - Per-channel vectors (biases, norm scales, R3GAN's biased activations) are replicated at any
+#    size: every example reads all of them, in every block.
+#  - Convolutional GANs (stage 1, fusion, inpainter, DGT) and the texture VGG: no tensor
+#    parallelism. Their largest layer is a 1x1 conv of 768 x 1536 (r3gan_compare; 256 x 512 at
+#    stage1:64/128, ~0.5 MB in f32) and a 64-128 px step is dominated by activations, which the
+#    batch axes already split; fsdp alone bounds parameter + Adam memory.
+#  - Detector (base): the transformer FFNs (256 x 1024 per layer, 6 decoder + encoder layers)
+#    split their hidden dim over `tensor` (logical "mlp") and their model dim over fsdp
+#    ("embed"), Megatron-style: ffn1 column-, ffn2 row-parallel; with mesh.tensor = 1 this is
+#    plain fsdp.
+VECTOR_RULES = ((r"(^|/)(bias|scale)$", "replicate"),)
+CONV_GAN_RULES = VECTOR_RULES
+DETECTOR_RULES = ((r"(^|/)ffn1/kernel$", ("embed", "mlp")),
+                  (r"(^|/)ffn2/kernel$", ("mlp", "embed"))) + VECTOR_RULES
+
+
 def path_str(path) -> str:
   """`("params", "conv", "kernel")` key path -> "params/conv/kernel" (what rules match)."""
   parts = []

@@ -39,6 +39,7 @@ from fabgen.gan import recipe as recipe_lib
 from fabgen.gan import step as gan_step
 from fabgen.nn import masks as mask_ops
 from fabgen.platform import input_options
+from fabgen.platform import precision as precision_lib
 from fabgen.platform import schedules
 from fabgen.platform.task import Task
 from fabgen.stage1 import condition as condition_lib
@@ -59,6 +60,7 @@ class Stage1Task(Task):
                                                   c.seed, c.width_scale,
                                                   c.get("features_checkpoint", ""))
     self.g, self.d = model_lib.networks(config.model, self.conditioner.dim)
+    self.policy = precision_lib.Policy.from_config(config.precision)
     o = config.optim
     steps = o.schedule_steps or config.total_steps
     self.schedule_steps = steps
@@ -80,10 +82,11 @@ class Stage1Task(Task):
 
   def generate(self, g_params, z, cond, class_ids, texture=None):
     """(rgb signed [B,P,P,3], mask [B,P,P]) from noise, condition features and classes."""
-    return self.g.apply(g_params, z, cond, class_ids, texture)
+    return self.policy.apply(self.g, g_params, z, cond, class_ids, texture)
 
   def discriminate(self, d_params, x4, cond, class_ids):
-    return self.d.apply(d_params, x4, cond, class_ids)
+    """Logits [B] (f32) under the precision policy; R1/R2 differentiate this in x4."""
+    return self.policy.apply(self.d, d_params, x4, cond, class_ids)
 
   def discriminate_augmented(self, d_params, x4, cond, class_ids, key, step):
     """D on ADA-augmented inputs (real and fake alike; identity when augmentation is off)."""

@@ -31,6 +31,7 @@ from fabgen.gan import step as gan_step
 from fabgen.nn import masks as mask_ops
 from fabgen.platform import input_options
 from fabgen.platform import nnx_bridge
+from fabgen.platform import precision as precision_lib
 from fabgen.platform.task import Task
 from fabgen.stage2 import config_checks
 from fabgen.stage2 import data as data_lib
@@ -58,6 +59,7 @@ class FusionTask(grid_task.R1R2GridSteps, Task):
     m = config.model
     self.t_net = nnx_bridge.PureModule(lambda rngs: fusion.FusionNet.from_config(m, rngs))
     self.d_net = nnx_bridge.PureModule(lambda rngs: fusion.PatchDiscriminator.from_config(m, rngs))
+    self.policy = precision_lib.Policy.from_config(config.precision)
     self.penalties = self.penalised(config)  # R3GAN's recipe: RpGAN + R1 + R2 ...
     # ... with R3GAN's schedules; the paper's objectives with constant lr and beta2
     self.recipe, self.opt_t, self.opt_d = recipe_lib.optimizers(config, "lr_t")
@@ -79,7 +81,7 @@ class FusionTask(grid_task.R1R2GridSteps, Task):
 
   def apply_t(self, params, x, window):
     """T on signed images [B,S,S,3] and window [B,S,S] -> signed fused images."""
-    return self.t_net.apply(params, x, window)
+    return self.policy.apply(self.t_net, params, x, window)
 
   def fusion_reach(self) -> int:
     """How far from a patch's mask `fuse` may change pixels: the region's margin plus T's seam."""
@@ -109,7 +111,7 @@ class FusionTask(grid_task.R1R2GridSteps, Task):
     return mask_ops.paste(background, fused, kept)
 
   def apply_d(self, params, images, window):
-    return self.d_net.apply(params, images, window[..., None])
+    return self.policy.apply(self.d_net, params, images, window[..., None])
 
   def augmented(self, images, key, step):
     """ADA colour augmentation of what D_T sees (identity when `augment.enabled` is off)."""

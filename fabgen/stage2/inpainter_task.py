@@ -28,6 +28,7 @@ from fabgen.gan import step as gan_step
 from fabgen.nn import masks as mask_ops
 from fabgen.platform import input_options
 from fabgen.platform import nnx_bridge
+from fabgen.platform import precision as precision_lib
 from fabgen.platform.task import Task
 from fabgen.stage2 import config_checks
 from fabgen.stage2 import fusion
@@ -46,6 +47,7 @@ class InpainterTask(grid_task.R1R2GridSteps, Task):
     self.g_net = nnx_bridge.PureModule(lambda rngs: inpainter.Inpainter.from_config(m, k, rngs))
     self.d_net = nnx_bridge.PureModule(
         lambda rngs: fusion.PatchDiscriminator.from_config(m, rngs, num_classes=k))
+    self.policy = precision_lib.Policy.from_config(config.precision)
     self.penalties = self.penalised(config)  # R3GAN's recipe: RpGAN + R1 + R2 ...
     # ... with R3GAN's schedules; the paper's objectives with constant lr and beta2
     self.recipe, self.opt_g, self.opt_d = recipe_lib.optimizers(config, "lr_g")
@@ -53,10 +55,10 @@ class InpainterTask(grid_task.R1R2GridSteps, Task):
     self.sources = []  # what get_crops read, for `input_report`
 
   def g_fn(self, params):
-    return self.g_net.bind(params)
+    return self.policy.bind(self.g_net, params)
 
   def d_fn(self, params):
-    net = self.d_net.bind(params)
+    net = self.policy.bind(self.d_net, params)
     return lambda images, mask, class_ids: net(images, mask[..., None], class_ids)
 
   def get_crops(self):

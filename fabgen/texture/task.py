@@ -31,6 +31,7 @@ from fabgen.nn import gram as gram_lib
 from fabgen.nn import masks as mask_ops
 from fabgen.nn import vgg
 from fabgen.platform import input_options
+from fabgen.platform import precision as precision_lib
 from fabgen.platform import schedules
 from fabgen.platform.task import Task
 
@@ -79,6 +80,7 @@ class TextureTask(Task):
       raise ValueError(f"config.data.patch_size={d.patch_size} is larger than the "
                        f"{d.preset!r} FabricSim images ({pipeline_size(d.preset)} px)")
     self.taps = tuple(m.taps)
+    self.policy = precision_lib.Policy.from_config(config.precision)
     o = config.optim
     self.lr = schedules.cosine(o.lr, o.end_lr, config.total_steps)
     self.optimizer = optax.adamw(self.lr, b1=0.9, b2=0.99, weight_decay=o.weight_decay)
@@ -104,12 +106,19 @@ class TextureTask(Task):
   def features(self, vgg_params, images) -> jax.Array:
     """[B, F] Gram features, exactly as the stage-1 conditioner computes them."""
     m = self.config.model
-    grams = gram_lib.grams(vgg_params, mask_ops.to_unit(images), self.taps)
+    # VGG in the policy's compute dtype; the Grams (sums over H*W products) are f32 in `gram`.
+    grams = gram_lib.grams(self.policy.cast_to_compute(vgg_params), mask_ops.to_unit(images),
+                           self.taps)
     return gram_lib.features_from_grams(grams, m.pool, m.kind)
 
   def logits(self, params, images) -> jax.Array:
-    h = params["head"]
-    return self.features(params["vgg"], images) @ h["kernel"] + h["bias"]
+    return self._head(params["head"], self.features(params["vgg"], images))
+
+  def _head(self, head, feats):
+    """The linear head in the compute dtype; logits back in f32 for the loss."""
+    p = self.policy
+    return p.cast_to_output(p.cast_to_compute(feats) @ p.cast_to_compute(head["kernel"])
+                            + p.cast_to_compute(head["bias"]))
 
   def init_state(self, rng):
     del rng  # the filters start from the seeded random VGG (m.init_seed), the head from zero
@@ -122,8 +131,7 @@ class TextureTask(Task):
 
   def loss(self, params, batch):
     feats = self.features(params["vgg"], batch["image"])
-    h = params["head"]
-    logits = feats @ h["kernel"] + h["bias"]
+    logits = self._head(params["head"], feats)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
     metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
     return loss, (metrics, jax.lax.stop_gradient(feats))
