@@ -9,8 +9,8 @@ FLOPs), and GAN training with R1/R2 differentiates through that gradient a secon
 * input gradient: a grouped conv of the output gradient with the spatially flipped,
   in/out-transposed kernel, i.e. *this same function* again, so that second derivatives (R1/R2
   gradient penalties) keep the fast path;
-* weight gradient: im2col + one batched (over groups) einsum, a plain dense matmul that XLA:CPU
-  runs at full speed.
+* weight gradient: group-major im2col + one dot batched over groups (`_group_weight_grad`, below;
+  1.29 CPU-s against 1.56 for the earlier tap-major einsum at the r3gan_compare 64 px shape).
 
 `"matmul"` (issue 19) goes further: every pass is one *group-major* batched matmul. The input
 is transposed once to [G, B, H, W, C/G], its nine shifted views are concatenated along the
@@ -21,10 +21,23 @@ channels ([G, B*H*W, 9*C/G], contiguous, so XLA's dot needs no further transpose
 so no pass goes through XLA:CPU's grouped-convolution emitter at all, and second derivatives
 (R1/R2) differentiate dense dots, pads and slices only.
 
-`impl="auto"` uses the matmul formulation on CPU and plain `lax.conv_general_dilated` elsewhere
-(cuDNN and the TPU compiler handle grouped convs natively); `"xla"`, `"custom"`, `"einsum"` (im2col
-in the forward pass too, plain autodiff) and `"matmul"` force a formulation, for benchmarks
-(`benchmarks/bench_stage1.py`, `benchmarks/profile_r3gan_conv.py`) and tests. Layout: NHWC
+Measured per pass (`benchmarks/profile_r3gan_conv.py`, D's 64 px convs of r3gan_compare: batch
+32, 128 channels, 8 groups; CPU-seconds on the shared 2-core machine), against PyTorch 2.13's
+oneDNN grouped conv on the same shape (NCHW / channels-last):
+
+  pass                         custom   matmul   torch
+  forward                      0.745    1.232    0.231 / 0.170
+  input grad                   0.729    1.154    } 0.665 / 0.457 with the weight grad
+  weight grad                  1.290    1.363    }
+  R1-style penalty (2nd order) 1.859    1.375    1.525 / 1.536
+
+So matmul wins the penalty (its patches are shared between the passes) and loses the
+first-order passes, which the step also runs (the G step goes through D to first order only);
+summed over the step's uses the two are within a few percent, and `impl="auto"` keeps `custom`
+on CPU (`CPU_DEFAULT`). Plain `lax.conv_general_dilated` stays the choice on GPU/TPU (cuDNN and the
+TPU compiler handle grouped convs natively); `"xla"`, `"custom"`, `"einsum"` (im2col in the
+forward pass too, plain autodiff) and `"matmul"` force a formulation, for benchmarks
+(`benchmarks/bench_stage1.py`, `benchmarks/bench_r3gan_compare.py`) and tests. Layout: NHWC
 activations, HWIO kernels with I = C_in / groups, stride 1, SAME padding.
 """
 
@@ -75,14 +88,6 @@ def einsum_conv(x: jax.Array, w: jax.Array, groups: int) -> jax.Array:
   return rearrange(y, "b h w g o -> b h w (g o)")
 
 
-def _weight_grad(x, dy, kh, kw, groups):
-  """dL/dw of a grouped conv, as one einsum batched over groups (and summed over taps)."""
-  cols = _patches(x, kh, kw, groups)
-  dyg = rearrange(dy, "b h w (g o) -> b h w g o", g=groups)
-  dw = jnp.einsum("pbhwgc,bhwgo->pgco", cols, dyg)
-  return rearrange(dw, "(kh kw) g c o -> kh kw c (g o)", kh=kh, kw=kw)
-
-
 def _transpose_kernel(w, groups):
   """Kernel of the input gradient: spatially flipped, in/out swapped within each group."""
   wg = rearrange(w, "kh kw c (g o) -> kh kw c g o", g=groups)
@@ -105,7 +110,7 @@ def _custom_fwd(x, w, groups):
 def _custom_bwd(groups, res, dy):
   x, w = res
   dx = custom_conv(dy, _transpose_kernel(w, groups), groups)
-  dw = _weight_grad(x, dy, w.shape[0], w.shape[1], groups)
+  dw = _group_weight_grad(x, dy, w.shape[0], w.shape[1], groups)
   return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
@@ -149,11 +154,16 @@ def _matmul_bwd(groups, res, dy):
   kh, kw = w.shape[:2]
   # Input gradient: this op again (so a gradient penalty's second derivative stays dense).
   dx = matmul_conv(dy, _transpose_kernel(w, groups), groups)
+  dw = _group_weight_grad(x, dy, kh, kw, groups)
+  return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+def _group_weight_grad(x, dy, kh, kw, groups):
+  """dL/dw as P[g]^T @ dy[g], batched over groups (group-major, contracting B*H*W)."""
   cols = _group_patches(x, kh, kw, groups)
   dyg = rearrange(dy, "b h w (g o) -> g (b h w) o", g=groups)
   dw = lax.dot_general(cols, dyg, (((1,), (1,)), ((0,), (0,))))  # [G, kh*kw*C/G, O/G]
-  dw = rearrange(dw, "g (kh kw c) o -> kh kw c (g o)", kh=kh, kw=kw)
-  return dx.astype(x.dtype), dw.astype(w.dtype)
+  return rearrange(dw, "g (kh kw c) o -> kh kw c (g o)", kh=kh, kw=kw)
 
 
 matmul_conv.defvjp(_matmul_fwd, _matmul_bwd)
