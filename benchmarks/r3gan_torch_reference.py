@@ -199,7 +199,7 @@ class Trainer:
     with torch.no_grad():
       for pe, p in zip(self.g_ema.parameters(), self.g.parameters()):
         pe.lerp_(p, 1e-3)
-    return float(d_loss), float(g_loss)
+    return float(d_loss.detach()), float(g_loss.detach())
 
 
 def _run(trainer, steps):
