@@ -6,7 +6,8 @@
 
 Part 1 times a grouped 3x3 conv (`--conv issue` = batch 16, 32x32, 512 channels, 32 groups)
 in each formulation of `fabgen.nn.grouped_conv` (xla = feature_group_count, einsum = im2col +
-batched einsum, custom = XLA forward + custom VJP) and the dense conv of the same width, for the
+batched einsum, custom = XLA forward + custom VJP, matmul = group-major batched dots in every
+pass) and the dense conv of the same width, for the
 forward pass, the input gradient and the weight gradient separately: this is the measurement
 the per-backend choice (`default_impl`) rests on.
 
@@ -54,7 +55,8 @@ def bench_conv(case: str, repeats: int) -> dict:
   dy = jax.random.normal(kd, (b, s, s, c))
   results = {}
   impls = {"xla": lambda x, w: gc.xla_conv(x, w, g), "einsum": lambda x, w: gc.einsum_conv(x, w, g),
-           "custom": lambda x, w: gc.custom_conv(x, w, g), "dense": lambda x, w: gc.xla_conv(x, w, 1)}
+           "custom": lambda x, w: gc.custom_conv(x, w, g),
+           "matmul": lambda x, w: gc.matmul_conv(x, w, g), "dense": lambda x, w: gc.xla_conv(x, w, 1)}
   for name, conv in impls.items():
     weight = wd if name == "dense" else w
     fwd = jax.jit(conv)

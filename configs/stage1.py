@@ -5,16 +5,22 @@
   fabgen train --config configs/stage1.py:128,vgg=/data/vgg19.safetensors --workdir runs/s1_128
   fabgen train --config configs/stage1.py:64,loss=hinge,r2=False --workdir runs/ablate_hinge
   python -m benchmarks.bench_stage1                                  # incl. :r3gan_compare
+  python -m benchmarks.bench_r3gan_compare                           # vs the official R3GAN step
 
 Variants: tiny (16px patches, narrow nets, a width-1/8 VGG trained by fabgen on FabricSim
-fabrics, `configs/texture.py:tiny`: tests and CPUs), 64, 128, r3gan_compare (the official R3GAN
-FFHQ-64 preset, architecture one-to-one: unconditional, 3 raw output channels, G widths
-[768, 768, 768, 768, 384] from 4x4 up and D the reverse, cardinality [96, 96, 96, 96, 48] = group
-width 16, 2 blocks per stage, expansion 2, noise 64, batch 256, gamma 2 -> 0.2, lr 2e-4 -> 5e-5,
-beta2 0.9 -> 0.99, EMA half-life 0 -> 500k images and augmentation 0 -> 0.3, all cosine over 20M
-images. Differences left: resampling borders are edge-replicated (the reference zero-pads),
-everything runs in f32 (the reference runs its low-resolution stages in fp16), and fabgen's
-augmentation set lacks the reference's hue, luma-flip and cutout). Options: loss
+fabrics, `configs/texture.py:tiny`: tests and CPUs), 64, 128,
+r3gan_compare (one-to-one with the official R3GAN step measured side by side on the CPU, issue
+19: unconditional 64x64, 3 raw output channels, G widths [256, 256, 256, 128, 64] from 4x4 up and
+D the reverse, group width 16 (cardinality 2 x width / 16), 2 blocks per stage, expansion 2,
+noise 64, batch 16, RpGAN + R1 + R2 every step, Adam, EMA, no augmentation (p starts at 0 in the
+reference); `benchmarks/bench_r3gan_compare.py` times it against the reference),
+r3gan_ffhq64 (the official FFHQ-64 preset: G widths [768, 768, 768, 768, 384] and D the
+reverse, cardinality [96, 96, 96, 96, 48] = group width 16, batch 256, augmentation 0 -> 0.3).
+Both r3gan_* variants: gamma 2 -> 0.2, lr 2e-4 -> 5e-5, beta2 0.9 -> 0.99, EMA half-life
+0 -> 500k images, all cosine over 20M images. Differences left: resampling borders are
+edge-replicated (the reference zero-pads), everything runs in f32 (the reference runs its
+low-resolution stages in fp16), and fabgen's augmentation set lacks the reference's hue,
+luma-flip and cutout. Options: loss
 in {rpgan, nsgan, hinge, wgan}, r1, r2, gamma, lazy_interval, ema, vgg (a torchvision VGG19 state
 dict as .safetensors/.npz/.pth), texture (auto | random | a configs/texture.py workdir |
 train:configs/texture.py:<variant>), augment (auto | on | off), source, steps, batch.
@@ -40,21 +46,24 @@ def get_config(arg=None):
   o = config_lib.parse_arg(arg, variant="64", loss="rpgan", r1=True, r2=True, gamma=0.0,
                            lazy_interval=1, ema=True, vgg="", texture="auto", source="", steps=0,
                            batch=0, background=False, augment="auto", gammas="", seeds="")
-  if o.variant not in ("tiny", "64", "128", "r3gan_compare"):
-    raise ValueError(f"configs/stage1.py: unknown variant {o.variant!r}; use tiny, 64, 128 or "
-                     f"r3gan_compare")
+  if o.variant not in ("tiny", "64", "128", "r3gan_compare", "r3gan_ffhq64"):
+    raise ValueError(f"configs/stage1.py: unknown variant {o.variant!r}; use tiny, 64, 128, "
+                     f"r3gan_compare or r3gan_ffhq64")
   tiny = o.variant == "tiny"
-  size = {"tiny": 16, "64": 64, "128": 128, "r3gan_compare": 64}[o.variant]
+  compare = o.variant.startswith("r3gan_")  # the official R3GAN architecture and recipe
+  size = {"tiny": 16, "128": 128}.get(o.variant, 64)
   c = config_lib.base_config()
   c.task = "stage1"
   c.seed = 0
   c.patch_size = size
   c.total_steps = o.steps or (150 if tiny else 200_000)
-  # r3gan_compare: the official FFHQ-64 global batch (8 GPUs x 32); benchmarks pass --batch
-  c.batch_size = o.batch or (8 if tiny else 256 if o.variant == "r3gan_compare" else 64)
+  # r3gan_compare: the batch of the CPU side-by-side (issue 19); r3gan_ffhq64: the official
+  # FFHQ-64 global batch (8 GPUs x 32)
+  c.batch_size = o.batch or {"tiny": 8, "r3gan_compare": 16,
+                             "r3gan_ffhq64": 256}.get(o.variant, 64)
 
   m = c.model
-  m.conditional = o.variant != "r3gan_compare"  # r3gan_compare: unconditional, as the paper's
+  m.conditional = not compare          # r3gan_*: unconditional, as the paper's
   m.noise_dim = 16 if tiny else 64
   if tiny:
     m.g_widths, m.d_widths = (32, 32, 16), (16, 32, 32)
@@ -62,8 +71,7 @@ def get_config(arg=None):
     m.g_widths, m.d_widths = (256, 256, 256, 128, 64), (64, 128, 256, 256, 256)
   else:
     m.g_widths, m.d_widths = (256, 256, 256, 256, 128, 64), (64, 128, 256, 256, 256, 256)
-  compare = o.variant == "r3gan_compare"
-  if compare:  # the official R3GAN FFHQ-64 preset: 3/4 x (1024, 1024, 1024, 1024, 512) from 4x4
+  if o.variant == "r3gan_ffhq64":  # the official preset: 3/4 x (1024, 1024, 1024, 1024, 512)
     m.g_widths = (768, 768, 768, 768, 384)
     m.d_widths = tuple(reversed(m.g_widths))
   m.blocks = 1 if tiny else 2          # residual blocks per stage (int or one per stage)
@@ -116,11 +124,13 @@ def get_config(arg=None):
     op.schedule_steps = 20_000_000 // c.batch_size
 
   # ADA-style augmentation of all D inputs (fabgen.gan.augment), as R3GAN trains its small-data
-  # configs; auto = on for 64/128/r3gan_compare, off for the 16px tiny (CPU tests).
+  # configs; auto = on for 64/128/r3gan_ffhq64, off for the 16px tiny (CPU tests) and for
+  # r3gan_compare (the reference step it is timed against starts at p = 0).
   c.augment = ml_collections.ConfigDict()
   if o.augment not in ("auto", "on", "off"):
     raise ValueError(f"configs/stage1.py: augment={o.augment!r}; use auto, on or off")
-  c.augment.enabled = (not tiny) if o.augment == "auto" else o.augment == "on"
+  auto_augment = not (tiny or o.variant == "r3gan_compare")
+  c.augment.enabled = auto_augment if o.augment == "auto" else o.augment == "on"
   c.augment.p_start, c.augment.p_end = 0.0, 0.3   # cosine over optim.schedule_steps
   c.augment.transforms = augment_lib.DEFAULT
 

@@ -9,13 +9,36 @@ FLOPs), and GAN training with R1/R2 differentiates through that gradient a secon
 * input gradient: a grouped conv of the output gradient with the spatially flipped,
   in/out-transposed kernel, i.e. *this same function* again, so that second derivatives (R1/R2
   gradient penalties) keep the fast path;
-* weight gradient: im2col + one batched (over groups) einsum, a plain dense matmul that XLA:CPU
-  runs at full speed.
+* weight gradient: group-major im2col + one dot batched over groups (`_group_weight_grad`, below;
+  1.29 CPU-s against 1.56 for the earlier tap-major einsum at the r3gan_compare 64 px shape).
 
-`impl="auto"` uses that custom VJP on CPU and plain `lax.conv_general_dilated` elsewhere (cuDNN
-and the TPU compiler handle grouped convs natively); `"xla"`, `"custom"` and `"einsum"` (im2col
-in the forward pass too) force a formulation, for benchmarks (`benchmarks/bench_stage1.py`) and
-tests. Layout: NHWC activations, HWIO kernels with I = C_in / groups, stride 1, SAME padding.
+`"matmul"` (issue 19) goes further: every pass is one *group-major* batched matmul. The input
+is transposed once to [G, B, H, W, C/G], its nine shifted views are concatenated along the
+channels ([G, B*H*W, 9*C/G], contiguous, so XLA's dot needs no further transpose), and
+  forward      y[g]  = P[g] @ W[g]            (batch g, K = 9*C/G),
+  input grad   dx    = the same forward with the flipped, in/out-transposed kernel,
+  weight grad  dW[g] = P[g]^T @ dy[g]          (contracting B*H*W),
+so no pass goes through XLA:CPU's grouped-convolution emitter at all, and second derivatives
+(R1/R2) differentiate dense dots, pads and slices only.
+
+Measured per pass (`benchmarks/profile_r3gan_conv.py`, D's 64 px convs of r3gan_compare: batch
+32, 128 channels, 8 groups; CPU-seconds on the shared 2-core machine), against PyTorch 2.13's
+oneDNN grouped conv on the same shape (NCHW / channels-last):
+
+  pass                         custom   matmul   torch
+  forward                      0.745    1.232    0.231 / 0.170
+  input grad                   0.729    1.154    } 0.665 / 0.457 with the weight grad
+  weight grad                  1.290    1.363    }
+  R1-style penalty (2nd order) 1.859    1.375    1.525 / 1.536
+
+So matmul wins the penalty (its patches are shared between the passes) and loses the
+first-order passes, which the step also runs (the G step goes through D to first order only);
+summed over the step's uses the two are within a few percent, and `impl="auto"` keeps `custom`
+on CPU (`CPU_DEFAULT`). Plain `lax.conv_general_dilated` stays the choice on GPU/TPU (cuDNN and the
+TPU compiler handle grouped convs natively); `"xla"`, `"custom"`, `"einsum"` (im2col in the
+forward pass too, plain autodiff) and `"matmul"` force a formulation, for benchmarks
+(`benchmarks/bench_stage1.py`, `benchmarks/bench_r3gan_compare.py`) and tests. Layout: NHWC
+activations, HWIO kernels with I = C_in / groups, stride 1, SAME padding.
 """
 
 from __future__ import annotations
@@ -27,8 +50,9 @@ import jax.numpy as jnp
 from einops import rearrange
 from jax import lax
 
-IMPLS = ("auto", "xla", "custom", "einsum")
+IMPLS = ("auto", "xla", "custom", "einsum", "matmul")
 _DN = ("NHWC", "HWIO", "NHWC")
+CPU_DEFAULT = "custom"  # what impl="auto" runs on CPU (measurements: the module docstring)
 
 
 def _check(x, w, groups):
@@ -64,14 +88,6 @@ def einsum_conv(x: jax.Array, w: jax.Array, groups: int) -> jax.Array:
   return rearrange(y, "b h w g o -> b h w (g o)")
 
 
-def _weight_grad(x, dy, kh, kw, groups):
-  """dL/dw of a grouped conv, as one einsum batched over groups (and summed over taps)."""
-  cols = _patches(x, kh, kw, groups)
-  dyg = rearrange(dy, "b h w (g o) -> b h w g o", g=groups)
-  dw = jnp.einsum("pbhwgc,bhwgo->pgco", cols, dyg)
-  return rearrange(dw, "(kh kw) g c o -> kh kw c (g o)", kh=kh, kw=kw)
-
-
 def _transpose_kernel(w, groups):
   """Kernel of the input gradient: spatially flipped, in/out swapped within each group."""
   wg = rearrange(w, "kh kw c (g o) -> kh kw c g o", g=groups)
@@ -94,17 +110,69 @@ def _custom_fwd(x, w, groups):
 def _custom_bwd(groups, res, dy):
   x, w = res
   dx = custom_conv(dy, _transpose_kernel(w, groups), groups)
-  dw = _weight_grad(x, dy, w.shape[0], w.shape[1], groups)
+  dw = _group_weight_grad(x, dy, w.shape[0], w.shape[1], groups)
   return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
 custom_conv.defvjp(_custom_fwd, _custom_bwd)
 
 
+def _group_patches(x, kh, kw, groups):
+  """Group-major im2col: [G, B*H*W, kh*kw*C/G], taps outer and channels inner on the last axis."""
+  b, h, w, _ = x.shape
+  xg = rearrange(x, "b h w (g c) -> g b h w c", g=groups)
+  ph, pw = kh // 2, kw // 2
+  xp = jnp.pad(xg, ((0, 0), (0, 0), (ph, ph), (pw, pw), (0, 0)))
+  cols = jnp.concatenate([xp[:, :, i:i + h, j:j + w] for i in range(kh) for j in range(kw)], -1)
+  return cols.reshape(groups, b * h * w, -1)
+
+
+def _group_kernel(w, groups):
+  """HWIO kernel -> [G, kh*kw*C/G, O/G], rows in the order of `_group_patches`."""
+  return rearrange(w, "kh kw c (g o) -> g (kh kw c) o", g=groups)
+
+
+def _matmul_forward(x, w, groups):
+  b, h, wd, _ = x.shape
+  cols = _group_patches(x, w.shape[0], w.shape[1], groups)
+  y = lax.dot_general(cols, _group_kernel(w, groups), (((2,), (1,)), ((0,), (0,))))
+  return rearrange(y.reshape(groups, b, h, wd, -1), "g b h w o -> b h w (g o)")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def matmul_conv(x: jax.Array, w: jax.Array, groups: int) -> jax.Array:
+  """Every pass a group-major batched matmul (module docstring); exact to rounding."""
+  return _matmul_forward(x, w, groups)
+
+
+def _matmul_fwd(x, w, groups):
+  return matmul_conv(x, w, groups), (x, w)
+
+
+def _matmul_bwd(groups, res, dy):
+  x, w = res
+  kh, kw = w.shape[:2]
+  # Input gradient: this op again (so a gradient penalty's second derivative stays dense).
+  dx = matmul_conv(dy, _transpose_kernel(w, groups), groups)
+  dw = _group_weight_grad(x, dy, kh, kw, groups)
+  return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+def _group_weight_grad(x, dy, kh, kw, groups):
+  """dL/dw as P[g]^T @ dy[g], batched over groups (group-major, contracting B*H*W)."""
+  cols = _group_patches(x, kh, kw, groups)
+  dyg = rearrange(dy, "b h w (g o) -> g (b h w) o", g=groups)
+  dw = lax.dot_general(cols, dyg, (((1,), (1,)), ((0,), (0,))))  # [G, kh*kw*C/G, O/G]
+  return rearrange(dw, "g (kh kw c) o -> kh kw c (g o)", kh=kh, kw=kw)
+
+
+matmul_conv.defvjp(_matmul_fwd, _matmul_bwd)
+
+
 def default_impl(backend: str | None = None) -> str:
   """The formulation `impl="auto"` picks on `backend` (default: JAX's default backend)."""
   backend = backend or jax.default_backend()
-  return "custom" if backend == "cpu" else "xla"
+  return CPU_DEFAULT if backend == "cpu" else "xla"
 
 
 def grouped_conv(x: jax.Array, w: jax.Array, groups: int, impl: str = "auto") -> jax.Array:
@@ -121,4 +189,6 @@ def grouped_conv(x: jax.Array, w: jax.Array, groups: int, impl: str = "auto") ->
     return custom_conv(x, w, groups)
   if impl == "einsum":
     return einsum_conv(x, w, groups)
+  if impl == "matmul":
+    return matmul_conv(x, w, groups)
   raise ValueError(f"grouped_conv impl={impl!r} is not one of {IMPLS}")

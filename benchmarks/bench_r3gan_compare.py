@@ -1,0 +1,154 @@
+"""fabgen's `configs/stage1.py:r3gan_compare` step against a PyTorch R3GAN step, in one run.
+
+  python -m benchmarks.bench_r3gan_compare                                   # fabgen alone
+  python -m benchmarks.bench_r3gan_compare --torch-python /work/venv-19c/bin/python
+  python -m benchmarks.bench_r3gan_compare --torch-python venv/bin/python --official ~/R3GAN
+
+The PyTorch side runs in a subprocess (`benchmarks/r3gan_torch_reference.py`, under the Python
+given by `--torch-python` or `$FABGEN_TORCH_PYTHON`, which must have torch): with `--official`
+(or `$R3GAN_OFFICIAL`, the path of a local checkout of the official R3GAN code; nothing of it is
+in fabgen) it trains the official networks, otherwise fabgen's own same-architecture PyTorch
+reference, which is *not* the official code and is reported as such.
+
+Both steps are the same work: 64x64, batch 16, unconditional, G widths 256,256,256,128,64 (D
+reversed), group width 16, 2 blocks per stage, noise 64, a D step with RpGAN + R1 + R2 and a G
+step, Adam, EMA. The machine may be shared, so the two are timed interleaved (fabgen k steps,
+torch k steps, repeated) and every figure is given twice: wall seconds per step, and process
+CPU-seconds per step (user + system of that process and its threads), which a loaded machine
+changes much less. The ratio is fabgen img/s / reference img/s, > 1 = fabgen faster; the load
+average before and after is printed beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import jax
+
+from benchmarks import harness
+from benchmarks.bench_stage1 import synthetic_batch
+from configs import stage1 as stage1_config
+from fabgen.platform import sharding as sharding_lib
+from fabgen.stage1.task import Stage1Task
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "r3gan_torch_reference.py")
+
+
+def build_fabgen(batch: int, conv_impl: str):
+  """The compiled r3gan_compare step on one device, its state and batch: `run(k)` -> timings."""
+  config = stage1_config.get_config(f"r3gan_compare,batch={batch}")
+  config.mesh.data = 1
+  config.model.conv_impl = conv_impl
+  task = Stage1Task(config)
+  mesh, task, batch_np, init_rng, step_rng, _, shardings, step_fn = harness._setup(  # noqa: SLF001
+      config, task, synthetic_batch(task), jax.devices()[:1])
+  with jax.set_mesh(mesh):
+    state = jax.jit(task.init_state, out_shardings=shardings)(init_rng)
+    global_batch = sharding_lib.global_batch(batch_np, mesh, task.batch_axes())
+    t = time.perf_counter()
+    compiled = step_fn.lower(state, global_batch, step_rng).compile()
+  compile_s = time.perf_counter() - t
+  holder = {"state": state}
+
+  def run(steps: int) -> dict:
+    state = holder["state"]
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+      state, metrics = compiled(state, global_batch, step_rng)
+    jax.block_until_ready((state, metrics))
+    holder["state"] = state
+    return {"steps": steps, "wall_s": time.perf_counter() - wall,
+            "cpu_s": time.process_time() - cpu}
+
+  run(1)  # warm-up
+  return run, {"compile_s": compile_s, "flops_per_step": harness.aot.flops(compiled)}
+
+
+class TorchWorker:
+  """The PyTorch step in a subprocess that runs N steps per request (see the worker's doc)."""
+
+  def __init__(self, python: str, official: str, batch: int):
+    cmd = [python, WORKER, "--serve", "--batch", str(batch)]
+    if official:
+      cmd += ["--official", official]
+    self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+  def ready(self) -> dict:
+    line = self.proc.stdout.readline()
+    if not line:
+      raise RuntimeError(f"the PyTorch worker {WORKER} exited ({self.proc.wait()}) before it "
+                         f"was ready: see its stderr above")
+    return json.loads(line)
+
+  def run(self, steps: int) -> dict:
+    self.proc.stdin.write(f"{steps}\n")
+    self.proc.stdin.flush()
+    return json.loads(self.proc.stdout.readline())
+
+  def close(self):
+    self.proc.stdin.close()
+    self.proc.wait(timeout=60)
+
+
+def summarize(runs: list[dict], batch: int) -> dict:
+  wall = statistics.median(r["wall_s"] / r["steps"] for r in runs)
+  cpu = statistics.median(r["cpu_s"] / r["steps"] for r in runs)
+  return {"s_per_step": wall, "cpu_s_per_step": cpu, "img_per_s": batch / wall,
+          "img_per_cpu_s": batch / cpu, "runs": runs}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--torch-python", default=os.environ.get("FABGEN_TORCH_PYTHON", ""),
+                      help="a Python with torch (empty: time fabgen alone)")
+  parser.add_argument("--official", default=os.environ.get("R3GAN_OFFICIAL", ""),
+                      help="path of a local official R3GAN checkout (empty: fabgen's reference)")
+  parser.add_argument("--batch", type=int, default=16)
+  parser.add_argument("--steps", type=int, default=1, help="steps per timed round")
+  parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
+  parser.add_argument("--conv-impl", default="auto", help="fabgen's grouped conv formulation")
+  parser.add_argument("--json", default="", help="also write the result here")
+  args = parser.parse_args()
+  if args.official and not args.torch_python:
+    parser.error("--official needs --torch-python (a Python with torch)")
+  load_before = os.getloadavg()
+  worker = TorchWorker(args.torch_python, args.official, args.batch) if args.torch_python else None
+  run_fabgen, info = build_fabgen(args.batch, args.conv_impl)  # compiles while torch warms up
+  ref_info = worker.ready() if worker else None
+  fab_runs, ref_runs = [], []
+  for _ in range(args.repeats):
+    fab_runs.append(run_fabgen(args.steps))
+    if worker:
+      ref_runs.append(worker.run(args.steps))
+  if worker:
+    worker.close()
+  result = {"fabgen": {**info, "conv_impl": args.conv_impl, **summarize(fab_runs, args.batch)},
+            "load_before": load_before, "load_after": os.getloadavg(), "batch": args.batch}
+  fab = result["fabgen"]
+  print(f"fabgen r3gan_compare ({args.conv_impl}): {fab['s_per_step']:.2f} s/step wall, "
+        f"{fab['cpu_s_per_step']:.2f} CPU-s/step, {fab['img_per_s']:.3f} img/s, "
+        f"{fab['img_per_cpu_s']:.3f} img/CPU-s, compile {fab['compile_s']:.0f} s")
+  if worker:
+    ref = result["reference"] = {**ref_info, **summarize(ref_runs, args.batch)}
+    result["ratio_wall"] = fab["img_per_s"] / ref["img_per_s"]
+    result["ratio_cpu"] = fab["img_per_cpu_s"] / ref["img_per_cpu_s"]
+    print(f"{ref['implementation']} (torch {ref['torch']}, {ref['threads']} threads): "
+          f"{ref['s_per_step']:.2f} s/step wall, {ref['cpu_s_per_step']:.2f} CPU-s/step")
+    print(f"ratio fabgen / reference img/s: {result['ratio_wall']:.2f}x wall, "
+          f"{result['ratio_cpu']:.2f}x per CPU-second")
+  print("load average before {:.1f} {:.1f} {:.1f}, after {:.1f} {:.1f} {:.1f}".format(
+      *load_before, *result["load_after"]))
+  if args.json:
+    with open(args.json, "w", encoding="utf-8") as f:
+      json.dump(result, f, indent=2)
+  return result
+
+
+if __name__ == "__main__":
+  sys.exit(0 if main() else 1)
