@@ -64,14 +64,39 @@ def test_savedmodel_export_matches_training_code(tiny_checkpoint, tmp_path, caps
 
 @pytest.mark.skipif(export_onnx.available() is not None,
                     reason=str(export_onnx.available()))
-def test_onnx_export_matches_training_code_or_names_the_problem(tiny_checkpoint, tmp_path):
+def test_onnx_export_matches_training_code(tiny_checkpoint, tmp_path, capsys):
   ckpt, task, state = tiny_checkpoint
-  try:
-    _check_export(ckpt, task, state, str(tmp_path / "onnx"), "onnx")
-  except (export.ParityError, export_savedmodel.ConversionError) as e:
-    # The converter's known gaps must surface as a named failure, never as a written export.
-    assert not os.path.exists(tmp_path / "onnx" / export.META)
-    pytest.xfail(f"jax2onnx export rejected with a named error: {e}")
+  out = str(tmp_path / "onnx")
+  _check_export(ckpt, task, state, out, "onnx")
+  # The .onnx file alone describes the model (metadata_props), as detector.json does.
+  props = export_onnx.metadata(os.path.join(out, export_onnx.FILENAME))
+  assert props["class_names"] == ["color_spot", "knot"] and props["height"] == 64
+  assert props["tiling"]["tile"] == [64, 64] and props["batch"] == 2
+  assert props["thresholds"] == {"color_spot": 0.3, "knot": 0.7}
+  # No MaxPool (onnxruntime refuses jax2onnx's): pooling went through export_rewrite.
+  import onnx  # pylint: disable=g-import-not-at-top
+  ops = {n.op_type for n in onnx.load(os.path.join(out, export_onnx.FILENAME)).graph.node}
+  assert "MaxPool" not in ops
+  # fabgen detect runs from the ONNX export.
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from fabgen.cli import main as cli  # pylint: disable=g-import-not-at-top
+  Image.fromarray(export.parity_images(1, 64, 64)[0]).save(tmp_path / "x.png")
+  assert cli.main(["detect", "--checkpoint", out, str(tmp_path / "x.png"),
+                   "--out", str(tmp_path / "dets")]) == 0
+  assert "per-class thresholds from" in capsys.readouterr().out
+  assert os.path.isfile(tmp_path / "dets" / "detections.json")
+
+
+@pytest.mark.skipif(export_onnx.available() is not None,
+                    reason=str(export_onnx.available()))
+def test_onnx_export_names_a_primitive_jax2onnx_lacks(tmp_path, monkeypatch):
+  monkeypatch.setattr(export_onnx, "supported_primitives",
+                      lambda: {"convert_element_type", "reduce_sum"})
+  fn = lambda x: {"scores": jnp.cumsum(x.astype(jnp.float32).sum((1, 2, 3)))}
+  with pytest.raises(export_savedmodel.ConversionError,
+                     match=r"no conversion for primitive\(s\) cumsum used by the detector"):
+    export_onnx.export_onnx(fn, str(tmp_path), 8, 8, 1, ["scores"])
+  assert not os.path.exists(tmp_path / export_onnx.FILENAME)
 
 
 def test_runtime_that_cannot_read_the_program_names_the_op(tmp_path, monkeypatch):
