@@ -15,7 +15,8 @@ content) in the ONNX `metadata_props`, so the .onnx file alone says how to call 
 reads it back. The batch is fixed (as for the SavedModel); `load` wraps the session so any batch
 works. Layout: <out>/detector.onnx and <out>/detector.json.
 
-Versions (the `[export]` extra): jax2onnx 0.17.1 with onnx 1.23 / onnxruntime 1.32 (tested).
+Versions (the `[export]` extra): jax2onnx 0.13.0 with onnx 1.23.2 / onnx-ir 1.1.0 /
+onnxruntime 1.32.0 (tested; jax2onnx 0.17.1 also passes parity).
 """
 
 from __future__ import annotations
