@@ -62,7 +62,7 @@ def test_savedmodel_export_matches_training_code(tiny_checkpoint, tmp_path, caps
   assert os.path.isfile(tmp_path / "dets" / "detections.json")
 
 
-@pytest.mark.e2e  # jax2onnx 0.13.0: ~100 s CPU (13 min wall at load 28); 0.17.1: ~7 CPU-min
+@pytest.mark.e2e  # jax2onnx 0.13.0: ~105 s CPU (7 min wall at load 28); 0.17.1: ~7 CPU-min
 @pytest.mark.skipif(export_onnx.available() is not None,
                     reason=str(export_onnx.available()))
 def test_onnx_export_matches_training_code(tiny_checkpoint, tmp_path, capsys):
