@@ -152,7 +152,8 @@ def export_detector(checkpoint: str, out_dir: str, height: int | None = None,
   """Restores a trained detector from its workdir, exports its `predict`, checks parity.
 
   fmt: "jax" (jax.export; symbolic batch unless `batch`), "savedmodel" (jax2tf; fixed batch,
-  default 8) or "onnx" (jax2onnx; fixed batch, default 8). The artifact is loaded back with its
+  default 8) or "onnx" (jax2onnx; fixed batch, default 8; the description is also written into
+  the model's metadata_props). The artifact is loaded back with its
   own runtime (jax / TensorFlow / onnxruntime) and compared with `jax.jit(task.predict)` on
   `parity_count` images (`check_parity`, `TOLERANCES`); a difference is a ParityError and the
   metadata is not written, so a folder never looks like a valid export of a different model.
@@ -180,6 +181,13 @@ def export_detector(checkpoint: str, out_dir: str, height: int | None = None,
           "tiling": {"tile": [int(height), int(width)], "overlap": 64, "multiple": 32,
                      **dict(tiling or {})},
           "thresholds": dict(thresholds) if thresholds else None}
+  if fmt != "jax":
+    batch = int(batch or 8)
+  description = {"format": FORMAT, "artifact_format": fmt,
+                 "height": int(height), "width": int(width),
+                 "batch": None if batch is None else int(batch), "input_dtype": "uint8",
+                 "class_ids": class_ids, "class_names": names, "outputs": list(OUTPUTS),
+                 "jax_version": jax.__version__, **meta}
   if os.path.exists(os.path.join(out_dir, META)):
     os.remove(os.path.join(out_dir, META))  # a half-rewritten folder must not look valid
   os.makedirs(out_dir, exist_ok=True)
@@ -187,19 +195,15 @@ def export_detector(checkpoint: str, out_dir: str, height: int | None = None,
     path = export_function(fn, out_dir, height, width, class_ids, names, batch, platforms,
                            meta, write_meta=False)
   else:
-    batch = int(batch or 8)
     if fmt == "savedmodel":
       from fabgen.detector import export_savedmodel  # pylint: disable=g-import-not-at-top
       path = export_savedmodel.export_savedmodel(fn, out_dir, height, width, batch,
                                                  tuple(platforms or ("cpu",)))
     else:
       from fabgen.detector import export_onnx  # pylint: disable=g-import-not-at-top
-      path = export_onnx.export_onnx(fn, out_dir, height, width, batch, OUTPUTS)
-  full = {"format": FORMAT, "artifact_format": fmt, "artifact": os.path.basename(path),
-          "height": int(height), "width": int(width),
-          "batch": None if batch is None else int(batch), "input_dtype": "uint8",
-          "class_ids": class_ids, "class_names": names, "outputs": list(OUTPUTS),
-          "jax_version": jax.__version__, **meta}
+      path = export_onnx.export_onnx(fn, out_dir, height, width, batch, OUTPUTS,
+                                     metadata={**description, "artifact": export_onnx.FILENAME})
+  full = {**description, "artifact": os.path.basename(path)}
   images = parity_images(parity_count, height, width)
   reference = {k: np.asarray(v) for k, v in jax.jit(fn)(images).items()}
   candidate = _in_batches(_open(out_dir, full), images, batch if fmt == "jax" else None)

@@ -1,22 +1,30 @@
 """The detector as an ONNX model, through jax2onnx; run by onnxruntime.
 
 jax2onnx translates a traced JAX program primitive by primitive into ONNX operators. We trace
-the detector to a jaxpr first and hand jax2onnx that (a function of primitives only), so its
-patches of high-level Flax calls (`nnx.max_pool` and friends, which do not match the Flax this
-project pins) never enter. A primitive jax2onnx has no plugin for is a `ConversionError` naming
-it; a model onnxruntime refuses to load or run is one naming the ONNX node; and the export's
-parity check (`fabgen.detector.export`) compares the ONNX outputs with the training code's, so a
-model that converts but computes something else is never written as if it were the detector.
+the detector to a jaxpr first, rewrite the few primitives whose ONNX form onnxruntime refuses
+into plain ones with bit-identical results (`export_rewrite`: max pooling as a max over strided
+slices), and hand jax2onnx that flat program, so its patches of high-level Flax calls
+(`nnx.max_pool` and friends) never enter. A primitive jax2onnx has no plugin for is a
+`ConversionError` naming it, raised before conversion; a model onnxruntime refuses to load or
+run is one naming the ONNX node; and the export's parity check (`fabgen.detector.export`)
+compares the ONNX outputs with the training code's, so a model that converts but computes
+something else is never written as if it were the detector.
 
-The batch is fixed (as for the SavedModel); `load` wraps the session so any batch works.
-Layout: <out>/detector.onnx and <out>/detector.json.
+The model carries its description (class names, input size, tiling, thresholds: detector.json's
+content) in the ONNX `metadata_props`, so the .onnx file alone says how to call it; `metadata`
+reads it back. The batch is fixed (as for the SavedModel); `load` wraps the session so any batch
+works. Layout: <out>/detector.onnx and <out>/detector.json.
+
+Versions (the `[export]` extra): jax2onnx 0.13.0 with onnx 1.23.2 / onnx-ir 1.1.0 /
+onnxruntime 1.32.0 (tested; jax2onnx 0.17.1 also passes parity).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -36,9 +44,21 @@ def available() -> str | None:
   return None
 
 
+def supported_primitives() -> set[str]:
+  """The JAX primitives this jax2onnx has a plugin for."""
+  from jax2onnx.plugins import plugin_system  # pylint: disable=g-import-not-at-top
+  plugin_system.import_all_plugins()
+  return set(plugin_system.PLUGIN_REGISTRY)
+
+
 def export_onnx(fn: Callable, out_dir: str, height: int, width: int, batch: int,
-                output_names: Sequence[str]) -> str:
-  """Converts `fn` (uint8 [batch, H, W, 3] -> dict with `output_names`) to <out>/detector.onnx."""
+                output_names: Sequence[str],
+                metadata: Mapping[str, Any] | None = None) -> str:
+  """Converts `fn` (uint8 [batch, H, W, 3] -> dict with `output_names`) to <out>/detector.onnx.
+
+  metadata: JSON-able facts written into the model's metadata_props (one key per entry, values
+  JSON-encoded; `metadata` reads them back).
+  """
   why = available()
   if why:
     raise ConversionError(why)
@@ -46,9 +66,18 @@ def export_onnx(fn: Callable, out_dir: str, height: int, width: int, batch: int,
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from jax.extend import core as jcore  # pylint: disable=g-import-not-at-top
   from jax2onnx import to_onnx  # pylint: disable=g-import-not-at-top
+  from fabgen.detector import export_rewrite  # pylint: disable=g-import-not-at-top
   names = list(output_names)
   spec = jax.ShapeDtypeStruct((int(batch), int(height), int(width), 3), jnp.uint8)
-  closed = jax.make_jaxpr(lambda x: tuple(fn(x)[k] for k in names))(spec)
+  traced = jax.make_jaxpr(lambda x: tuple(fn(x)[k] for k in names))(spec)
+  try:
+    closed = export_rewrite.rewrite(traced, spec)
+  except NotImplementedError as e:
+    raise ConversionError(f"the detector uses a form ONNX export cannot rewrite: {e}") from e
+  missing = sorted(export_rewrite.primitives(closed) - supported_primitives())
+  if missing:
+    raise ConversionError(f"jax2onnx has no conversion for primitive(s) {', '.join(missing)} "
+                          f"used by the detector")
   primitives_only = lambda x: tuple(jcore.jaxpr_as_fun(closed)(x))
   path = os.path.join(out_dir, FILENAME)
   try:
@@ -66,11 +95,28 @@ def export_onnx(fn: Callable, out_dir: str, height: int, width: int, batch: int,
     out.name = name
     for node in model.graph.node:
       node.output[:] = [name if o == old else o for o in node.output]
+  del model.metadata_props[:]
+  for key, value in dict(metadata or {}).items():
+    entry = model.metadata_props.add()
+    entry.key, entry.value = str(key), json.dumps(value)
   tmp = os.path.join(out_dir, f".{FILENAME}.tmp")
   with open(tmp, "wb") as f:
     f.write(model.SerializeToString())
   os.replace(tmp, path)
   return path
+
+
+def metadata(path: str) -> dict[str, Any]:
+  """The metadata_props of the ONNX model at `path`, JSON-decoded (as `export_onnx` wrote them)."""
+  import onnx  # pylint: disable=g-import-not-at-top
+  model = onnx.load(path, load_external_data=False)
+  out = {}
+  for entry in model.metadata_props:
+    try:
+      out[entry.key] = json.loads(entry.value)
+    except json.JSONDecodeError:
+      out[entry.key] = entry.value
+  return out
 
 
 class OnnxDetector:
