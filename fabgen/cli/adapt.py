@@ -43,7 +43,7 @@ def prepare_process(config, workdir: str) -> None:
 
 def run_config(args: argparse.Namespace, command: str) -> int:
   """Loads the config (+ overrides) and runs the protocol with the platform backend."""
-  from fabgen.adapt import platform_backend, protocol  # pylint: disable=g-import-not-at-top
+  from fabgen.adapt import protocol, real_target  # pylint: disable=g-import-not-at-top
   from fabgen.platform import config as config_lib  # pylint: disable=g-import-not-at-top
   t0 = time.time()
   log = lambda line: print(f"[{time.time() - t0:6.0f}s] {line}", flush=True)
@@ -51,12 +51,12 @@ def run_config(args: argparse.Namespace, command: str) -> int:
     config = config_lib.load_config(args.config)
     config_lib.apply_overrides(config, args.overrides)
     protocol.validate(config)
+    backend = real_target.make_backend(config, log)
   except (config_lib.ConfigError, ValueError) as e:
     print(f"fabgen {command}: {e}", file=sys.stderr)
     return 2
   prepare_process(config, args.workdir)
-  result = protocol.run_protocol(config, args.workdir,
-                                 platform_backend.PlatformBackend(config, log), log)
+  result = protocol.run_protocol(config, args.workdir, backend, log)
   log(f"wrote {args.workdir}/table.md, table.json and {', '.join(result['pictures']) or 'no'} "
       f"pictures; this run took {result['wall_s']:.0f}s")
   return 0
