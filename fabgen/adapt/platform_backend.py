@@ -187,7 +187,7 @@ class PlatformBackend(protocol.Backend):
     if method == "multistage":  # real box sizes, windows up to the whole target image
       options = {"box_records": int(s.get("box_records", 200)),
                  "max_window": int(self.sim.preset.image_size)}
-    synth = synthesis.load(method, checkpoint, **options)
+    synth = self.load_synthesizer(method, checkpoint, options)
     wanted = synthesis.resolve_classes(target["classes"])
     class_ids = [c for c in wanted if c in synth.class_ids]
     skipped = [classes_lib.CLASSES[c] for c in wanted if c not in synth.class_ids]
@@ -210,6 +210,9 @@ class PlatformBackend(protocol.Backend):
             "median_area_ratio": {k: v.get("median_area_ratio")
                                   for k, v in boxes["classes"].items()}}
 
+  def load_synthesizer(self, method: str, checkpoint: str, options: dict):
+    return synthesis.load(method, checkpoint, **options)
+
   def target_backgrounds(self, target: dict) -> list[np.ndarray]:
     """The target's defect-free images that synthesis paints on (whole images, any size)."""
     src = self._open(self.source_spec("target_good"))
@@ -221,9 +224,10 @@ class PlatformBackend(protocol.Backend):
     return [src[i] for i in target["test_indices"][:count]]
 
   def real_boxes(self):
-    """Box sizes of real source defects (`synth.box_records` train records), computed once."""
+    """Box sizes of real source defects (`synth.box_records` records of the replayed source
+    data), computed once."""
     if self._real_boxes is None:
-      src = self._open(self.source_spec("train"))
+      src = self._open(self.replay_spec())
       n = int(self.config.synth.get("box_records", 200))
       self._real_boxes = box_stats.real_boxes(src[i] for i in readers.spread_indices(len(src), n))
     return self._real_boxes

@@ -126,6 +126,17 @@ class RealTargetBackend(platform_backend.PlatformBackend):
   def cutpaste_bank(self) -> str:
     return self.config.target.get("references", "") or self.replay_spec()
 
+  def load_synthesizer(self, method: str, checkpoint: str, options: dict):
+    """Cut-paste from the target's references reads them with the class map applied."""
+    refs = self.config.target.get("references", "")
+    if method == "cutpaste" and refs and checkpoint == refs:
+      from fabgen.synthesis import cutpaste  # pylint: disable=g-import-not-at-top
+      keep = {k: v for k, v in options.items() if k in ("patch_size", "max_per_class",
+                                                         "max_records")}
+      return cutpaste.CutPasteSynthesizer.from_source(self.open_target("references"), name=refs,
+                                                      **keep)
+    return super().load_synthesizer(method, checkpoint, options)
+
   # ---- the target ------------------------------------------------------------------------------
 
   def target(self) -> dict:

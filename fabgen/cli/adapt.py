@@ -3,6 +3,11 @@
   fabgen adapt --config configs/adapt.py --workdir runs/adapt_simple
   fabgen adapt --config configs/adapt.py:complex --workdir runs/adapt_complex \
       --config.target_fabric=43 --config.methods='("cutpaste","multistage")'
+  fabgen adapt --config configs/adapt.py:real --workdir runs/adapt_mill \
+      --config.target.good=photos/new_fabric --config.target.test=labelled/new_fabric
+
+A real target (`--config.target.good`, a folder of the fabric's defect-free images, and the
+optional `target.test` / `target.references`) runs through fabgen/adapt/real_target.py.
 
 Resumable: rerun the same command and finished stages are skipped. Writes table.md, table.json,
 samples.png and one folder per stage (detector_source/, stage1/, fusion/, inpainter/, synth_<m>/,
