@@ -78,6 +78,13 @@ def detector_class_ids(config: ml_collections.ConfigDict) -> list[int]:
   return [int(c) for c in cfg.model.class_ids]
 
 
+def target_name(spec: str) -> str:
+  """The folder's name (`data/mill_a/good` -> `mill_a/good`; `root@good` -> `root`)."""
+  path = os.path.normpath(spec.rsplit("@", 1)[0] if not os.path.exists(spec) else spec)
+  parent, base = os.path.split(path)
+  return f"{os.path.basename(parent)}/{base}" if parent and base in ("good", "images") else base
+
+
 def _paths(src, indices) -> dict[str, int]:
   path_of = getattr(src, "path_of", None)
   if not callable(path_of):
@@ -151,7 +158,7 @@ class RealTargetBackend(platform_backend.PlatformBackend):
     n_bg = int(self.config.synth.num_backgrounds)
     backgrounds = [rest[i] for i in readers.spread_indices(len(rest), n_bg)] if n_bg else rest
     known = detector_class_ids(self.config)
-    out = {"fabric_id": t.get("name", "") or os.path.basename(os.path.normpath(t.good)),
+    out = {"fabric_id": t.get("name", "") or target_name(t.good),
            "kind": "real", "good": t.good, "good_indices": backgrounds, "num_good": len(backgrounds),
            "heldout_good_indices": heldout, "num_heldout_good": len(heldout),
            "good_skipped": len(good.skipped), "test": t.get("test", "") or None,

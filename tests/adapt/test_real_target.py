@@ -184,3 +184,17 @@ def test_sources_and_bad_keys(tmp_path):
   config = real_config(str(tmp_path / "missing"))
   with pytest.raises(ValueError, match="config.target.good=.*missing"):
     real_target.RealTargetBackend(config, log=lambda _: None).target()
+
+
+def test_cli_names_a_bad_real_target_key(tmp_path, capsys):
+  import argparse  # pylint: disable=g-import-not-at-top
+  from fabgen.cli import adapt as adapt_cli  # pylint: disable=g-import-not-at-top
+  args = argparse.Namespace(config=os.path.join(ROOT, "configs", "adapt.py:real"),
+                            workdir=str(tmp_path), overrides=[
+                                "--config.target.good=photos/good",
+                                "--config.target.class_map=speck"])
+  assert adapt_cli.run_config(args, "adapt") == 2
+  assert "target.class_map='speck': entry 'speck' is not" in capsys.readouterr().err
+  assert not os.listdir(tmp_path)  # nothing ran
+  assert real_target.target_name("/data/aitex@good") == "aitex"
+  assert real_target.target_name("data/mill_a/good") == "mill_a/good"
