@@ -34,13 +34,6 @@ def tiny_real_config(good, test, **target):
   return c
 
 
-@pytest.fixture(scope="module")
-def compilation_cache(tmp_path_factory):
-  """One persistent XLA cache for both targets: the same tiny detector programs compile once."""
-  from fabgen.platform import trainer  # pylint: disable=g-import-not-at-top
-  trainer.use_compilation_cache(str(tmp_path_factory.mktemp("jax_cache")))
-
-
 def run(config, workdir):
   lines = []
   result = protocol.run_protocol(config, workdir, real_target.make_backend(config, lines.append),
@@ -49,8 +42,7 @@ def run(config, workdir):
 
 
 @pytest.mark.e2e
-def test_adapt_on_aitex_strips_reports_unknown_classes_and_resumes(tmp_path, compilation_cache):
-  del compilation_cache
+def test_adapt_on_aitex_strips_reports_unknown_classes_and_resumes(tmp_path):
   root = str(tmp_path / "aitex")
   counts = real_layouts.aitex_root(root, num_good=3)
   config = tiny_real_config(f"{root}@good", f"{root}@defect", heldout_good=1,
@@ -84,8 +76,7 @@ def test_adapt_on_aitex_strips_reports_unknown_classes_and_resumes(tmp_path, com
 
 
 @pytest.mark.e2e
-def test_adapt_on_a_plain_folder_with_references_and_a_class_map(tmp_path, compilation_cache):
-  del compilation_cache
+def test_adapt_on_a_plain_folder_with_references_and_a_class_map(tmp_path):
   good, test, refs = (str(tmp_path / n) for n in ("good", "test", "refs"))
   real_layouts.plain_folder(good, 6)
   counts = real_layouts.generic_masks(test)
