@@ -5,7 +5,8 @@ defect strips as the test set, two of their codes without a fabgen class), and a
 plain folder of defect-free photos, a masks folder as the test set with a class map, and a few
 labelled reference defects as the cut-paste bank). Checked: the synthetic set is painted on the
 target's own images in their coordinates, the table has the unknown classes' rows with their
-counts and the false alarms on held-out defect-free images, and reruns resume.
+counts and the false alarms on held-out defect-free images, and reruns resume. Programs come from
+the suite's persistent XLA cache (tests/conftest.py): the second target reuses the first's.
 """
 
 import json
