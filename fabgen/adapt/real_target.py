@@ -154,7 +154,8 @@ class RealTargetBackend(platform_backend.PlatformBackend):
                        f"protocol needs at least 2 (backgrounds to paint on, and held-out ones "
                        f"to count false alarms on)")
     heldout = readers.spread_indices(len(good), min(int(t.heldout_good), len(good) - 1))
-    rest = [i for i in range(len(good)) if i not in set(heldout)]
+    held = set(heldout)
+    rest = [i for i in range(len(good)) if i not in held]
     n_bg = int(self.config.synth.num_backgrounds)
     backgrounds = [rest[i] for i in readers.spread_indices(len(rest), n_bg)] if n_bg else rest
     known = detector_class_ids(self.config)
