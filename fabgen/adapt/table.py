@@ -171,7 +171,8 @@ def false_alarm_lines(reports: Mapping[str, Mapping]) -> list[str]:
     return []
   metres = any("per_metre" in (r.get("false_alarms") or {}) for r in reports.values())
   head = ["method", "any-defect F", "any-defect R", "image F (any defect)",
-          "false alarms / defect-free image"] + (["false alarms / metre"] if metres else [])
+          "false alarms / defect-free image"]
+  head += ["false alarms / metre (all images)"] if metres else []
   out = ["Any defect vs background, and false alarms on held-out defect-free images", "",
          "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for method, r in reports.items():
