@@ -269,7 +269,9 @@ class PlatformBackend(protocol.Backend):
                                     e.threshold, gt_boxes=s["boxes"],
                                     seg_map=lut[np.argmax(p["seg_probs"], -1)]
                                     if "seg_probs" in p else None) for s, p in kept]
-      drawing.grid(pics, columns=min(len(pics), 4)).save(os.path.join(out_dir, "detections.png"))
+      strips = pics[0].size[0] > 4 * pics[0].size[1]  # line-scan strips: one per row
+      drawing.grid(pics, columns=1 if strips else min(len(pics), 4)).save(
+          os.path.join(out_dir, "detections.png"))
     return evaluation._jsonable(report)  # pylint: disable=protected-access
 
   def pictures(self, workdir: str, done: Mapping[str, dict]) -> list[str]:
