@@ -74,6 +74,8 @@ class RemappedSource:
     return sample
 
   def __getattr__(self, attr):  # path_of, image_hw, layout, summary, ... of the wrapped source
+    if attr == "source":  # not set yet (unpickling): no recursion
+      raise AttributeError(attr)
     return getattr(self.source, attr)
 
 
