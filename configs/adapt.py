@@ -7,13 +7,23 @@
   fabgen adapt-aggregate --config configs/adapt.py:medium --workdir runs/agg --fabrics 40,41,42 \
       --seeds 0,1
 
+A real target, from folders (fabgen/adapt/real_target.py; README "Adapt to your own fabric"):
+
+  fabgen adapt --config configs/adapt.py:real --workdir runs/adapt_mill \
+      --config.target.good=photos/new_fabric --config.target.test=labelled/new_fabric
+
+  fabgen adapt --config configs/adapt.py:linescan --workdir runs/adapt_linescan
+
 Rerunning the same command resumes: finished stages (each a subfolder with result.json) are
 skipped. Variants: `simple` (default) and `complex` name the FabricSim preset; `demo` is the
 CPU-minutes version (configs/demo.py uses it); `medium` is the unit of the aggregate over target
 fabrics and seeds: FabricSim `simple_far` (targets of a weave family and yarn scale no source
 has), the demo's model sizes trained 3-4x longer, a source-validation score of the source
 detector, more synthesized images and evaluation images. Sized for one unit within 90 minutes
-on 2 CPU cores by scaling the demo's measured stage times (not yet timed end to end).
+on 2 CPU cores by scaling the demo's measured stage times (not yet timed end to end). `real`
+is the demo's sizes with a real target (`--config.target.good` is required); `linescan` is the
+zero-shot test: the demo's FabricSim-only detector (trained on `simple`) meets line-scan strips
+(`linescan` preset, 256x4096, its held-out target fabrics) it never saw, then is adapted.
 """
 
 import ml_collections
@@ -26,17 +36,35 @@ def training(spec: str, *overrides: str) -> ml_collections.ConfigDict:
 
 def get_config(arg=None):
   variant = arg or "simple"
-  if variant not in ("simple", "complex", "demo", "medium"):
+  if variant not in ("simple", "complex", "demo", "medium", "real", "linescan"):
     raise ValueError(f"configs/adapt.py: unknown variant {variant!r}; use simple, complex, demo, "
-                     f"medium")
+                     f"medium, real, linescan")
   if variant == "medium":
     return medium()
+  if variant == "real":
+    return real()
+  if variant == "linescan":
+    return linescan()
   demo = variant == "demo"
   c = ml_collections.ConfigDict()
   c.preset = "simple" if demo else variant     # FabricSim preset (its target fabrics are held out)
   c.seed = 0                                   # FabricSim, model and synthesis seed
   c.compilation_cache = True                   # persistent XLA cache in <workdir>/jax_cache
   c.target_fabric = -1                         # a target fabric id; -1 = the first one
+  # A real target instead (fabgen/adapt/real_target.py): reader specs of its images. Empty
+  # `good` = the FabricSim target fabric above.
+  c.target = ml_collections.ConfigDict({
+      "good": "",           # defect-free images: a plain folder, `aitex_root@good`, ...
+      "test": "",           # optional labelled test set, any layout (AITEX, COCO, masks folder)
+      "references": "",     # optional few labelled target defects: the cut-paste bank
+      "class_map": "",      # "their_name:detector_name,..." for target class names
+      "heldout_good": 8,    # defect-free images kept from synthesis to count false alarms on
+      "pixel_pitch_mm": 0.0,  # fabric length per image row: false alarms per metre (0 = off)
+      "name": "",           # the target's name in the table (default: the folder's)
+  })
+  # What the source detector and the generators learn from (a real target only): FabricSim
+  # (`preset`), a real labelled set, or both mixed (`real_weight` of every detector batch).
+  c.sources = ml_collections.ConfigDict({"fabricsim": True, "real": "", "real_weight": 0.5})
   c.methods = ("cutpaste", "multistage", "inpainter")   # rows of the table after "no adaptation"
   c.extra_generators = ml_collections.ConfigDict()  # method -> generator stage names, for new methods
   # Donors of the fusion network's training inputs: "stage1" = patches of the trained stage-1
@@ -133,4 +161,31 @@ def medium() -> ml_collections.ConfigDict:
   c.finetune.steps = 300
   c.eval.limit = 96
   c.eval.source_val = 96
+  return c
+
+
+def real() -> ml_collections.ConfigDict:
+  """The demo's sizes on a real target; set `--config.target.good=<folder>` (and `test`)."""
+  c = get_config("demo")
+  c.synth.num_backgrounds = 0    # every defect-free image not held out
+  c.eval.limit = 0               # every test image
+  return c
+
+
+def linescan() -> ml_collections.ConfigDict:
+  """Zero-shot and adapted: the demo's FabricSim `simple` detector on `linescan` target strips.
+
+  Sized for the shared 2-core machine (one run, not CI): cut-paste and the control only (no
+  generator training), 12 labelled test strips and 4 held-out defect-free strips (a 256x4096
+  strip renders in ~3 s), 16 background strips for 96 synthesized strips.
+  """
+  c = get_config("demo")
+  c.methods = ("cutpaste",)
+  c.target.good = "fabricsim:linescan:target_good:0"
+  c.target.test = "fabricsim:linescan:target_test:0"
+  c.target.name = "FabricSim linescan target fabrics"
+  c.target.heldout_good = 4
+  c.target.pixel_pitch_mm = 0.1
+  c.synth.num_backgrounds = 16
+  c.eval.limit = 12
   return c

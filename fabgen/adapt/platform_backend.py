@@ -122,15 +122,28 @@ class PlatformBackend(protocol.Backend):
             "final_metrics": {k: float(v) for k, v in metrics.items()
                               if isinstance(v, (int, float)) and k != "step"}}
 
+  def training_data(self, mixed: bool = True) -> list[str]:
+    """The `data.*` overrides of training on the sources (a real-target backend mixes in real
+    labelled data; here: the FabricSim preset's train split)."""
+    del mixed
+    return [f"data.source={self.source_spec('train')}"]
+
+  def replay_spec(self) -> str:
+    """The source data a fine-tune replays (and the control fine-tunes on)."""
+    return self.source_spec("train")
+
+  def cutpaste_bank(self) -> str:
+    """The labelled data whose real defect crops the cut-paste method pastes."""
+    return self.source_spec("train")
+
   def train_detector(self, out_dir: str) -> dict:
-    return self._train(self.config.detector, out_dir,
-                       [f"data.source={self.source_spec('train')}", f"seed={self.seed}"])
+    return self._train(self.config.detector, out_dir, self.training_data() + [f"seed={self.seed}"])
 
   def train_generator(self, name: str, out_dir: str, done: Mapping[str, dict]) -> dict:
     if name not in self.config.generators:
       raise ValueError(f"config.generators has no entry {name!r}; it has "
                        f"{sorted(self.config.generators)}")
-    extra = [f"data.source={self.source_spec('train')}", f"seed={self.seed}"]
+    extra = self.training_data(mixed=False) + [f"seed={self.seed}"]
     if name == "fusion":
       extra += fusion_donor_overrides(self.config, done)
     return self._train(self.config.generators[name], out_dir, extra)
@@ -138,16 +151,15 @@ class PlatformBackend(protocol.Backend):
   def finetune(self, detector: dict, synthetic: dict, out_dir: str) -> dict:
     f = self.config.finetune
     base = config_lib.get(resolve_spec(self.config.detector.spec),
-                          list(self.config.detector.overrides)
-                          + [f"data.source={self.source_spec('train')}"])
+                          list(self.config.detector.overrides) + self.training_data())
     # Replay: `finetune.replay` of every batch comes from the source train split, so classes a
     # method cannot paint (and the source fabrics) are not forgotten while adapting. The control
     # (synthetic=None) fine-tunes on the source train split alone, same steps and lr.
     replay = float(f.get("replay", 0.0)) if synthetic is not None else 0.0
-    data = synthetic["data"] if synthetic is not None else self.source_spec("train")
+    data = synthetic["data"] if synthetic is not None else self.replay_spec()
     cfg = task_lib.finetune_config(base, detector["checkpoint"], source=data,
                                    total_steps=f.steps, lr_factor=f.lr_factor,
-                                   mix_source=self.source_spec("train") if replay else None,
+                                   mix_source=self.replay_spec() if replay else None,
                                    mix_weight=replay)
     config_lib.validate(cfg)
     metrics = trainer.train(cfg, out_dir)
@@ -163,7 +175,7 @@ class PlatformBackend(protocol.Backend):
     a generator trained on sources lacking a class cannot paint it); the manifest records them.
     """
     if method == "cutpaste":
-      checkpoint = self.source_spec("train")
+      checkpoint = self.cutpaste_bank()
     elif method == "multistage":
       checkpoint = f"{done['stage1']['checkpoint']},{done['fusion']['checkpoint']}"
     else:
@@ -175,7 +187,7 @@ class PlatformBackend(protocol.Backend):
     if method == "multistage":  # real box sizes, windows up to the whole target image
       options = {"box_records": int(s.get("box_records", 200)),
                  "max_window": int(self.sim.preset.image_size)}
-    synth = synthesis.load(method, checkpoint, **options)
+    synth = self.load_synthesizer(method, checkpoint, options)
     wanted = synthesis.resolve_classes(target["classes"])
     class_ids = [c for c in wanted if c in synth.class_ids]
     skipped = [classes_lib.CLASSES[c] for c in wanted if c not in synth.class_ids]
@@ -184,8 +196,7 @@ class PlatformBackend(protocol.Backend):
                        f"classes {target['classes']}")
     if skipped:
       self.log(f"  {method} cannot paint {', '.join(skipped)} (not in what it was built from)")
-    src = self._open(self.source_spec("target_good"))
-    backgrounds = [np.asarray(src[i]["image"]) for i in target["good_indices"]]
+    backgrounds = self.target_backgrounds(target)
     data = os.path.join(out_dir, "data")
     run = stream.SynthesisRun(synth, backgrounds_lib.open_backgrounds(backgrounds), s.num, data,
                               seed=self.seed, class_ids=class_ids, batch_size=s.batch_size,
@@ -199,10 +210,24 @@ class PlatformBackend(protocol.Backend):
             "median_area_ratio": {k: v.get("median_area_ratio")
                                   for k, v in boxes["classes"].items()}}
 
+  def load_synthesizer(self, method: str, checkpoint: str, options: dict):
+    return synthesis.load(method, checkpoint, **options)
+
+  def target_backgrounds(self, target: dict) -> list[np.ndarray]:
+    """The target's defect-free images that synthesis paints on (whole images, any size)."""
+    src = self._open(self.source_spec("target_good"))
+    return [np.asarray(src[i]["image"]) for i in target["good_indices"]]
+
+  def target_defects(self, target: dict, count: int) -> list:
+    """Up to `count` of the target's labelled defect records (for pictures)."""
+    src = self._open(self.source_spec("target_test"))
+    return [src[i] for i in target["test_indices"][:count]]
+
   def real_boxes(self):
-    """Box sizes of real source defects (`synth.box_records` train records), computed once."""
+    """Box sizes of real source defects (`synth.box_records` records of the replayed source
+    data), computed once."""
     if self._real_boxes is None:
-      src = self._open(self.source_spec("train"))
+      src = self._open(self.replay_spec())
       n = int(self.config.synth.get("box_records", 200))
       self._real_boxes = box_stats.real_boxes(src[i] for i in readers.spread_indices(len(src), n))
     return self._real_boxes
@@ -220,18 +245,22 @@ class PlatformBackend(protocol.Backend):
                          what="held-out source images")
 
   def evaluate(self, detector: dict, out_dir: str, split: str = "target_test",
-               indices=None, what: str = "") -> dict:
+               indices=None, what: str = "", source=None, **options) -> dict:
+    """Scores `detector` on `source` (default: the FabricSim split `split`) at `indices`;
+    `options` go to `evaluation.evaluate` (good_sources, detector_class_ids, ...)."""
     predict_fn, info = infer.load_predictor(detector["checkpoint"])
     e = self.config.eval
-    src = self._open(self.source_spec(split))
+    src = self._open(self.source_spec(split)) if source is None else source
     if indices is None:
       target = protocol.stage_done(os.path.dirname(out_dir), "target") or self.target()
       indices, what = target["test_indices"], f"target fabric {target['fabric_id']}"
+    if options.get("detector_class_ids") == "detector":
+      options["detector_class_ids"] = info["class_ids"]
     ev, kept = evaluation.evaluate(predict_fn, src, threshold=e.threshold, tile=info["tile"],
                                    overlap=min(e.overlap, min(info["tile"]) // 2),
                                    batch_size=e.batch_size, indices=indices,
                                    seg_class_ids=info["class_ids"], keep_predictions=e.pictures,
-                                   log=self.log)
+                                   log=self.log, **options)
     report = evaluation.write_report(ev, out_dir, title=f"{detector['checkpoint']} on {what}")
     if kept:
       names = list(classes_lib.CLASSES)
@@ -240,16 +269,17 @@ class PlatformBackend(protocol.Backend):
                                     e.threshold, gt_boxes=s["boxes"],
                                     seg_map=lut[np.argmax(p["seg_probs"], -1)]
                                     if "seg_probs" in p else None) for s, p in kept]
-      drawing.grid(pics, columns=min(len(pics), 4)).save(os.path.join(out_dir, "detections.png"))
+      strips = pics[0].size[0] > 4 * pics[0].size[1]  # line-scan strips: one per row
+      drawing.grid(pics, columns=1 if strips else min(len(pics), 4)).save(
+          os.path.join(out_dir, "detections.png"))
     return evaluation._jsonable(report)  # pylint: disable=protected-access
 
   def pictures(self, workdir: str, done: Mapping[str, dict]) -> list[str]:
     """samples.png: real and synthesized defects as they are beside their outlined labels,
     then detections."""
     target = done["target"]
-    src = self._open(self.source_spec("target_test"))
     rows = []
-    real = preview.record_pairs(src[i] for i in target["test_indices"][:4])
+    real = preview.record_pairs(self.target_defects(target, 4))
     if real is not None:
       rows.append(("real target defects: as they are | label outlined", real))
     for name in self.config.methods:

@@ -192,8 +192,12 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str, backend: Backe
     reports[method] = run_stage(workdir, f"eval_{method}",
                                 lambda d, t=tuned: backend.evaluate(t, d), log)
   target = done["target"]
-  title = (f"Adaptation to target fabric {target.get('fabric_id')} "
-           f"({target.get('num_test', '?')} real defect images)")
+  if target.get("kind") == "real":
+    title = (f"Adaptation to {target.get('fabric_id')} ({target.get('num_test', 0)} labelled "
+             f"defect images, {target.get('num_heldout_good', 0)} held-out defect-free images)")
+  else:
+    title = (f"Adaptation to target fabric {target.get('fabric_id')} "
+             f"({target.get('num_test', '?')} real defect images)")
   md = table_lib.comparison_markdown(reports, title)
   if source_val is not None:
     head, rows = table_lib.comparison_rows({"source detector on source validation": source_val})

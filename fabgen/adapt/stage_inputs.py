@@ -41,8 +41,31 @@ def _generators(config, method: str) -> tuple[str, ...]:
   return tuple(extra[method]) if method in extra else tuple(protocol.GENERATORS.get(method, ()))
 
 
+def _real_target(config) -> bool:
+  return bool(config.get("target", {}).get("good", ""))
+
+
+def _real_sources(config) -> bool:
+  s = config.get("sources", {})
+  return bool(s.get("real", "")) or not s.get("fabricsim", True)
+
+
 def dependencies(config, name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-  """(config keys the stage reads, stages whose results it consumes)."""
+  """(config keys the stage reads, stages whose results it consumes).
+
+  A real target (`target.good`) adds the `target` section to the target stage's keys, real
+  sources add `sources` to every stage's; FabricSim-only runs keep the keys they always had, so
+  their workdirs resume unchanged.
+  """
+  keys, upstream = _dependencies(config, name)
+  if _real_sources(config):
+    keys = ("sources",) + keys
+  if name == "target" and _real_target(config):
+    keys = keys + ("target",)
+  return keys, upstream
+
+
+def _dependencies(config, name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
   if name == "target":
     return _WORLD + ("target_fabric", "synth.num_backgrounds", "eval.limit"), ()
   if name == "detector_source":

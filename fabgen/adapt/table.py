@@ -128,7 +128,11 @@ def comparison_markdown(reports: Mapping[str, Mapping], title: str,
                         levels: Sequence[str] = ("defect", "pixel", "image")) -> str:
   """The adaptation result: one table per level (defect level first, as the paper's)."""
   out = [f"### {title}", ""]
-  for level in levels:
+  labelled = any(r["classes"] for r in reports.values())
+  if not labelled:
+    out += ["No labelled target defect the detector knows: no per-class F (see the false alarms "
+            "and any unknown-class rows below).", ""]
+  for level in levels if labelled else ():
     if level == "pixel" and not all("pixel" in r["mean_f1"] for r in reports.values()):
       continue
     head, rows = comparison_rows(reports, level)
@@ -136,4 +140,50 @@ def comparison_markdown(reports: Mapping[str, Mapping], title: str,
             "|" + "---|" * len(head)]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     out.append("")
+  out += unknown_class_lines(reports) + false_alarm_lines(reports)
   return "\n".join(out)
+
+
+def unknown_class_lines(reports: Mapping[str, Mapping]) -> list[str]:
+  """Target classes the detector does not know: their counts, and the share of their defects a
+  box of any class found (per method); nothing when every class is known."""
+  names: list[str] = []
+  for r in reports.values():
+    names += [n for n in r.get("unknown_classes", {}) if n not in names]
+  if not names:
+    return []
+  counts = {n: next(r["unknown_classes"][n]["num_true"] for r in reports.values()
+                    if n in r.get("unknown_classes", {})) for n in names}
+  head = ["method"] + [f"{n} ({counts[n]})" for n in names]
+  out = ["Target classes the detector does not know (count in the header): found by a box of "
+         "any class, recall (%)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for method, r in reports.items():
+    u = r.get("unknown_classes", {})
+    out.append("| " + " | ".join([method] + [pct(u[n]["recall_any_class"]) if n in u else "-"
+                                             for n in names]) + " |")
+  return out + [""]
+
+
+def false_alarm_lines(reports: Mapping[str, Mapping]) -> list[str]:
+  """Class-agnostic rows ("is there a defect here?") and false alarms on defect-free images;
+  nothing when no report has defect-free images."""
+  if not any((r.get("false_alarms") or {}).get("num_good_images") for r in reports.values()):
+    return []
+  metres = any("per_metre" in (r.get("false_alarms") or {}) for r in reports.values())
+  head = ["method", "any-defect F", "any-defect R", "image F (any defect)",
+          "false alarms / defect-free image"]
+  head += ["false alarms / metre (all images)"] if metres else []
+  out = ["Any defect vs background, and false alarms on held-out defect-free images", "",
+         "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for method, r in reports.items():
+    fa = r.get("false_alarms") or {}
+    d = (r.get("any_defect") or {}).get("defect", {})
+    n_true = d.get("num_true", 0)
+    cells = [method, pct(d.get("f1")) if n_true else "-", pct(d.get("recall")) if n_true else "-",
+             pct((r.get("image_any_defect") or {}).get("f1")) if n_true else "-",
+             f"{_num(fa.get('per_good_image'))} ({fa.get('alarms_on_good_images', 0)} on "
+             f"{fa.get('num_good_images', 0)})"]
+    if metres:
+      cells.append(_num(fa.get("per_metre")))
+    out.append("| " + " | ".join(cells) + " |")
+  return out + [""]

@@ -63,14 +63,18 @@ def load_protocol_config(args: argparse.Namespace, command: str):
 
 def run_config(args: argparse.Namespace, command: str) -> int:
   """Loads the config (+ overrides) and runs the protocol with the platform backend."""
-  from fabgen.adapt import platform_backend, protocol  # pylint: disable=g-import-not-at-top
+  from fabgen.adapt import protocol, real_target  # pylint: disable=g-import-not-at-top
   log = progress_log()
   config = load_protocol_config(args, command)
   if config is None:
     return 2
+  try:  # a real target (config.target.good) or a FabricSim one
+    backend = real_target.make_backend(config, log)
+  except ValueError as e:
+    print(f"fabgen {command}: {e}", file=sys.stderr)
+    return 2
   prepare_process(config, args.workdir)
-  result = protocol.run_protocol(config, args.workdir,
-                                 platform_backend.PlatformBackend(config, log), log)
+  result = protocol.run_protocol(config, args.workdir, backend, log)
   log(f"wrote {args.workdir}/table.md, table.json and {', '.join(result['pictures']) or 'no'} "
       f"pictures; this run took {result['wall_s']:.0f}s")
   return 0

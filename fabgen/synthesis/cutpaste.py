@@ -53,12 +53,18 @@ class CutPasteSynthesizer(base.Synthesizer):
       raise base.SynthesisError(
           f"cutpaste --checkpoint must be a labelled data source (reader spec or folder); "
           f"cannot open {checkpoint!r}: {e}") from e
+    return cls.from_source(src, patch_size, max_per_class, max_records, name=checkpoint)
+
+  @classmethod
+  def from_source(cls, src, patch_size: int = 64, max_per_class: int = 64,
+                  max_records: int = 2000, name: str | None = None) -> "CutPasteSynthesizer":
+    """The crop bank of an opened labelled source (e.g. one with a class map applied)."""
     # A record only a full decode finds broken is left out, logged with its path and counted.
     records = skips.read_records(src, readers.spread_indices(len(src), max_records))
     bank = defect_crops.extract_crops(records, patch_size, max_per_class)
     if len(bank[0]) == 0:
-      raise base.SynthesisError(f"cutpaste: {checkpoint!r} has no defect instance that fits a "
-                                f"{patch_size}x{patch_size} crop")
+      raise base.SynthesisError(f"cutpaste: {name or getattr(src, 'name', src)!r} has no defect "
+                                f"instance that fits a {patch_size}x{patch_size} crop")
     return cls(*bank)
 
   def apply(self, state, backgrounds, class_ids, offsets, keys):

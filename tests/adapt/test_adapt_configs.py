@@ -20,7 +20,8 @@ def load(spec):
 
 
 @pytest.mark.parametrize("variant", ["adapt.py:demo", "adapt.py:simple", "adapt.py:complex",
-                                     "adapt.py:medium", "demo.py"])
+                                     "adapt.py:medium", "adapt.py:real", "adapt.py:linescan",
+                                     "demo.py"])
 def test_every_stage_config_validates(variant, monkeypatch, tmp_path):
   monkeypatch.chdir(tmp_path)  # specs must resolve from any directory
   config = load(variant)
