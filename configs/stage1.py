@@ -80,6 +80,9 @@ def get_config(arg=None):
   # grouped conv formulation: auto | xla | custom | einsum. tiny: einsum, measured fastest at
   # 8-channel groups (bench_stage1 --variants tiny: 69 ms/step vs 159 ms custom, 806 ms xla).
   m.conv_impl = "einsum" if tiny else "auto"
+  # Recompute each residual block in the backward pass (nnx.remat) instead of keeping its
+  # activations: the R1/R2 double backward's temporaries shrink (README: Scale, memory).
+  m.remat = False
 
   c.condition = ml_collections.ConfigDict()
   cd = c.condition
