@@ -65,6 +65,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"fabgen compile: {e}", file=sys.stderr)
     return 2
   devices = None
+  if args.topology and config.get("model") and config.model.get("conv_impl") == "auto":
+    # "auto" resolves on JAX's default backend, the host CPU here, whose grouped-conv custom VJP
+    # is not what the target TPU runs; compile the TPU's choice (fabgen.nn.grouped_conv).
+    from fabgen.nn import grouped_conv  # pylint: disable=g-import-not-at-top
+    with config.unlocked():
+      config.model.conv_impl = grouped_conv.default_impl("tpu")
+    print(f"fabgen compile: model.conv_impl=auto compiles as {config.model.conv_impl!r}, the "
+          f"formulation a TPU picks")
   if args.topology:
     try:
       from jax.experimental import topologies  # pylint: disable=g-import-not-at-top

@@ -25,6 +25,7 @@ sharding see.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -130,7 +131,7 @@ class _Stages(nnx.Module):
   """Blocks per stage with the fix-up scale L^(-1/4) for L = total blocks.
 
   `remat`: each block's activations are recomputed in the backward pass instead of kept
-  (`jax.checkpoint`, only the block's input and weights are saved). For the R1/R2 double backward of a GAN step
+  (only the block's input, and in a double backward its cotangent, are saved). For the R1/R2 double backward of a GAN step
   this trades one more forward per block for most of the temporaries (README, Scale section).
   """
 
@@ -159,10 +160,39 @@ class _Stages(nnx.Module):
 
 
 def _rematerialized(block, h):
-  """block(h) under `jax.checkpoint`: pure (split/merge, no state written back), so it composes
-  with the outer grad-of-grad of R1/R2 where `nnx.remat` would write Params across traces."""
+  """block(h) whose activations are recomputed, in the backward pass and in its derivative.
+
+  `jax.checkpoint` alone keeps only the block's input for the first backward, but a gradient
+  penalty differentiates that backward again (R1/R2: the gradient of ||dD/dx||^2), and the
+  recomputed activations and the inner cotangents become residuals of the outer backward
+  (measured: no saving). Here the forward *and* the block's VJP are each a checkpoint, so the
+  outer backward keeps only (state, input, cotangent) per block. Pure (split/merge, nothing
+  written back), so it composes with the outer grad-of-grad where `nnx.remat` writes Params.
+  """
   graphdef, state = nnx.split(block)
-  return jax.checkpoint(lambda st, x: nnx.merge(graphdef, st)(x))(state, h)
+  return _remat_apply(graphdef, state, h)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _remat_apply(graphdef, state, h):
+  return nnx.merge(graphdef, state)(h)
+
+
+def _remat_fwd(graphdef, state, h):
+  y = jax.checkpoint(lambda st, x: nnx.merge(graphdef, st)(x))(state, h)
+  return y, (state, h)
+
+
+def _remat_bwd(graphdef, residuals, ct):
+  state, h = residuals
+
+  def vjp(st, x, c):
+    return jax.vjp(lambda st, x: nnx.merge(graphdef, st)(x), st, x)[1](c)
+
+  return tuple(jax.checkpoint(vjp)(state, h, ct))
+
+
+_remat_apply.defvjp(_remat_fwd, _remat_bwd)
 
 
 def _add_transitions(module, widths, rngs):
