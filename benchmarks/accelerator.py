@@ -1,6 +1,6 @@
 """One command for an accelerator: every production training step in bf16, one table.
 
-  python -m benchmarks.accelerator --out bench_accel            # GPU/TPU: at most ~8 min
+  python -m benchmarks.accelerator --out bench_accel            # GPU/TPU: at most 8 min
   benchmarks/accelerator.sh                                     # the same, output in bench_accel/
   python -m benchmarks.accelerator --tiny --out /tmp/acc        # CPU smoke run (tiny variants)
 
@@ -8,8 +8,9 @@ On whatever JAX sees, each model in `MODELS` (stage 1 at 64 and 128, fusion, inp
 base, the diffusion U-Net, DGT) trains for a few timed steps through `benchmarks.harness` (the
 platform's mesh, shardings and donated jitted step) with `precision.compute_dtype=bfloat16`, on a
 synthetic batch built from the task's `abstract_batch()` (no data is read or rendered, so the
-figure is compute). Each model runs in its own subprocess with a time limit, so one that fails,
-runs out of memory or hangs is reported and the next one runs; a separate process also makes
+figure is compute). Each model runs in its own subprocess with a time limit (and the whole run
+within `--budget-s`, 480 s), so one that fails, runs out of memory or hangs is reported and the
+next one runs; a separate process also makes
 the device's `peak_bytes_in_use` that model's own peak. Writes `accelerator.json` and
 `accelerator.md` (images/s, step time, XLA FLOPs per step, MFU against the vendor's dense bf16
 peak of `harness.PEAK_FLOPS`, or the measured matmul peak on a CPU, peak memory).
@@ -174,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--dtype", default="bfloat16", help="precision.compute_dtype")
   parser.add_argument("--timeout-s", type=float, default=None,
                       help="per model (150; tiny: 300)")
+  parser.add_argument("--budget-s", type=float, default=480.0,
+                      help="the whole run; a model that would start past it is reported skipped")
   args = parser.parse_args(argv)
   models = dict(MODELS)
   labels = []
@@ -195,8 +198,13 @@ def main(argv: Sequence[str] | None = None) -> int:
   results = []
   for label in labels:
     spec = models[label][1 if args.tiny else 0]
+    left = args.budget_s - (time.perf_counter() - started)
+    if left < 10:
+      results.append({"label": label, "config": spec, "wall_s": 0.0,
+                      "status": f"skipped: the {args.budget_s:.0f}s budget is spent"})
+      continue
     r = run_model(label, spec, steps=steps, warmup=warmup, dtype=args.dtype,
-                  timeout_s=timeout_s)
+                  timeout_s=min(timeout_s, left))
     results.append(r)
     print(f"{label:<14} {r['status']:<10.60} step {_fmt(r.get('step_ms'), '.1f')} ms  "
           f"{_fmt(r.get('images_per_s'), '.1f')} img/s  {r['wall_s']:.0f}s", flush=True)
@@ -212,7 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, "accelerator.json"), "w", encoding="utf-8") as f:
     json.dump(summary, f, indent=2)
-  header = (f"Measured {when} on {count} x {kind} ({platform}), {args.dtype}, {steps} timed steps after {warmup} "
+  header = (f"Measured {when} on {count} x {kind} ({platform}), {args.dtype}, {steps} timed "
+            f"steps after {warmup} "
             f"warm-up{' (tiny variants)' if args.tiny else ''}; whole run "
             f"{summary['total_s']:.0f} s.")
   table = markdown(results, header)

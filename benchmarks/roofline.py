@@ -99,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"benchmarks.roofline: {path} has no flops_per_device/global_batch "
                          f"(written by an older fabgen compile?)")
       rows.append(row(os.path.splitext(os.path.basename(path))[0], report))
-    source = f"from `fabgen compile --json` reports: {', '.join(os.path.basename(p) for p in paths)}"
+    names = ", ".join(os.path.basename(p) for p in paths)
+    source = f"from `fabgen compile --json` reports: {names}"
   else:
     labels = [l for l in args.only.split(",") if l] or list(MODELS)
     for label in labels:

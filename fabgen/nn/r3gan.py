@@ -130,9 +130,9 @@ def linear(cin: int, cout: int, rngs: nnx.Rngs, gain: float = 1.0, zero: bool = 
 class _Stages(nnx.Module):
   """Blocks per stage with the fix-up scale L^(-1/4) for L = total blocks.
 
-  `remat`: each block's activations are recomputed in the backward pass instead of kept
-  (only the block's input, and in a double backward its cotangent, are saved). For the R1/R2 double backward of a GAN step
-  this trades one more forward per block for most of the temporaries (README, Scale section).
+  `remat`: each block's activations are recomputed in the backward pass instead of kept (only
+  the block's input, and in a double backward its cotangent, are saved). For the R1/R2 double
+  backward of a GAN step this trades recomputation for temporaries (README, Scale section).
   """
 
   def __init__(self, widths, blocks, expansion, group_width, cardinality, impl, rngs,

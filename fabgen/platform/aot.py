@@ -97,8 +97,9 @@ def aot_compile(config, mesh_sizes: Mapping[str, int] | None = None, *, task=Non
 
   Everything is abstract (`jax.ShapeDtypeStruct`s carrying shardings), so a model too large for
   the host compiles all the same, and no training set is built. `mesh_sizes` overrides
-  `config.mesh`. `compiler_options` go to XLA (e.g. `MEMORY_CHECK_OPTIONS` on CPU). The report holds memory per device (`memory`), XLA's per-device cost
-  (`flops_per_device`, `bytes_accessed_per_device`), the global batch size and the compile time.
+  `config.mesh`. `compiler_options` go to XLA (e.g. `MEMORY_CHECK_OPTIONS` on CPU). The report
+  holds memory per device (`memory`), XLA's per-device cost (`flops_per_device`,
+  `bytes_accessed_per_device`), the global batch size and the lowering and compile times.
   """
   sizes = dict(config.mesh.to_dict() if hasattr(config.mesh, "to_dict") else config.mesh)
   sizes.update(mesh_sizes or {})
