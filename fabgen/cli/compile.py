@@ -4,10 +4,14 @@
   fabgen compile --config configs/fusion.py:128 --mesh data=16,fsdp=4 --platform cpu
   fabgen compile --config configs/reference.py:big --mesh data=4,fsdp=4 --topology v5e:4x4
 
-Nothing is allocated: the state and batch are abstract, so the answer (does it fit?) comes before
-holding the pod. `--platform cpu` compiles on this host with as many forced CPU devices as the
-mesh needs (argument/state bytes are exact, temporaries are XLA:CPU's); `--topology` compiles
-for a TPU slice through `jax.experimental.topologies` where libtpu is installed.
+Nothing is read or allocated: the state (`jax.eval_shape` of `init_state`) and the batch
+(`Task.abstract_batch`) are abstract, so the answer (does it fit?) comes before holding the pod
+and before any training set is built. `--platform cpu` compiles on this host with as many forced
+CPU devices as the mesh needs (argument/state bytes are exact, temporaries are XLA:CPU's), with
+code generation at -O0 (`aot.MEMORY_CHECK_OPTIONS`: the same memory and cost analysis, half the
+time; `--full-codegen` turns it off); `--topology` compiles for a TPU slice through
+`jax.experimental.topologies` where libtpu is installed (`pip install -e '.[tpu-compile]'`).
+Prints memory per device and XLA's FLOPs and bytes accessed per device and per image.
 """
 
 from __future__ import annotations
