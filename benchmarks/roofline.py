@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          f"(written by an older fabgen compile?)")
       rows.append(row(os.path.splitext(os.path.basename(path))[0], report))
     names = ", ".join(os.path.basename(p) for p in paths)
-    source = f"from `fabgen compile --json` reports: {names}"
+    source = f"from the JSON reports of fabgen compile: {names}"
   else:
     labels = [l for l in args.only.split(",") if l] or list(MODELS)
     for label in labels:
