@@ -94,3 +94,25 @@ def get_config(arg=None):
   c.summary_every_steps = 0
   c.sharding_rules = list(sharding_lib.DETECTOR_RULES)  # see fabgen/platform/sharding.py
   return c
+
+
+def get_sweep(hyper, study="loss"):
+  """Grids `launch/sweep.py configs/detector.py:base --study loss|scale --workdir W` expands.
+
+  loss: the box-regression weights (L1, GIoU) of the set loss and the segmentation head's
+  weight (0 = boxes only), 8 runs. scale: the global batch with the learning rate scaled by its
+  square root from base's 64 @ 2e-4, 3 runs.
+  """
+  if study == "loss":
+    return hyper.product([
+        hyper.zipit([hyper.sweep("config.loss.l1", [5.0, 2.0]),
+                     hyper.sweep("config.loss.giou", [2.0, 5.0])]),
+        hyper.sweep("config.loss.vfl", [1.0, 2.0]),
+        hyper.sweep("config.loss.seg", [0.0, 1.0]),
+    ])
+  if study == "scale":
+    batches = [32, 64, 128]
+    lrs = [float(f"{2e-4 * (b / 64) ** 0.5:.3g}") for b in batches]
+    return hyper.zipit([hyper.sweep("config.batch_size", batches),
+                        hyper.sweep("config.optim.lr", lrs)])
+  raise ValueError(f"configs/detector.py: get_sweep study={study!r}; use loss or scale")

@@ -102,3 +102,25 @@ def get_config(arg=None):
   c.sharding_rules = list(sharding_lib.CONV_GAN_RULES)  # see fabgen/platform/sharding.py
   return c
 
+
+
+def get_sweep(hyper, study="loss"):
+  """Grids `launch/sweep.py configs/fusion.py:64 --study loss|scale --workdir W` expands.
+
+  loss: the adversarial objective (the paper's nsgan, rpgan with R1/R2, hinge) x the seam-band
+  weight of D (0 = none, 4 = default), 6 runs. scale: the global batch with the learning rate
+  scaled by its square root from 32 @ the 64 variant's lr_t / lr_d, 3 runs.
+  """
+  if study == "loss":
+    return hyper.product([
+        hyper.sweep("config.loss.objective", ["nsgan", "rpgan", "hinge"]),
+        hyper.sweep("config.loss.seam_weight", [0.0, 4.0]),
+    ])
+  if study == "scale":
+    batches = [32, 64, 128]
+    op = get_config("64").optim
+    scaled = lambda lr: [float(f"{lr * (b / 32) ** 0.5:.3g}") for b in batches]  # noqa: E731
+    return hyper.zipit([hyper.sweep("config.batch_size", batches),
+                        hyper.sweep("config.optim.lr_t", scaled(op.lr_t)),
+                        hyper.sweep("config.optim.lr_d", scaled(op.lr_d))])
+  raise ValueError(f"configs/fusion.py: get_sweep study={study!r}; use loss or scale")

@@ -89,6 +89,9 @@ def get_config(arg=None):
   # grouped conv formulation: auto | xla | custom | einsum. tiny: einsum, measured fastest at
   # 8-channel groups (bench_stage1 --variants tiny: 69 ms/step vs 159 ms custom, 806 ms xla).
   m.conv_impl = "einsum" if tiny else "auto"
+  # Recompute each residual block in the backward pass (nnx.remat) instead of keeping its
+  # activations: the R1/R2 double backward's temporaries shrink (README: Scale, memory).
+  m.remat = False
 
   c.condition = ml_collections.ConfigDict()
   cd = c.condition
@@ -180,3 +183,24 @@ def _grid_values(text: str, key: str, kind) -> tuple:
                        f"int")
     values.append(kind(number))
   return tuple(values)
+
+
+def get_sweep(hyper, study="loss"):
+  """Grids `launch/sweep.py configs/stage1.py:64 --study loss|scale --workdir W` expands.
+
+  loss: the D/G objective x which zero-centred penalties (R3GAN's RpGAN + R1 + R2, R1 only,
+  none), 9 runs. scale: the global batch with the learning rate scaled by its square root from
+  the production 64 @ 2e-4, 4 runs (batch must divide the mesh's data x fsdp).
+  """
+  if study == "loss":
+    return hyper.product([
+        hyper.sweep("config.loss.kind", ["rpgan", "nsgan", "hinge"]),
+        hyper.zipit([hyper.sweep("config.loss.r1", [True, True, False]),
+                     hyper.sweep("config.loss.r2", [True, False, False])]),
+    ])
+  if study == "scale":
+    batches = [32, 64, 128, 256]
+    lrs = [float(f"{2e-4 * (b / 64) ** 0.5:.3g}") for b in batches]
+    return hyper.zipit([hyper.sweep("config.batch_size", batches),
+                        hyper.sweep("config.optim.lr", lrs)])
+  raise ValueError(f"configs/stage1.py: get_sweep study={study!r}; use loss or scale")

@@ -9,6 +9,7 @@
 # With -n N > 1 every process gets FABGEN_COORDINATOR/NUM_PROCESSES/PROCESS_ID (read by
 # fabgen.platform.distributed) and, when GPUs are visible, its own GPU. Extra arguments go to
 # `fabgen train`. SIGTERM/SIGINT are forwarded: every process checkpoints and exits.
+# FABGEN_DRY_RUN=1 prints each process's command (with its environment) and runs nothing.
 set -euo pipefail
 
 NUM=1
@@ -22,13 +23,15 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 
 if [[ "$NUM" == 1 ]]; then
-  exec "$PY" -m fabgen.cli.main train --config "$CONFIG" --workdir "$WORKDIR" "$@"
+  CMD=("$PY" -m fabgen.cli.main train --config "$CONFIG" --workdir "$WORKDIR" "$@")
+  if [[ -n "${FABGEN_DRY_RUN:-}" ]]; then printf '%q ' "${CMD[@]}"; echo; exit 0; fi
+  exec "${CMD[@]}"
 fi
 
 PORT="${PORT:-$("$PY" -c 'import socket; s=socket.socket(); s.bind(("localhost", 0)); print(s.getsockname()[1])')}"
 GPUS=0
 if command -v nvidia-smi >/dev/null 2>&1; then GPUS="$(nvidia-smi -L | wc -l)"; fi
-mkdir -p "$WORKDIR"
+if [[ -z "${FABGEN_DRY_RUN:-}" ]]; then mkdir -p "$WORKDIR"; fi
 PIDS=()
 for ((i = 0; i < NUM; i++)); do
   ENV=(FABGEN_COORDINATOR="localhost:$PORT" FABGEN_NUM_PROCESSES="$NUM" FABGEN_PROCESS_ID="$i")
@@ -37,10 +40,12 @@ for ((i = 0; i < NUM; i++)); do
   else
     ENV+=(JAX_PLATFORMS=cpu XLA_FLAGS="--xla_force_host_platform_device_count=${CPU_DEVICES:-1}")
   fi
-  env "${ENV[@]}" "$PY" -m fabgen.cli.main train --config "$CONFIG" --workdir "$WORKDIR" "$@" \
-    > >(sed "s/^/[$i] /") 2>&1 &
+  CMD=(env "${ENV[@]}" "$PY" -m fabgen.cli.main train --config "$CONFIG" --workdir "$WORKDIR" "$@")
+  if [[ -n "${FABGEN_DRY_RUN:-}" ]]; then printf '%q ' "${CMD[@]}"; echo; continue; fi
+  "${CMD[@]}" > >(sed "s/^/[$i] /") 2>&1 &
   PIDS+=($!)
 done
+if [[ -n "${FABGEN_DRY_RUN:-}" ]]; then exit 0; fi
 trap 'kill -TERM "${PIDS[@]}" 2>/dev/null' TERM INT
 STATUS=0
 for pid in "${PIDS[@]}"; do wait "$pid" || STATUS=$?; done

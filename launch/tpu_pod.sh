@@ -10,6 +10,8 @@
 # FABGEN_DISTRIBUTED=1 makes each call jax.distributed.initialize(), which learns the slice from
 # the TPU metadata server. The workdir must be shared (a gs:// bucket; orbax writes it directly).
 # Check memory first, without the pod: fabgen compile --config ... --mesh data=8,fsdp=4
+# Dry run (prints every gcloud command it would run, runs nothing; no gcloud needed):
+#   FABGEN_DRY_RUN=1 TPU=my-v5e-32 ZONE=us-west4-a launch/tpu_pod.sh train configs/fusion.py:64 DIR
 set -euo pipefail
 
 : "${TPU:?set TPU=<tpu name>}"
@@ -19,8 +21,13 @@ if [[ -n "${PROJECT:-}" ]]; then PROJECT_FLAG=(--project "$PROJECT"); fi
 DIR="${REMOTE_DIR:-fabgen}"
 
 on_all() {
-  gcloud compute tpus tpu-vm ssh "$TPU" --zone "$ZONE" "${PROJECT_FLAG[@]}" --worker=all \
-    --command "$1"
+  local cmd=(gcloud compute tpus tpu-vm ssh "$TPU" --zone "$ZONE" "${PROJECT_FLAG[@]}"
+             --worker=all --command "$1")
+  if [[ -n "${FABGEN_DRY_RUN:-}" ]]; then
+    printf '%q ' "${cmd[@]}"; echo
+    return 0
+  fi
+  "${cmd[@]}"
 }
 
 quote() { printf '%q ' "$@"; }
@@ -29,8 +36,8 @@ case "${1:-}" in
   setup)
     : "${REPO:?set REPO=<git URL of your fabgen repository>}"
     on_all "set -e; [ -d $DIR ] || git clone $REPO $DIR; cd $DIR && git pull --ff-only && \
-      python3 -m venv .venv && .venv/bin/pip install -q -e . && \
-      .venv/bin/pip install -q 'jax[tpu]' -f https://storage.googleapis.com/jax-releases/libtpu_releases.html"
+      python3 -m venv .venv && .venv/bin/pip install -q -e '.[tpu]' \
+      -f https://storage.googleapis.com/jax-releases/libtpu_releases.html"
     ;;
   train)
     shift

@@ -4,10 +4,14 @@
   fabgen compile --config configs/fusion.py:128 --mesh data=16,fsdp=4 --platform cpu
   fabgen compile --config configs/reference.py:big --mesh data=4,fsdp=4 --topology v5e:4x4
 
-Nothing is allocated: the state and batch are abstract, so the answer (does it fit?) comes before
-holding the pod. `--platform cpu` compiles on this host with as many forced CPU devices as the
-mesh needs (argument/state bytes are exact, temporaries are XLA:CPU's); `--topology` compiles
-for a TPU slice through `jax.experimental.topologies` where libtpu is installed.
+Nothing is read or allocated: the state (`jax.eval_shape` of `init_state`) and the batch
+(`Task.abstract_batch`) are abstract, so the answer (does it fit?) comes before holding the pod
+and before any training set is built. `--platform cpu` compiles on this host with as many forced
+CPU devices as the mesh needs (argument/state bytes are exact, temporaries are XLA:CPU's), with
+code generation at -O0 (`aot.MEMORY_CHECK_OPTIONS`: the same memory and cost analysis, half the
+time; `--full-codegen` turns it off); `--topology` compiles for a TPU slice through
+`jax.experimental.topologies` where libtpu is installed (`pip install -e '.[tpu-compile]'`).
+Prints memory per device and XLA's FLOPs and bytes accessed per device and per image.
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--memory-limit-gib", type=float, default=None,
                       help="exit 1 if the per-device total exceeds this")
   parser.add_argument("--json", default=None, help="write the report here")
+  parser.add_argument("--full-codegen", action="store_true",
+                      help="with --platform cpu: optimise the machine code too (slower; the "
+                           "memory and FLOP figures are the same)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,6 +69,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"fabgen compile: {e}", file=sys.stderr)
     return 2
   devices = None
+  if args.topology and config.get("model") and config.model.get("conv_impl") == "auto":
+    # "auto" resolves on JAX's default backend, the host CPU here, whose grouped-conv custom VJP
+    # is not what the target TPU runs; compile the TPU's choice (fabgen.nn.grouped_conv).
+    from fabgen.nn import grouped_conv  # pylint: disable=g-import-not-at-top
+    with config.unlocked():
+      config.model.conv_impl = grouped_conv.default_impl("tpu")
+    print(f"fabgen compile: model.conv_impl=auto compiles as {config.model.conv_impl!r}, the "
+          f"formulation a TPU picks")
   if args.topology:
     try:
       from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
@@ -78,14 +93,24 @@ def run(args: argparse.Namespace) -> int:
     return 2
   if needed and needed < available and devices is None:
     devices = jax.devices()[:needed]
-  report = aot.aot_compile(config, sizes, devices=devices)
+  options = None
+  if args.platform == "cpu" and not args.full_codegen:
+    options = aot.MEMORY_CHECK_OPTIONS  # same memory and FLOPs, half the compile time
+  report = aot.aot_compile(config, sizes, devices=devices, compiler_options=options)
   mem = report["memory"]
   gib = mem.get("total_bytes_per_device", 0) / 2 ** 30
   print(f"{config.task}: mesh {report['mesh']} on {report['devices']} x {report['device_kind']}"
-        f" compiled in {report['compile_s']:.1f}s")
+        f" compiled in {report['compile_s']:.1f}s (lowered in {report['lower_s']:.1f}s), "
+        f"global batch {report['global_batch']}")
+  print("  memory per device:")
   for key, value in mem.items():
     print(f"  {key:<32} {value / 2 ** 20:12.2f} MiB")
   print(f"  state (all devices)              {report['state_bytes_total'] / 2 ** 20:12.2f} MiB")
+  per_device = report["flops_per_device"]
+  if per_device is not None:
+    print(f"  XLA cost per device: {per_device / 1e9:.2f} GFLOP, "
+          f"{(report['bytes_accessed_per_device'] or 0) / 2 ** 30:.2f} GiB accessed; "
+          f"{per_device * report['devices'] / report['global_batch'] / 1e9:.3f} GFLOP per image")
   if args.json:
     with open(args.json, "w", encoding="utf-8") as f:
       json.dump(report, f, indent=2)

@@ -40,6 +40,7 @@ from fabgen.platform import input_options
 from fabgen.platform import nnx_bridge
 from fabgen.platform import precision as precision_lib
 from fabgen.platform import schedules
+from fabgen.platform import task as task_lib
 from fabgen.platform.task import Task
 
 
@@ -226,6 +227,15 @@ class DetectorTask(Task):
 
   def build_mix_source(self):
     return open_source(self.config.data.mix_source)
+
+  def abstract_batch(self):
+    """The batch `dataset` yields (`fabgen.data.sample` keys in `_KEYS`), data-free."""
+    b, s = self.config.batch_size, self.config.image_size
+    n, m = sample_lib.MAX_INSTANCES, sample_lib.MAX_BOXES
+    return task_lib.batch_spec(image=((b, s, s, 3), np.uint8),
+                               instance_mask=((b, s, s), np.int32),
+                               instance_class=((b, n), np.int32), boxes=((b, m, 4), np.float32),
+                               box_class=((b, m), np.int32))
 
   def dataset(self, process_index, process_count, seed):
     if self.source is None:

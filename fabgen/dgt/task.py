@@ -39,6 +39,7 @@ from fabgen.platform import input_options
 from fabgen.platform import nnx_bridge
 from fabgen.platform import precision as precision_lib
 from fabgen.platform import sharding as sharding_lib
+from fabgen.platform import task as task_lib
 from fabgen.platform.task import Task
 
 
@@ -96,6 +97,12 @@ class DGTTask(Task):
       self.pairs = data_lib.paired_set(d.source, self.class_names, d.num_records,
                                        self.config.image_size)
     return self.pairs
+
+  def abstract_batch(self):
+    """The batch `dataset` yields (`fabgen.dgt.data.dataset`), data-free."""
+    b, s = self.config.batch_size, self.config.image_size
+    return task_lib.batch_spec(clean=((b, s, s, 3), np.uint8), image=((b, s, s, 3), np.uint8),
+                               mask=((b, s, s), np.float32), label=((b,), np.int32))
 
   def dataset(self, process_index, process_count, seed):
     return data_lib.dataset(self.get_pairs(), self.config.batch_size // process_count,

@@ -25,6 +25,7 @@ from fabgen.diffusion import unet as unet_lib
 from fabgen.platform import input_options
 from fabgen.platform import precision as precision_lib
 from fabgen.platform import schedules
+from fabgen.platform import task as task_lib
 from fabgen.platform.task import Task
 
 
@@ -98,6 +99,12 @@ class DiffusionTask(Task):
             {**metrics, "grad_norm/unet": optax.tree.norm(grads["unet"]),
              "grad_norm/vae": optax.tree.norm(grads["vae"]),
              "grad_norm/text": optax.tree.norm(grads["text"]), "lr": self.lr(state["step"])})
+
+  def abstract_batch(self):
+    """The batch `dataset` yields (`fabgen.diffusion.data.crop_dataset`), data-free."""
+    b, s = self.config.batch_size, self.config.data.image_size
+    return task_lib.batch_spec(image=((b, s, s, 3), np.uint8), mask=((b, s, s), np.float32),
+                               class_id=((b,), np.int32))
 
   def dataset(self, process_index, process_count, seed):
     return data_lib.crop_dataset(self.get_crops(), self.config.batch_size, process_index,

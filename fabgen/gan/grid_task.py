@@ -234,6 +234,9 @@ class GridTask(Task):
   def dataset(self, process_index, process_count, seed):
     return self.inner.dataset(process_index, process_count, seed)
 
+  def abstract_batch(self):
+    return self.inner.abstract_batch()
+
   def batch_axes(self):
     return self.inner.batch_axes()
 

@@ -25,6 +25,7 @@ sharding see.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -145,14 +146,21 @@ def linear(cin: int, cout: int, rngs: nnx.Rngs, gain: float = 1.0, zero: bool = 
 
 
 class _Stages(nnx.Module):
-  """Blocks per stage with the fix-up scale L^(-1/4) for L = total blocks."""
+  """Blocks per stage with the fix-up scale L^(-1/4) for L = total blocks.
 
-  def __init__(self, widths, blocks, expansion, group_width, cardinality, impl, rngs):
+  `remat`: each block's activations are recomputed in the backward pass instead of kept (only
+  the block's input, and in a double backward its cotangent, are saved). For the R1/R2 double
+  backward of a GAN step this trades recomputation for temporaries (README, Scale section).
+  """
+
+  def __init__(self, widths, blocks, expansion, group_width, cardinality, impl, rngs,
+               remat: bool = False):
     n = len(widths)
     blocks = _per_stage(blocks, n, "blocks")
     cards = _per_stage(cardinality, n, "cardinality") if cardinality else (None,) * n
     scale = max(1, sum(blocks)) ** -0.25
     self.blocks = blocks
+    self.remat = bool(remat)
     # Named attributes (not lists) so that parameter paths are strings: "s1_b0".
     for i, (w, b, c) in enumerate(zip(widths, blocks, cards)):
       for j in range(b):
@@ -164,8 +172,45 @@ class _Stages(nnx.Module):
 
   def run(self, i, h):
     for j in range(self.blocks[i]):
-      h = getattr(self, f"s{i}_b{j}")(h)
+      block = getattr(self, f"s{i}_b{j}")
+      h = _rematerialized(block, h) if self.remat else block(h)
     return h
+
+
+def _rematerialized(block, h):
+  """block(h) whose activations are recomputed, in the backward pass and in its derivative.
+
+  `jax.checkpoint` alone keeps only the block's input for the first backward, but a gradient
+  penalty differentiates that backward again (R1/R2: the gradient of ||dD/dx||^2), and the
+  recomputed activations and the inner cotangents become residuals of the outer backward
+  (measured: no saving). Here the forward *and* the block's VJP are each a checkpoint, so the
+  outer backward keeps only (state, input, cotangent) per block. Pure (split/merge, nothing
+  written back), so it composes with the outer grad-of-grad where `nnx.remat` writes Params.
+  """
+  graphdef, state = nnx.split(block)
+  return _remat_apply(graphdef, state, h)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _remat_apply(graphdef, state, h):
+  return nnx.merge(graphdef, state)(h)
+
+
+def _remat_fwd(graphdef, state, h):
+  y = jax.checkpoint(lambda st, x: nnx.merge(graphdef, st)(x))(state, h)
+  return y, (state, h)
+
+
+def _remat_bwd(graphdef, residuals, ct):
+  state, h = residuals
+
+  def vjp(st, x, c):
+    return jax.vjp(lambda st, x: nnx.merge(graphdef, st)(x), st, x)[1](c)
+
+  return tuple(jax.checkpoint(vjp)(state, h, ct))
+
+
+_remat_apply.defvjp(_remat_fwd, _remat_bwd)
 
 
 def _add_transitions(module, widths, rngs):
@@ -192,7 +237,7 @@ class Generator(nnx.Module):
   def __init__(self, noise_dim: int, widths: Sequence[int], blocks=2, out_channels: int = 3,
                expansion: int = 2, group_width: int = 16, cardinality=None, cond_dim: int = 0,
                embed_dim: int = 64, extra_channels: int = 0, impl: str = "auto",
-               *, rngs: nnx.Rngs):
+               remat: bool = False, *, rngs: nnx.Rngs):
     widths = tuple(widths)
     self.noise_dim, self.cond_dim, self.extra_channels = noise_dim, cond_dim, extra_channels
     self.resolution = 4 * 2 ** (len(widths) - 1)
@@ -201,7 +246,7 @@ class Generator(nnx.Module):
     zin = noise_dim + (embed_dim if cond_dim else 0)
     self.basis = nnx.Param(jax.random.normal(rngs.params(), (4, 4, widths[0])))
     self.basis_scale = linear(zin, widths[0], rngs)
-    self.trunk = _Stages(widths, blocks, expansion, group_width, cardinality, impl, rngs)
+    self.trunk = _Stages(widths, blocks, expansion, group_width, cardinality, impl, rngs, remat)
     _add_transitions(self, widths, rngs)
     for i, w in enumerate(widths if extra_channels else ()):
       setattr(self, f"inject{i}", linear(extra_channels, w, rngs, zero=True))
@@ -233,12 +278,12 @@ class Discriminator(nnx.Module):
   def __init__(self, widths: Sequence[int], blocks=2, in_channels: int = 3,
                expansion: int = 2, group_width: int = 16, cardinality=None, cond_dim: int = 0,
                embed_dim: int = 64, extra_channels: int = 0, impl: str = "auto",
-               *, rngs: nnx.Rngs):
+               remat: bool = False, *, rngs: nnx.Rngs):
     widths = tuple(widths)
     self.cond_dim, self.embed_dim = cond_dim, embed_dim
     self.resolution = 4 * 2 ** (len(widths) - 1)
     self.stem = linear(in_channels + extra_channels, widths[0], rngs)
-    self.trunk = _Stages(widths, blocks, expansion, group_width, cardinality, impl, rngs)
+    self.trunk = _Stages(widths, blocks, expansion, group_width, cardinality, impl, rngs, remat)
     _add_transitions(self, widths, rngs)
     # 4x4 depthwise conv over a 4x4 map (valid padding) = a learned per-channel spatial weighting.
     self.basis = nnx.Param(_he(rngs.params(), (4, 4, widths[-1]), 16, 1.0, gain=1.0))

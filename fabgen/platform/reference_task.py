@@ -27,6 +27,7 @@ from fabgen.platform import nnx_bridge
 from fabgen.platform import precision as precision_lib
 from fabgen.platform import schedules
 from fabgen.platform import sharding as sharding_lib
+from fabgen.platform import task as task_lib
 from fabgen.platform.task import Task
 
 
@@ -124,6 +125,12 @@ class ReferenceTask(Task):
                  "ema": ema_lib.ema_update(state["ema"], params, decay)}
     return new_state, {**metrics, "grad_norm": optax.tree.norm(grads),
                        "lr": self.lr(state["step"])}
+
+  def abstract_batch(self):
+    """The batch `dataset` yields (`make_batch`), from the config alone."""
+    b, d = self.config.batch_size, self.config.data
+    return task_lib.batch_spec(image=((b, d.image_size, d.image_size, d.channels), np.float32),
+                               label=((b,), np.int32))
 
   def dataset(self, process_index, process_count, seed):
     d, m = self.config.data, self.config.model

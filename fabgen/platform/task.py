@@ -17,6 +17,7 @@ from typing import Any, Iterator, Mapping
 
 import jax
 import ml_collections
+import numpy as np
 
 PyTree = Any
 Batch = Mapping[str, Any]
@@ -82,6 +83,17 @@ class Task(abc.ABC):
     """
     return state
 
+  def abstract_batch(self) -> Mapping[str, jax.ShapeDtypeStruct]:
+    """The global batch's shapes and dtypes (`config.batch_size` rows), without reading data.
+
+    What `fabgen compile` and the benchmarks compile against: a pod-sized compile must not first
+    build a training set (stage 1 renders thousands of FabricSim frames and their VGG features).
+    Every production task overrides this with shapes computed from its config; a test checks
+    each against its real first batch. This default reads one batch (slow, but always right).
+    """
+    batch = next(iter(self.dataset(0, 1, self.config.seed)))
+    return {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype) for k, v in batch.items()}
+
   def batch_axes(self) -> Mapping[str, Any]:
     """Logical axes of batch entries; the default shards the leading axis over data parallelism."""
     return {}
@@ -103,6 +115,12 @@ class Task(abc.ABC):
   def param_count_tree(self, state: PyTree) -> PyTree:
     """The part of the state whose parameter overview is logged at start (default: all)."""
     return state
+
+
+def batch_spec(**entries: tuple[tuple[int, ...], Any]) -> dict[str, jax.ShapeDtypeStruct]:
+  """`batch_spec(image=((b, s, s, 3), np.uint8))` -> {"image": ShapeDtypeStruct(...)}."""
+  return {k: jax.ShapeDtypeStruct(tuple(int(d) for d in shape), np.dtype(dtype))
+          for k, (shape, dtype) in entries.items()}
 
 
 def infinite(it: Iterator) -> Iterator:

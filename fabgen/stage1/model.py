@@ -42,7 +42,7 @@ class Stage1G(nnx.Module):
                gram_dim: int = 128, class_dim: int = 32, cond_hidden: int = 256,
                expansion: int = 2, group_width: int = 16, embed_dim: int = 64,
                mask_channel: bool = True, squash_output: bool = True,
-               impl: str = "auto", rngs: nnx.Rngs):
+               impl: str = "auto", remat: bool = False, rngs: nnx.Rngs):
     self.mask_channel = bool(mask_channel)
     self.squash = bool(squash_output)
     self.conditional = bool(conditional)
@@ -54,7 +54,7 @@ class Stage1G(nnx.Module):
         noise_dim, widths, blocks, out_channels=4 if self.mask_channel else 3,
         expansion=expansion, group_width=group_width,
         cond_dim=self.cond.dim if self.conditional else 0, embed_dim=embed_dim,
-        extra_channels=3 if self.background_input else 0, impl=impl, rngs=rngs)
+        extra_channels=3 if self.background_input else 0, impl=impl, remat=remat, rngs=rngs)
 
   @classmethod
   def from_config(cls, m: ml_collections.ConfigDict, feature_dim: int,
@@ -79,7 +79,7 @@ class Stage1D(nnx.Module):
                conditional: bool = True, num_classes: int = 6, gram_dim: int = 128,
                class_dim: int = 32, cond_hidden: int = 256, expansion: int = 2,
                group_width: int = 16, embed_dim: int = 64, mask_channel: bool = True,
-               impl: str = "auto", rngs: nnx.Rngs):
+               impl: str = "auto", remat: bool = False, rngs: nnx.Rngs):
     self.conditional = bool(conditional)
     self.cond = (condition_lib.ConditionEmbedding(feature_dim, gram_dim, num_classes, class_dim,
                                                   cond_hidden, rngs=rngs)
@@ -87,7 +87,7 @@ class Stage1D(nnx.Module):
     self.net = r3gan.Discriminator(
         widths, blocks, in_channels=4 if mask_channel else 3, expansion=expansion,
         group_width=group_width, cond_dim=self.cond.dim if self.conditional else 0,
-        embed_dim=embed_dim, impl=impl, rngs=rngs)
+        embed_dim=embed_dim, impl=impl, remat=remat, rngs=rngs)
 
   @classmethod
   def from_config(cls, m: ml_collections.ConfigDict, feature_dim: int,
@@ -104,7 +104,8 @@ def _shared_args(m: ml_collections.ConfigDict) -> dict:
   """The conditioning and block arguments G and D take from the same config keys."""
   return {"conditional": m.conditional, "num_classes": m.num_classes, "gram_dim": m.gram_dim,
           "class_dim": m.class_dim, "cond_hidden": m.cond_hidden, "expansion": m.expansion,
-          "group_width": m.group_width, "embed_dim": m.embed_dim}
+          "group_width": m.group_width, "embed_dim": m.embed_dim,
+          "remat": bool(m.get("remat", False))}
 
 
 MASK_TO_D = ("hard", "soft")

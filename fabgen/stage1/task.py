@@ -41,6 +41,7 @@ from fabgen.nn import masks as mask_ops
 from fabgen.platform import input_options
 from fabgen.platform import precision as precision_lib
 from fabgen.platform import schedules
+from fabgen.platform import task as task_lib
 from fabgen.platform.task import Task
 from fabgen.stage1 import condition as condition_lib
 from fabgen.stage1 import data as data_lib
@@ -181,6 +182,14 @@ class Stage1Task(Task):
       logging.warning("stage1 data: dropped %s: %s", where, why)
     patches.cond = self.conditioner.batched(patches.clean)
     return patches
+
+  def abstract_batch(self):
+    """The batch `dataset` yields (`fabgen.stage1.data.dataset`), from the config alone."""
+    b, p = self.config.batch_size, self.config.patch_size
+    return task_lib.batch_spec(patch=((b, p, p, 3), np.uint8), mask=((b, p, p), np.float32),
+                               clean=((b, p, p, 3), np.uint8),
+                               cond=((b, self.conditioner.dim), np.float32),
+                               class_id=((b,), np.int32))
 
   def dataset(self, process_index, process_count, seed):
     if self.train_set is None:

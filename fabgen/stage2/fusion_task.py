@@ -20,6 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from fabgen.data import defect_crops
 from fabgen.data.readers import open_source, skips, spread_indices
@@ -32,6 +33,7 @@ from fabgen.nn import masks as mask_ops
 from fabgen.platform import input_options
 from fabgen.platform import nnx_bridge
 from fabgen.platform import precision as precision_lib
+from fabgen.platform import task as task_lib
 from fabgen.platform.task import Task
 from fabgen.stage2 import config_checks
 from fabgen.stage2 import data as data_lib
@@ -187,6 +189,12 @@ class FusionTask(grid_task.R1R2GridSteps, Task):
     else:
       donors = data_lib.stage1_donors(d.donors, records, d.max_per_class, seed=self.config.seed)
     return data_lib.FusionExamples(real, donors, d.margin)
+
+  def abstract_batch(self):
+    """The batch `dataset` yields (`fabgen.stage2.data.FusionExamples.example`), data-free."""
+    b, s = self.config.batch_size, self.config.image_size
+    return task_lib.batch_spec(x=((b, s, s, 3), np.uint8), y=((b, s, s, 3), np.uint8),
+                               window=((b, s, s), np.float32), class_id=((b,), np.int32))
 
   def dataset(self, process_index, process_count, seed):
     if self.examples is None:

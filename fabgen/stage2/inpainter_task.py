@@ -17,6 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from fabgen.data import classes as classes_lib
 from fabgen.data import defect_crops
@@ -29,6 +30,7 @@ from fabgen.nn import masks as mask_ops
 from fabgen.platform import input_options
 from fabgen.platform import nnx_bridge
 from fabgen.platform import precision as precision_lib
+from fabgen.platform import task as task_lib
 from fabgen.platform.task import Task
 from fabgen.stage2 import config_checks
 from fabgen.stage2 import fusion
@@ -124,6 +126,12 @@ class InpainterTask(grid_task.R1R2GridSteps, Task):
     """(h, w) of D's logit map for `image_size` inputs."""
     side = self.config.image_size // 2 ** (len(self.config.model.d_widths) - 1)
     return side, side
+
+  def abstract_batch(self):
+    """The batch `dataset` yields (`fabgen.stage2.inpainter.crop_dataset`), data-free."""
+    b, s = self.config.batch_size, self.config.image_size
+    return task_lib.batch_spec(y=((b, s, s, 3), np.uint8), mask=((b, s, s), np.float32),
+                               class_id=((b,), np.int32))
 
   def dataset(self, process_index, process_count, seed):
     return inpainter.crop_dataset(self.get_crops(), self.config.batch_size // process_count,
