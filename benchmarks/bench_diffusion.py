@@ -1,14 +1,18 @@
-"""Latent inpainting diffusion: train-step images/s + MFU (pre-training or DefectFill LoRA step)
-and inpainting sampling images/s (DDIM + guidance), through the shared harness.
+"""Latent inpainting diffusion: train-step images/s + MFU (pre-training or DefectFill LoRA step),
+DDIM inpainting sampling (images/s, time and FLOPs per guided step), `synthesize --method
+defectfill` images/s, and ahead-of-time compiles at SD-2 size (memory per device).
 
   python -m benchmarks.bench_diffusion --variant tiny [--task diffusion|defectfill] [--steps 5]
+  python -m benchmarks.bench_diffusion --variant tiny --task defectfill --steps 0 \
+      --sample-steps 50 --synth-num 8 --synth-size 64          # sampling + synthesis only
   XLA_FLAGS=--xla_force_host_platform_device_count=16 python -m benchmarks.bench_diffusion \
       --variant sd2 --compile-only --mesh data=4,fsdp=4 --batch 16   # SD-2 memory per device
   python -m benchmarks.bench_diffusion --variant sd2 --task defectfill --batch 4 \
       --sample-steps 50 --json out/bench_diffusion_sd2.json     # on an accelerator
 
 The batch is synthetic (random crops with square masks): the figure is compute, not input.
-Weights are random (init_state): throughput does not depend on them.
+Weights are random (init_state): throughput does not depend on them. Sampling FLOPs are the
+U-Net's (XLA cost analysis of one guided step x steps); VAE encode/decode are outside them.
 """
 
 from __future__ import annotations
