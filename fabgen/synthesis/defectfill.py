@@ -11,7 +11,9 @@ stay inside the mask. Options: steps, guidance, candidates (default: the config'
 Several classes: `--checkpoint A,B,...` names one fine-tune per class (the adaptation protocol
 trains one per defect class). Their merged weights, [V*] embeddings and mask banks are stacked
 on a leading class axis and each sample paints with its class's slice; the fine-tunes must share
-sizes and sampling settings (checked, naming the checkpoint that differs).
+sizes and sampling settings (checked, naming the checkpoint that differs). Each sample gathers
+its class's weights, so a batch holds up to batch-size copies of the U-Net: fine for the CPU
+models; at SD-2 size synthesize one class per run.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ class DefectFillSynthesizer(base.Synthesizer):
     first = loaded[0][0].config
     for d, (t, st) in zip(dirs[1:], loaded[1:]):
       for key in ("model", "sampling"):
-        if t.config.get(key).to_dict() != first.get(key).to_dict():
+        settings = lambda c, k=key: c.get(k).to_dict() if c.get(k) is not None else None
+        if settings(t.config) != settings(first):
           raise base.SynthesisError(f"defectfill: {d} has other {key} settings than {dirs[0]}; "
                                     f"the fine-tunes of one set must share them")
       if (int(t.config.data.image_size), st["mask_bank"].shape) != (
