@@ -105,6 +105,39 @@ def compile_sampling_step(task, batch: int, steps: int = 50, guidance: float = 7
           "sample_steps": steps}
 
 
+def lowered_flops(config, task, batch, sample_batch: int, steps: int = 50,
+                  guidance: float = 7.5):
+  """FLOPs per image of the train step and of one guided sampling step from the lowered
+  (not compiled) programs on one device: XLA's cost analysis of the HLO, in CPU-seconds where a
+  compile of the SD-2 step takes CPU-hours."""
+  from fabgen.platform import trainer  # pylint: disable=g-import-not-at-top
+  _, step_rng, abstract = trainer.abstract_state(task, config)
+  spec = lambda v: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype)
+  t = time.perf_counter()
+  train = jax.jit(task.train_step).lower(abstract, {k: spec(v) for k, v in batch.items()},
+                                         jax.ShapeDtypeStruct(step_rng.shape, step_rng.dtype))
+  out = {"train_lower_s": time.perf_counter() - t,
+         "train_gflops_per_image": aot.flops(train) / config.batch_size / 1e9
+         if aot.flops(train) else None}
+  if "train" in abstract:
+    model = task.base_model()
+    params, v_star = jax.eval_shape(lambda st: task.inference_params(st)[1:], abstract)
+    cond, uncond = jnp.asarray(task.obj_ids), jnp.asarray(task.uncond_ids)
+  else:
+    model, params, v_star, cond, uncond = _sampling_inputs(task, abstract)
+  size = int(config.data.image_size)
+  ids, lat, one_step = _guided_step(model, cond, uncond, (sample_batch, size, size), steps,
+                                    guidance)
+  ctx = jax.eval_shape(lambda p: model.text(p["text"], ids, v_star), params)
+  sample = jax.jit(one_step).lower(params, jax.ShapeDtypeStruct(lat, jnp.float32), ctx,
+                                   jax.ShapeDtypeStruct((), jnp.int32))
+  f = aot.flops(sample)
+  out.update({"sample_step_gflops_per_image": f / sample_batch / 1e9 if f else None,
+              "sample_gflops_per_image": f * steps / sample_batch / 1e9 if f else None,
+              "sample_steps": steps})
+  return out
+
+
 def bench_sampling(task, state, batch, steps: int, guidance: float = 7.5, repeats: int = 2):
   """DDIM inpainting: images/s of the whole `steps`-step sampler (encode, scan of guided U-Net
   steps, decode, paste-back), and one guided step alone (time and XLA FLOPs: a scan's cost
@@ -164,6 +197,9 @@ def main(argv=None):
   parser.add_argument("--compile-only", action="store_true",
                       help="AOT-compile the train step for --mesh (memory per device) and, "
                       "with --sample-steps, one guided sampling step of --sample-batch images")
+  parser.add_argument("--flops-only", action="store_true",
+                      help="FLOPs per image of the train and sampling steps from the lowered "
+                      "programs (no compile, one device)")
   parser.add_argument("--json", default=None)
   args = parser.parse_args(argv)
   name = "diffusion" if args.task == "diffusion" else "defectfill"
@@ -174,6 +210,11 @@ def main(argv=None):
   batch = synthetic_batch(config.batch_size, int(config.data.image_size))
   from fabgen.platform import registry  # pylint: disable=g-import-not-at-top
   task = registry.build_task(config)
+  if args.flops_only:
+    result = lowered_flops(config, task, batch, args.sample_batch, args.sample_steps or 50)
+    print(result)
+    _write(args.json, result)
+    return result
   if args.compile_only:
     result = {}
     if args.steps:
