@@ -17,7 +17,7 @@ _SMALL_MODEL = ["model.unet.block_out_channels=(8, 16)", "model.unet.attention_h
                 "model.vae.block_out_channels=(8, 16)", "model.vae.norm_num_groups=4",
                 "model.text.hidden_size=16", "model.text.intermediate_size=32",
                 "model.text.num_hidden_layers=1", "model.text.max_length=8",
-                "data.image_size=16", "batch_size=2", "data.max_records=24",
+                "data.image_size=16", "batch_size=8", "data.max_records=24",
                 "checkpoint.asynchronous=False", "log_every_steps=1"]
 
 
