@@ -93,7 +93,7 @@ def compile_sampling_step(task, batch: int, steps: int = 50, guidance: float = 7
     model, params, v_star, cond, uncond = _sampling_inputs(task, abstract)
   s = int(task.config.data.image_size)
   ids, lat, one_step = _guided_step(model, cond, uncond, (batch, s, s), steps, guidance)
-  ctx = jax.eval_shape(lambda p: model.text(p["text"], ids, v_star), params)
+  ctx = jax.eval_shape(lambda p, v: model.text(p["text"], ids, v), params, v_star)
   t = time.perf_counter()
   compiled = jax.jit(one_step).lower(params, jax.ShapeDtypeStruct(lat, jnp.float32), ctx,
                                      jax.ShapeDtypeStruct((), jnp.int32)).compile()
@@ -128,7 +128,7 @@ def lowered_flops(config, task, batch, sample_batch: int, steps: int = 50,
   size = int(config.data.image_size)
   ids, lat, one_step = _guided_step(model, cond, uncond, (sample_batch, size, size), steps,
                                     guidance)
-  ctx = jax.eval_shape(lambda p: model.text(p["text"], ids, v_star), params)
+  ctx = jax.eval_shape(lambda p, v: model.text(p["text"], ids, v), params, v_star)
   sample = jax.jit(one_step).lower(params, jax.ShapeDtypeStruct(lat, jnp.float32), ctx,
                                    jax.ShapeDtypeStruct((), jnp.int32))
   f = aot.flops(sample)
