@@ -101,7 +101,21 @@ def get_config(arg=None):
       "dgt": training("configs/dgt.py:tiny" if demo else "configs/dgt.py:64",
                       *(("total_steps=100", "log_every_steps=25", "summary_every_steps=-1")
                         if demo else ("total_steps=50000",))),
+      # Row "defectfill" (add it to `methods`): a latent inpainting model pre-trained on the
+      # sources (`diffusion`), then one DefectFill fine-tune per defect class on `num_refs`
+      # reference defects of that class: the sources' (FabricSim), or `references` (an
+      # open_source spec, e.g. the target's few labelled defects) when set. With SD-2 on disk,
+      # the fine-tunes can start from it instead: spec "configs/defectfill.py:sd2,pretrained=DIR".
+      "diffusion": training("configs/diffusion.py:tiny" if demo else "configs/diffusion.py:64",
+                            *(("total_steps=40", "log_every_steps=10") if demo
+                              else ("total_steps=200000",))),
+      "defectfill": training("configs/defectfill.py:tiny" if demo
+                             else "configs/defectfill.py:64",
+                             *(("total_steps=30", "log_every_steps=10") if demo
+                               else ("total_steps=2000",))),
   })
+  c.generators.defectfill.references = ""   # "" = the source train split (FabricSim protocol)
+  c.generators.defectfill.classes = ()      # class names to fine-tune; () = the preset's classes
   c.synth = ml_collections.ConfigDict()
   c.synth.num = 96 if demo else 2000           # synthesized images per method
   c.synth.num_backgrounds = 16 if demo else 0  # target defect-free images used (0 = all)

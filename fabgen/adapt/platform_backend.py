@@ -146,7 +146,55 @@ class PlatformBackend(protocol.Backend):
     extra = self.training_data(mixed=False) + [f"seed={self.seed}"]
     if name == "fusion":
       extra += fusion_donor_overrides(self.config, done)
+    if name == "defectfill":
+      return self.train_defectfill(out_dir, done)
     return self._train(self.config.generators[name], out_dir, extra)
+
+  def train_defectfill(self, out_dir: str, done: Mapping[str, dict]) -> dict:
+    """One DefectFill fine-tune of the pre-trained `diffusion` stage per defect class of the
+    preset (or of `generators.defectfill.classes`), each in `<out_dir>/<class>` (a training workdir that resumes on its own), on a
+    handful (`data.num_refs`) of reference defects: the source fabrics' (FabricSim protocol) or
+    `generators.defectfill.references` (an `open_source` spec, e.g. the target's own labelled
+    references) when set. A class with no reference that fits the window is skipped and named;
+    synthesis then cannot paint it (the synth stage lists it)."""
+    from fabgen.diffusion import data as diffusion_data  # pylint: disable=g-import-not-at-top
+    section = self.config.generators.defectfill
+    if "diffusion" not in done:
+      raise ValueError("generators.defectfill fine-tunes the pre-trained `diffusion` stage; "
+                       "GENERATORS['defectfill'] must list diffusion first")
+    refs = section.get("references", "") or self.source_spec("train")
+    preset_classes = [classes_lib.CLASSES[int(c)] for c in self.sim.class_ids]
+    wanted = list(section.get("classes", ()) or preset_classes)
+    unknown = [n for n in wanted if n not in preset_classes]
+    if unknown:
+      raise ValueError(f"generators.defectfill.classes: {unknown} are not classes of preset "
+                       f"{self.preset!r} ({preset_classes})")
+    trained, skipped, metrics = [], [], {}
+    for name in wanted:
+      cid = classes_lib.class_id(name)
+      extra = [f"data.source={refs}", f"seed={self.seed}", f"data.class_name={name}",
+               f"model.init_from={done['diffusion']['checkpoint']}"]
+      cfg = config_lib.get(resolve_spec(section.spec), list(section.overrides) + extra)
+      try:  # the references the fine-tune will read (cheap next to training)
+        diffusion_data.defect_crops(refs, int(cfg.data.image_size), int(cfg.data.max_records),
+                                    int(cfg.data.num_refs), class_ids=[int(cid)],
+                                    fabric=cfg.data.get("fabric", None))
+      except ValueError as e:
+        self.log(f"  defectfill: no {name} reference ({e}); {name} is skipped")
+        skipped.append(name)
+        continue
+      sub = os.path.join(out_dir, name)
+      self.log(f"  defectfill: fine-tuning on {name} ({int(cfg.data.num_refs)} references)")
+      result = trainer.train(cfg, sub)
+      trained.append(sub)
+      metrics[name] = {k: float(v) for k, v in result.items()
+                       if isinstance(v, (int, float)) and k != "step"}
+    if not trained:
+      raise ValueError(f"defectfill: no class of preset {self.preset!r} has a reference defect "
+                       f"in {refs} that fits the window; nothing to fine-tune")
+    return {"checkpoint": ",".join(trained), "task": "defectfill", "references": refs,
+            "classes": [os.path.basename(t) for t in trained], "skipped_classes": skipped,
+            "final_metrics": metrics}
 
   def finetune(self, detector: dict, synthetic: dict, out_dir: str) -> dict:
     f = self.config.finetune
@@ -180,7 +228,7 @@ class PlatformBackend(protocol.Backend):
       checkpoint = f"{done['stage1']['checkpoint']},{done['fusion']['checkpoint']}"
     else:
       gens = protocol.GENERATORS.get(method) or tuple(self.config.extra_generators[method])
-      checkpoint = done[gens[0]]["checkpoint"]
+      checkpoint = done[gens[-1]]["checkpoint"]   # the last stage paints (defectfill: fine-tunes)
     target = done["target"]
     s = self.config.synth
     options = dict(s.options) if method == "cutpaste" else {}

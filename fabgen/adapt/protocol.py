@@ -12,8 +12,9 @@ With `eval.source_val` > 0 the source detector is also scored on that many held-
 images (stage `eval_source_val`), printed under the table: the gap to its "no adaptation" row on
 the target is the domain shift the methods have to recover.
 
-Generators (stage 1 + fusion for multistage, the single-stage inpainter for `inpainter`) are
-trained on the source fabrics once, before synthesis. The target fabric contributes only
+Generators (stage 1 + fusion for multistage, the single-stage inpainter for `inpainter`; for
+`defectfill` a latent inpainting model pre-trained on the sources, then one DefectFill fine-tune
+per defect class on a handful of reference defects) are trained once, before synthesis. The target fabric contributes only
 defect-free images (`target_good` records of that fabric) until the final evaluation, which uses
 its real defects (`target_test` records of that fabric).
 
@@ -46,8 +47,9 @@ import ml_collections
 from fabgen.adapt import table as table_lib
 
 RESULT = "result.json"
+# Generator stages per method, in training order; the last one is what synthesis loads.
 GENERATORS = {"multistage": ("stage1", "fusion"), "inpainter": ("inpainter",), "cutpaste": (),
-              "dgt": ("dgt",)}
+              "dgt": ("dgt",), "defectfill": ("diffusion", "defectfill")}
 NO_ADAPTATION = "no adaptation"
 CONTROL = "source only (control)"
 

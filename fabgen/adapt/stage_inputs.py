@@ -73,6 +73,8 @@ def _dependencies(config, name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
   if name == "fusion" and config.get("fusion_donors", "stage1") == "stage1":
     # T trains on stage-1 donors: a retrained stage 1 means a retrained T.
     return _WORLD + ("generators.fusion", "fusion_donors"), ("stage1",)
+  if name == "defectfill":  # fine-tunes of the pre-trained diffusion stage
+    return _WORLD + ("generators.defectfill",), ("diffusion",)
   if name in config.generators:
     return _WORLD + (f"generators.{name}",) + (("fusion_donors",) if name == "fusion" else ()), ()
   if name == "eval_source_val":

@@ -15,24 +15,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from fabgen.platform import nnx_bridge
 
-class KeyGen:
-  """A plain-Python key stream for parameter init: `keys()` -> fold_in(key, n), n = 1, 2, ...
 
-  Used instead of `nnx.Rngs` because an Rngs counter updated under `eval_shape`/`jit` costs a
-  scan of the whole trace per call in this JAX/flax (quadratic: 15 s for the tiny U-Net, far
-  more at SD-2 size); fold_in on a Python counter is free and equally deterministic.
-  """
-
-  def __init__(self, key):
-    self.key = jax.random.key(key) if isinstance(key, int) else key
-    self.count = 0
-
-  def __call__(self):
-    self.count += 1
-    return jax.random.fold_in(self.key, self.count)
-
-  params = __call__
+# The bridge's plain-Python key stream: what every layer here is built with (`rngs()` per key).
+KeyGen = nnx_bridge.KeyStream
 
 
 class Conv(nnx.Module):

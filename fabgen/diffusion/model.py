@@ -1,8 +1,9 @@
 """The three networks of latent inpainting diffusion as one bundle of pure functions.
 
 `LatentDiffusion` builds the VAE, U-Net and text tower from a config (or reads their sizes from a
-diffusers folder), keeps their NNX graphdefs, and exposes `encode`, `decode`, `eps` and `text`
-functions of pure-dict parameters - the form the platform keeps in its state pytree. The
+diffusers folder) as three `nnx_bridge.PureModule`s (key-stream init: these are deep models whose
+`nnx.Rngs` trace costs half a minute at SD-2 size), and exposes `encode`, `decode`, `eps` and
+`text` functions of pure-dict parameters - the form the platform keeps in its state pytree. The
 vocabulary of a model trained from scratch is a small CLIP-format BPE built from a word list
 (`build_vocab`), so the same tokenizer class serves SD-2's 49k vocabulary and the CPU models.
 """
@@ -17,13 +18,13 @@ import numpy as np
 from flax import nnx
 
 from fabgen.data import classes as classes_lib
-from fabgen.diffusion import layers as L
 from fabgen.diffusion import loader
 from fabgen.diffusion import schedulers
 from fabgen.diffusion import text_encoder as text_lib
 from fabgen.diffusion import tokenizer as tok_lib
 from fabgen.diffusion import unet as unet_lib
 from fabgen.diffusion import vae as vae_lib
+from fabgen.platform import nnx_bridge
 
 # Words the from-scratch vocabulary merges whole (prompts of pre-training and DefectFill).
 BASE_WORDS = ("a", "photo", "of", "with", "fabric", "defect", "an", "image") + tuple(
@@ -47,11 +48,6 @@ def build_vocab(words=BASE_WORDS):
       parts = [pair[0] + pair[1]] + parts[2:]
   vocab += ["<|startoftext|>", "<|endoftext|>"]
   return {t: i for i, t in enumerate(vocab)}, merges
-
-
-def _abstract(build):
-  graphdef, state = nnx.split(nnx.eval_shape(build))
-  return graphdef, state
 
 
 class LatentDiffusion:
@@ -90,21 +86,19 @@ class LatentDiffusion:
     self.latent_channels = self.vae_cfg.latent_channels
     self.downsample = self.vae_cfg.downsample
     self.placeholder_id = self.tokenizer.placeholder_id
-    self.unet_def, self.unet_abs = _abstract(
-        lambda: unet_lib.UNet2DConditionModel(self.unet_cfg, rngs=L.KeyGen(0)))
-    self.vae_def, self.vae_abs = _abstract(
-        lambda: vae_lib.AutoencoderKL(self.vae_cfg, rngs=L.KeyGen(0)))
-    self.text_def, self.text_abs = _abstract(
-        lambda: text_lib.CLIPTextModel(self.text_cfg, rngs=L.KeyGen(0)))
+    self.unet_net = nnx_bridge.PureModule(
+        lambda rngs: unet_lib.UNet2DConditionModel(self.unet_cfg, rngs=rngs), key_stream=True)
+    self.vae_net = nnx_bridge.PureModule(
+        lambda rngs: vae_lib.AutoencoderKL(self.vae_cfg, rngs=rngs), key_stream=True)
+    self.text_net = nnx_bridge.PureModule(
+        lambda rngs: text_lib.CLIPTextModel(self.text_cfg, rngs=rngs), key_stream=True)
 
   # ---- parameters -------------------------------------------------------------------------
   def init(self, rng):
     """Random pure-dict parameters {"unet", "vae", "text"} (traceable)."""
     ku, kv, kt = jax.random.split(rng, 3)
-    build = {"unet": lambda: unet_lib.UNet2DConditionModel(self.unet_cfg, rngs=L.KeyGen(ku)),
-             "vae": lambda: vae_lib.AutoencoderKL(self.vae_cfg, rngs=L.KeyGen(kv)),
-             "text": lambda: text_lib.CLIPTextModel(self.text_cfg, rngs=L.KeyGen(kt))}
-    return {k: nnx.to_pure_dict(nnx.state(f(), nnx.Param)) for k, f in build.items()}
+    return {"unet": self.unet_net.init(ku), "vae": self.vae_net.init(kv),
+            "text": self.text_net.init(kt)}
 
   def load_pretrained(self):
     """Host numpy pure dicts of the diffusers folder's weights (LoRA pairs at their init)."""
@@ -118,12 +112,10 @@ class LatentDiffusion:
   def _lora(self):
     return dict(lora_rank=self.unet_cfg.lora_rank, lora_alpha=self.unet_cfg.lora_alpha)
 
-  def _bind(self, graphdef, abstract, params):
-    state = jax.tree.map(lambda x: x, abstract)
+  def _bind(self, net: nnx_bridge.PureModule, params):
     if self.policy is not None:
       params = self.policy.cast_to_compute(params)
-    nnx.replace_by_pure_dict(state, params)
-    return nnx.merge(graphdef, state)
+    return net.bind(params)
 
   def _in(self, x):
     return self.policy.cast_to_compute(x) if self.policy is not None else x
@@ -134,23 +126,23 @@ class LatentDiffusion:
   # ---- networks ---------------------------------------------------------------------------
   def encode(self, vae_params, images, key=None):
     """images [-1, 1] NHWC -> scaled latents (posterior mean, or a sample with `key`)."""
-    return self._out(self._bind(self.vae_def, self.vae_abs, vae_params).encode_latent(
+    return self._out(self._bind(self.vae_net, vae_params).encode_latent(
         self._in(images), key))
 
   def vae_moments(self, vae_params, images):
-    mean, logvar = self._bind(self.vae_def, self.vae_abs, vae_params).encode(self._in(images))
+    mean, logvar = self._bind(self.vae_net, vae_params).encode(self._in(images))
     return self._out(mean), self._out(logvar)
 
   def decode(self, vae_params, latents):
-    return self._out(self._bind(self.vae_def, self.vae_abs, vae_params).decode_latent(
+    return self._out(self._bind(self.vae_net, vae_params).decode_latent(
         self._in(latents)))
 
   def decode_unscaled(self, vae_params, z):
-    return self._out(self._bind(self.vae_def, self.vae_abs, vae_params).decode(self._in(z)))
+    return self._out(self._bind(self.vae_net, vae_params).decode(self._in(z)))
 
   def text(self, text_params, ids, v_star=None):
     """Prompt states [B, N, D]; `v_star` is the [V*] embedding (None: no placeholder)."""
-    model = self._bind(self.text_def, self.text_abs, text_params)
+    model = self._bind(self.text_net, text_params)
     if v_star is None:
       return self._out(model(ids))
     return self._out(model(ids, self.placeholder_id, self._in(v_star)))
@@ -158,7 +150,7 @@ class LatentDiffusion:
   def eps(self, unet_params, x, t, context, token_index=None):
     """U-Net output (eps or v) for the 9-channel input; with `token_index`, also the decoder
     cross-attention map of that token [B, h, w]."""
-    model = self._bind(self.unet_def, self.unet_abs, unet_params)
+    model = self._bind(self.unet_net, unet_params)
     out, amap = model(self._in(x), t, self._in(context), token_index)
     return self._out(out), (None if amap is None else self._out(amap))
 
