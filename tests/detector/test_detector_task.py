@@ -113,8 +113,10 @@ def test_train_step_equals_optax_adamw_with_the_schedule():
   params, opt_state = state["params"], reference.init(state["params"])
   step = jax.jit(task.train_step)
   rng = jax.random.key(1)
+  # jitted: op-by-op the detector's backward took minutes on 2 cores
+  grad_fn = jax.jit(jax.grad(lambda p: task.loss(p, task.augment(batch, rng))[0]))
   for _ in range(3):  # through warmup into the cosine
-    grads = jax.grad(lambda p: task.loss(p, task.augment(batch, rng))[0])(params)
+    grads = grad_fn(params)
     updates, opt_state = reference.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     state, _ = step(state, batch, rng)
