@@ -27,6 +27,7 @@ class Backgrounds:
     if length <= 0:
       raise SynthesisError(f"backgrounds {spec!r} hold no images")
     self._get, self._len, self._describe, self.spec = get, length, describe, spec
+    self.source = None  # the opened reader source, when there is one (for the skip report)
     self.size = image_size or self._raw(0).shape[:2]
 
   def __len__(self) -> int:
@@ -95,4 +96,6 @@ def open_backgrounds(spec: "str | np.ndarray | Sequence[np.ndarray]",
   def describe(i):
     path = getattr(src, "path_of", None)
     return f"{spec}[{i}]" + (f" ({path(i)})" if callable(path) else "")
-  return Backgrounds(lambda i: src[i], len(src), describe, spec, image_size)
+  bgs = Backgrounds(lambda i: src[i], len(src), describe, spec, image_size)
+  bgs.source = src
+  return bgs

@@ -48,6 +48,9 @@ class Synthesizer(abc.ABC):
   class_ids: tuple[int, ...] = ()
   patch_size: int = 0
   state: PyTree = None
+  # Labelled sources the method read its banks from (cut-paste crops, real box sizes): what they
+  # skipped goes into the set's manifest (`skips.report`), never only into a log line.
+  input_sources: tuple = ()
 
   @classmethod
   @abc.abstractmethod

@@ -65,7 +65,9 @@ class CutPasteSynthesizer(base.Synthesizer):
     if len(bank[0]) == 0:
       raise base.SynthesisError(f"cutpaste: {name or getattr(src, 'name', src)!r} has no defect "
                                 f"instance that fits a {patch_size}x{patch_size} crop")
-    return cls(*bank)
+    synth = cls(*bank)
+    synth.input_sources = (src,)
+    return synth
 
   def apply(self, state, backgrounds, class_ids, offsets, keys):
     """Copies a random crop of each sample's class, flipped at random, into its window."""

@@ -103,11 +103,14 @@ class MultistageSynthesizer(base.Synthesizer):
     except Exception as e:
       raise base.SynthesisError(f"cannot load a stage-1 generator from {stage1_dir!r}: {e}") from e
     task, state = base.restore_trained(fusion_dir, expect="fusion")
-    boxes = None
+    boxes, sources = None, ()
     if box_source != "native":
-      boxes = real_box_bank(box_source or task.config.data.source, box_records,
-                            stage1.class_ids)
-    return cls(stage1, task, state, boxes, max_window)
+      boxes, src = real_box_bank(box_source or task.config.data.source, box_records,
+                                 stage1.class_ids)
+      sources = (src,)
+    synth = cls(stage1, task, state, boxes, max_window)
+    synth.input_sources = sources
+    return synth
 
   def apply(self, state, backgrounds, class_ids, offsets, keys):
     if self.boxes is None:
@@ -147,8 +150,9 @@ class MultistageSynthesizer(base.Synthesizer):
     return mask_ops.put_windows(backgrounds, mask_ops.signed_to_uint8(fused), offsets)
 
 
-def real_box_bank(source: str, max_records: int, class_ids) -> box_fit.BoxBank:
-  """The boxes of real defects of `class_ids` in `max_records` records spread over `source`."""
+def real_box_bank(source: str, max_records: int, class_ids):
+  """(bank, opened source): the boxes of real defects of `class_ids` in `max_records` records
+  spread over `source`; the source is returned for the manifest's report of what it skipped."""
   try:
     src = open_source(source)
   except Exception as e:  # the reader's message names the path
@@ -159,4 +163,4 @@ def real_box_bank(source: str, max_records: int, class_ids) -> box_fit.BoxBank:
   if not len(bank):
     raise base.SynthesisError(f"multistage: {source!r} has no labelled defect of the classes "
                               f"{list(class_ids)} to take real box sizes from")
-  return bank
+  return bank, src

@@ -26,6 +26,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import logging
 import os
 import time
 from typing import Callable, Sequence
@@ -38,6 +39,7 @@ from PIL import Image
 from fabgen.data import classes as classes_lib
 from fabgen.data import drawing
 from fabgen.data import writer as writer_lib
+from fabgen.data.readers import skips
 from fabgen.synthesis import base
 from fabgen.synthesis import labelling
 from fabgen.synthesis import placement as placement_lib
@@ -107,6 +109,8 @@ class SynthesisRun:
         # extend a set the old one started.
         "model_digest": state_digest(synth.state), **(extra_manifest or {})}
     self._step = None
+    self.input_sources = (*synth.input_sources, *((backgrounds.source,)
+                                                  if getattr(backgrounds, "source", None) else ()))
 
   @staticmethod
   def _check_classes(synth, class_ids):
@@ -228,6 +232,13 @@ class SynthesisRun:
           stop_after_batches: int | None = None) -> dict:
     """Generates every missing sample, then finalises; returns the manifest."""
     done = self._prepare_dir()
+    report = skips.report(self.input_sources)
+    if report["skipped_at_open"] or report["unreadable"]:  # said at start, and in the manifest
+      line = (f"inputs skipped {report['skipped_at_open']} file(s) at open and "
+              f"{report['unreadable']} unreadable one(s), first: {report['files']}")
+      logging.warning("synthesis into %s: %s", self.out_dir, line)
+      if log:
+        log(line)
     todo = [i for i in range(self.num) if i not in done]
     start, written = time.perf_counter(), 0
     for b, first in enumerate(range(0, len(todo), self.batch_size)):
@@ -280,7 +291,9 @@ class SynthesisRun:
     self._contact_sheet()
     manifest = {**self.params, "num": self.num, "complete": True, "images": n_images,
                 "boxes": n_boxes, "empty_images": n_empty, "resumed_from": skipped,
-                "per_class": {classes_lib.CLASSES[c]: n for c, n in sorted(per_class.items())}}
+                "per_class": {classes_lib.CLASSES[c]: n for c, n in sorted(per_class.items())},
+                # what the backgrounds and the method's banks skipped (indexing or a full decode)
+                "input_report": skips.report(self.input_sources)}
     atomic_write_json(os.path.join(self.out_dir, MANIFEST), manifest)
     return manifest
 

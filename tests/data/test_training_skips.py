@@ -226,6 +226,21 @@ def test_cut_paste_builds_its_bank_past_an_unreadable_record_and_names_it(broken
              for r in caplog.records)
 
 
+def test_a_synthesized_set_reports_what_its_sources_skipped(broken_set, tmp_path):
+  """Cut-paste from the broken set onto its own images: the manifest names both broken files."""
+  from fabgen import synthesis  # pylint: disable=g-import-not-at-top
+  root, zero, truncated = broken_set
+  backgrounds = np.full((2, 64, 64, 3), 128, np.uint8)
+  manifest = synthesis.synthesize("cutpaste", root, backgrounds, num=2,
+                                  out_dir=str(tmp_path / "syn"), batch_size=2, patch_size=16)
+  report = manifest["input_report"]
+  assert report["skipped_at_open"] >= 1 and report["unreadable"] >= 1  # crop bank's source
+  named = {p for p, _ in report["files"]} | set(report["unreadable_files"])
+  assert zero in named and truncated in named
+  on_disk = json.load(open(tmp_path / "syn" / "manifest.json"))
+  assert on_disk["input_report"]["unreadable"] == report["unreadable"]
+
+
 def test_a_mixed_input_skips_or_stops_like_a_single_one(broken_set):
   """`make_mixed_dataset` (a fine-tune's source replay) read broken files strictly before."""
   root, _, truncated = broken_set
