@@ -71,6 +71,10 @@ def get_config(arg=None):
   # generator conditioned on the source images' own texture (the paper: T learns to fuse what it
   # is given at synthesis); "real" = real defect crops of other images (the ablation).
   c.fusion_donors = "stage1"
+  # Sizes multistage paints at: "real" = each stage-1 patch scaled into a real defect box of its
+  # class (the paper resizes into a real defect's window); "native" = pasted at the stage-1
+  # patch's own size (the ablation).
+  c.multistage_boxes = "real"
   # Training of every model, on the source fabrics' train split (data.source is set by adapt).
   # demo: the small detector (128x128 crops) for a few minutes of CPU; checkpoints often enough
   # that an interrupted demo loses little, logs often enough to show progress. The JAX-native

@@ -135,3 +135,29 @@ def markdown(agg: Mapping, title: str) -> str:
   for name, d in agg.get("extra", {}).items():
     lines += ["", f"{name}: {_ci(d)} (n = {d['n']})."]
   return "\n".join(lines) + "\n"
+
+
+def against(units: Mapping[str, Mapping[str, Mapping]], other: Mapping[str, Mapping[str, Mapping]],
+            classes: Sequence[str]) -> dict:
+  """Per row both runs have: the paired mean-F difference (units - other) over shared units.
+
+  The ablation's reading: the same (fabric, seed) units, one switch changed; rows the switch
+  cannot reach (no adaptation, the control) come out at exactly 0 when their stages are shared.
+  """
+  shared = sorted(set(units) & set(other))
+  if not shared:
+    raise ValueError("aggregate: the two runs share no finished (fabric, seed) unit")
+  mine = {u: unit_scores(units[u], classes) for u in shared}
+  theirs = {u: unit_scores(other[u], classes) for u in shared}
+  rows = [r for r in mine[shared[0]] if all(r in mine[u] and r in theirs[u] for u in shared)]
+  return {"units": shared, "rows": {r: t_interval([mine[u][r]["mean"] - theirs[u][r]["mean"]
+                                                   for u in shared]) for r in rows}}
+
+
+def against_markdown(a: Mapping) -> str:
+  """The `against` section: one line per row, paired difference with its interval."""
+  lines = [f"Against {a['workdir']} (paired over {len(a['units'])} shared runs, this - that, "
+           f"mean F points, {CONFIDENCE:.0%} Student t):", "",
+           "| method | difference |", "|---|---|"]
+  lines += [f"| {row} | {_ci(d, signed=True)} |" for row, d in a["rows"].items()]
+  return "\n".join(lines) + "\n"

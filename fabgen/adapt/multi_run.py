@@ -56,10 +56,34 @@ def share_stages(first_dir: str, unit_dir: str) -> list[str]:
   return linked
 
 
+def reuse_stages(baseline_unit: str, unit_dir: str) -> list[str]:
+  """Links every finished stage of `baseline_unit` that `unit_dir` lacks; returns them.
+
+  An ablation (one switch changed) then reruns only what the switch reaches: each linked stage
+  whose recorded inputs differ is moved aside (the link, never the baseline's folder) and runs
+  again (`stage_inputs.run_checked`); the rest is the baseline's, computed once.
+  """
+  os.makedirs(unit_dir, exist_ok=True)
+  linked = []
+  if not os.path.isdir(baseline_unit):
+    return linked
+  for stage in sorted(os.listdir(baseline_unit)):
+    src, dst = os.path.join(baseline_unit, stage), os.path.join(unit_dir, stage)
+    if (".replaced-" not in stage and os.path.isfile(os.path.join(src, protocol.RESULT))
+        and not os.path.lexists(dst)):
+      os.symlink(os.path.realpath(src), dst, target_is_directory=True)
+      linked.append(stage)
+  return linked
+
+
 def run_units(config: ml_collections.ConfigDict, workdir: str, fabrics: Sequence[int],
               seeds: Sequence[int], run_one: Callable[[ml_collections.ConfigDict, str], object],
-              log: Callable[[str], None] = print) -> list[str]:
-  """Runs every missing (fabric, seed) unit with `run_one(config, unit_dir)`; returns unit dirs."""
+              log: Callable[[str], None] = print, reuse: str | None = None) -> list[str]:
+  """Runs every missing (fabric, seed) unit with `run_one(config, unit_dir)`; returns unit dirs.
+
+  `reuse`: a baseline aggregate workdir whose units' finished stages are linked in first (after
+  the seed's own shared stages), for ablations (`reuse_stages`).
+  """
   if not fabrics or not seeds:
     raise ValueError(f"adapt-aggregate needs at least one fabric and one seed, got fabrics="
                      f"{list(fabrics)} seeds={list(seeds)}")
@@ -77,6 +101,11 @@ def run_units(config: ml_collections.ConfigDict, workdir: str, fabrics: Sequence
           if linked:
             log(f"[{unit_name(fabric, seed)}] shares {', '.join(linked)} with "
                 f"{os.path.basename(first)}")
+        if reuse:
+          linked = reuse_stages(os.path.join(reuse, unit_name(fabric, seed)), unit_dir)
+          if linked:
+            log(f"[{unit_name(fabric, seed)}] reuses {len(linked)} stages of {reuse} "
+                f"(rerun where this config changes their inputs)")
         cfg = ml_collections.ConfigDict(config.to_dict())
         cfg.target_fabric, cfg.seed = int(fabric), int(seed)
         log(f"[{unit_name(fabric, seed)}] running the protocol")
@@ -105,12 +134,22 @@ def collect(unit_dirs: Sequence[str]) -> tuple[dict, dict]:
   return units, extra
 
 
-def write_aggregate(workdir: str, unit_dirs: Sequence[str], title: str) -> dict:
-  """Aggregates the finished units into `<workdir>/aggregate.{json,md}`; returns the aggregate."""
+def write_aggregate(workdir: str, unit_dirs: Sequence[str], title: str,
+                    compare_to: str | None = None) -> dict:
+  """Aggregates the finished units into `<workdir>/aggregate.{json,md}`; returns the aggregate.
+
+  `compare_to`: another aggregate workdir (the baseline of an ablation); each row both have gets
+  its paired difference (this run - that one) over the units both finished.
+  """
   units, extra = collect(unit_dirs)
   agg = aggregate_lib.aggregate(units, protocol.CONTROL, extra=extra,
                                 baseline=protocol.NO_ADAPTATION)
   md = aggregate_lib.markdown(agg, title)
+  if compare_to:
+    other, _ = collect([os.path.join(compare_to, os.path.basename(d)) for d in unit_dirs])
+    agg["against"] = {"workdir": compare_to,
+                      **aggregate_lib.against(units, other, agg["classes"])}
+    md += "\n" + aggregate_lib.against_markdown(agg["against"])
   write_json = protocol._write_json  # pylint: disable=protected-access
   write_json(os.path.join(workdir, "aggregate.json"), agg)
   with open(os.path.join(workdir, "aggregate.md"), "w", encoding="utf-8") as f:

@@ -233,8 +233,12 @@ class PlatformBackend(protocol.Backend):
     s = self.config.synth
     options = dict(s.options) if method == "cutpaste" else {}
     if method == "multistage":  # real box sizes, windows up to the whole target image
-      options = {"box_records": int(s.get("box_records", 200)),
-                 "max_window": int(self.sim.preset.image_size)}
+      boxes = self.config.get("multistage_boxes", "real")
+      if boxes not in ("real", "native"):
+        raise ValueError(f"config.multistage_boxes={boxes!r}; use 'real' (the paper) or 'native'")
+      options = ({"box_source": "native"} if boxes == "native" else
+                 {"box_records": int(s.get("box_records", 200)),
+                  "max_window": int(self.sim.preset.image_size)})
     synth = self.load_synthesizer(method, checkpoint, options)
     wanted = synthesis.resolve_classes(target["classes"])
     class_ids = [c for c in wanted if c in synth.class_ids]

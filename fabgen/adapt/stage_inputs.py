@@ -89,7 +89,10 @@ def _dependencies(config, name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return _WORLD + ("finetune", "detector"), ("detector_source", f"synth_{name[9:]}")
   if name.startswith("synth_"):
     method = name[len("synth_"):]
-    return _WORLD + ("synth",), ("target",) + _generators(config, method)
+    # The box-size ablation is recorded only when switched on: earlier workdirs resume as they are.
+    sizes = (("multistage_boxes",) if method == "multistage"
+             and config.get("multistage_boxes", "real") != "real" else ())
+    return _WORLD + ("synth",) + sizes, ("target",) + _generators(config, method)
   raise ValueError(f"adapt stage {name!r} has no known inputs (fabgen/adapt/stage_inputs.py)")
 
 

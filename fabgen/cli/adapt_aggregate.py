@@ -5,6 +5,8 @@
   fabgen adapt-aggregate --config configs/adapt.py:demo --workdir runs/agg_demo --fabrics 40,41 \
       --seeds 0 --config.methods='("cutpaste",)'
   fabgen adapt-aggregate --config configs/adapt.py:medium --workdir runs/agg --aggregate-only
+  fabgen adapt-aggregate --config configs/adapt.py:medium --workdir runs/abl_donors \
+      --reuse runs/agg --config.methods='("multistage",)' --config.fusion_donors=real
 
 One protocol run per (fabric, seed) in <workdir>/fabric<F>_seed<S>/ (resumable; finished units
 are skipped; units of one seed share their target-independent stages), then aggregate.md /
@@ -28,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--seeds", default="0,1", help="seeds (data, models, synthesis)")
   parser.add_argument("--aggregate-only", action="store_true",
                       help="aggregate the finished units without running anything")
+  parser.add_argument("--reuse", default="",
+                      help="an ablation's baseline aggregate workdir: its finished stages are "
+                           "linked in and only those the config changes run again; the table "
+                           "then gives each row's paired difference against the baseline")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,11 +58,12 @@ def run(args: argparse.Namespace) -> int:
     def run_one(cfg, unit_dir):
       protocol.run_protocol(cfg, unit_dir, platform_backend.PlatformBackend(cfg, log), log)
 
-    units = multi_run.run_units(config, args.workdir, fabrics, seeds, run_one, log)
+    units = multi_run.run_units(config, args.workdir, fabrics, seeds, run_one, log,
+                                reuse=args.reuse or None)
   try:
     out = multi_run.write_aggregate(
         args.workdir, units, f"Adaptation aggregate: {args.config}, fabrics {args.fabrics}, "
-        f"seeds {args.seeds}")
+        f"seeds {args.seeds}", compare_to=args.reuse or None)
   except ValueError as e:  # no finished unit, or units that cannot be paired
     print(f"fabgen adapt-aggregate: {args.workdir}: {e}", file=sys.stderr)
     return 2

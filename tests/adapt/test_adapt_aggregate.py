@@ -99,3 +99,52 @@ def test_driver_resumes_shares_source_stages_and_aggregates(tmp_path):
   assert "| multistage |" in open(tmp_path / "aggregate.md").read()
   assert cli_main.main(["adapt-aggregate", "--config", config_path, "--workdir",
                         str(tmp_path / "empty"), "--aggregate-only"]) == 2
+
+
+class _WorseMultistage(CountingBackend):
+  """The ablated pipeline: multistage scores 0.125 lower than the baseline's backend gives."""
+
+  def evaluate(self, detector, out_dir):
+    out = super().evaluate(detector, out_dir)
+    if os.path.basename(out_dir) == "eval_multistage":
+      for c in out["classes"].values():
+        c["defect"]["f1"] -= 0.125
+    return out
+
+
+@pytest.mark.parametrize("switch,first_unit_reruns", [
+    ({"fusion_donors": "real"}, ["fusion"]),     # T retrained once per seed, then shared
+    ({"multistage_boxes": "native"}, []),        # synthesis only
+])
+def test_an_ablation_reruns_only_what_its_switch_reaches(tmp_path, switch, first_unit_reruns):
+  config = demo_config(control=True)
+  base = str(tmp_path / "base")
+  multi_run.run_units(config, base, [40, 41], [0],
+                      lambda cfg, d: protocol.run_protocol(cfg, d, CountingBackend(), lambda _: 0),
+                      log=lambda _: None)
+  before = sorted(os.listdir(os.path.join(base, "fabric40_seed0")))
+  ablation = demo_config(control=True)
+  ablation.methods = ("multistage",)
+  for k, v in switch.items():
+    ablation[k] = v
+  calls = {}
+
+  def run(cfg, unit_dir):
+    backend = _WorseMultistage()
+    protocol.run_protocol(cfg, unit_dir, backend, log=lambda _: None)
+    calls[os.path.basename(unit_dir)] = backend.calls
+
+  abl = str(tmp_path / "abl")
+  units = multi_run.run_units(ablation, abl, [40, 41], [0], run, log=lambda _: None, reuse=base)
+  method = ["synth_multistage", "finetune_multistage", "eval_multistage"]
+  assert calls == {"fabric40_seed0": first_unit_reruns + method, "fabric41_seed0": method}
+  # the baseline is untouched: its stages are still real folders, nothing moved aside there
+  assert sorted(os.listdir(os.path.join(base, "fabric40_seed0"))) == before
+  assert not os.path.islink(os.path.join(base, "fabric40_seed0", "fusion"))
+  out = multi_run.write_aggregate(abl, units, "ablation", compare_to=base)
+  rows = out["aggregate"]["against"]["rows"]
+  assert rows[protocol.CONTROL]["mean"] == 0.0 and rows[protocol.NO_ADAPTATION]["mean"] == 0.0
+  np.testing.assert_allclose(rows["multistage"]["mean"], -0.125)
+  assert "cutpaste" not in rows and "| multistage | -12.5 ± 0.0 |" in out["markdown"]
+  with pytest.raises(ValueError, match="share no finished"):
+    aggregate.against({"a": {}}, {"b": {}}, ["knot"])
