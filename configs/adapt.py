@@ -19,8 +19,9 @@ skipped. Variants: `simple` (default) and `complex` name the FabricSim preset; `
 CPU-minutes version (configs/demo.py uses it); `medium` is the unit of the aggregate over target
 fabrics and seeds: FabricSim `simple_far` (targets of a weave family and yarn scale no source
 has), the demo's model sizes trained 3-4x longer, a source-validation score of the source
-detector, more synthesized images and evaluation images. Sized for one unit within 90 minutes
-on 2 CPU cores by scaling the demo's measured stage times (not yet timed end to end). `real`
+detector, more synthesized images and evaluation images. One unit within 90 minutes on 2 CPU
+cores: measured 27 min for a seed's first unit (its source detector 13 min) and 7.5 min for each
+further fabric of that seed (the aggregate of 2026-12-01, shared with other jobs). `real`
 is the demo's sizes with a real target (`--config.target.good` is required); `linescan` is the
 zero-shot test: the demo's FabricSim-only detector (trained on `simple`) meets line-scan strips
 (`linescan` preset, 256x4096, its held-out target fabrics) it never saw, then is adapted.
@@ -159,11 +160,11 @@ def get_config(arg=None):
 def medium() -> ml_collections.ConfigDict:
   """One (fabric, seed) unit of the aggregate (fabgen adapt-aggregate); see the docstring.
 
-  Sizes chosen by scaling the demo's measured stage times (estimates, not timings): source
-  detector 1200 steps (~15 min), generators 300-400 steps (~10 min together), four 300-step
-  fine-tunes (~14 min), 3 x 256 synthesized images, 7 evaluations of 96 images. Units after the
-  first of a seed reuse
-  its source stages (fabgen/adapt/multi_run.py), so they cost about half.
+  Source detector 1200 steps, generators 300-400 steps, four 300-step fine-tunes, 3 x 256
+  synthesized images, 7 evaluations of 96 images. Measured (fabric 40 / seed 1, 2 cores shared
+  with other jobs): source detector 773 s, stage 1 31 s, fusion 69 s, inpainter 89 s, a fine-tune
+  93-126 s, multistage synthesis 121 s; units after the first of a seed reuse its source stages
+  (fabgen/adapt/multi_run.py) and took 7.5 min.
   """
   c = get_config("demo")
   c.preset = "simple_far"
