@@ -54,6 +54,7 @@ def build_fabgen(batch: int, conv_impl: str):
     t = time.perf_counter()
     compiled = step_fn.lower(state, global_batch, step_rng).compile()
   compile_s = time.perf_counter() - t
+  memory = compiled.memory_analysis()
   holder = {"state": state}
 
   def run(steps: int) -> dict:
@@ -67,14 +68,17 @@ def build_fabgen(batch: int, conv_impl: str):
             "cpu_s": time.process_time() - cpu}
 
   run(1)  # warm-up
-  return run, {"compile_s": compile_s, "flops_per_step": harness.aot.flops(compiled)}
+  return run, {"compile_s": compile_s, "flops_per_step": harness.aot.flops(compiled),
+               "temp_bytes": getattr(memory, "temp_size_in_bytes", None),
+               "argument_bytes": getattr(memory, "argument_size_in_bytes", None),
+               "xla_cpu_threads": len(os.sched_getaffinity(0))}
 
 
 class TorchWorker:
   """The PyTorch step in a subprocess that runs N steps per request (see the worker's doc)."""
 
-  def __init__(self, python: str, official: str, batch: int):
-    cmd = [python, WORKER, "--serve", "--batch", str(batch)]
+  def __init__(self, python: str, official: str, batch: int, threads: int):
+    cmd = [python, WORKER, "--serve", "--batch", str(batch), "--threads", str(threads)]
     if official:
       cmd += ["--official", official]
     self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -112,13 +116,17 @@ def main():
   parser.add_argument("--batch", type=int, default=16)
   parser.add_argument("--steps", type=int, default=1, help="steps per timed round")
   parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
+  parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                      help="torch intra-op threads (default: this process's CPUs, which is the "
+                      "size of XLA:CPU's intra-op pool)")
   parser.add_argument("--conv-impl", default="auto", help="fabgen's grouped conv formulation")
   parser.add_argument("--json", default="", help="also write the result here")
   args = parser.parse_args()
   if args.official and not args.torch_python:
     parser.error("--official needs --torch-python (a Python with torch)")
   load_before = os.getloadavg()
-  worker = TorchWorker(args.torch_python, args.official, args.batch) if args.torch_python else None
+  worker = TorchWorker(args.torch_python, args.official, args.batch,
+                                                  args.threads) if args.torch_python else None
   run_fabgen, info = build_fabgen(args.batch, args.conv_impl)  # compiles while torch warms up
   ref_info = worker.ready() if worker else None
   fab_runs, ref_runs = [], []
@@ -133,13 +141,15 @@ def main():
   fab = result["fabgen"]
   print(f"fabgen r3gan_compare ({args.conv_impl}): {fab['s_per_step']:.2f} s/step wall, "
         f"{fab['cpu_s_per_step']:.2f} CPU-s/step, {fab['img_per_s']:.3f} img/s, "
-        f"{fab['img_per_cpu_s']:.3f} img/CPU-s, compile {fab['compile_s']:.0f} s")
+        f"{fab['img_per_cpu_s']:.3f} img/CPU-s, compile {fab['compile_s']:.0f} s, "
+        f"XLA temporaries {fab['temp_bytes'] / 1e9:.2f} GB, {fab['xla_cpu_threads']} threads")
   if worker:
     ref = result["reference"] = {**ref_info, **summarize(ref_runs, args.batch)}
     result["ratio_wall"] = fab["img_per_s"] / ref["img_per_s"]
     result["ratio_cpu"] = fab["img_per_cpu_s"] / ref["img_per_cpu_s"]
     print(f"{ref['implementation']} (torch {ref['torch']}, {ref['threads']} threads): "
-          f"{ref['s_per_step']:.2f} s/step wall, {ref['cpu_s_per_step']:.2f} CPU-s/step")
+          f"{ref['s_per_step']:.2f} s/step wall, {ref['cpu_s_per_step']:.2f} CPU-s/step, "
+          f"{ref['img_per_s']:.3f} img/s, {ref['img_per_cpu_s']:.3f} img/CPU-s")
     print(f"ratio fabgen / reference img/s: {result['ratio_wall']:.2f}x wall, "
           f"{result['ratio_cpu']:.2f}x per CPU-second")
   print("load average before {:.1f} {:.1f} {:.1f}, after {:.1f} {:.1f} {:.1f}".format(

@@ -9,15 +9,17 @@ FLOPs), and GAN training with R1/R2 differentiates through that gradient a secon
 * input gradient: a grouped conv of the output gradient with the spatially flipped,
   in/out-transposed kernel, i.e. *this same function* again, so that second derivatives (R1/R2
   gradient penalties) keep the fast path;
-* weight gradient: group-major im2col + one dot batched over groups (`_group_weight_grad`, below;
-  1.29 CPU-s against 1.56 for the earlier tap-major einsum at the r3gan_compare 64 px shape).
+* weight gradient: one dot batched over groups per kernel tap, summing over B*H*W
+  (`_group_weight_grad`, below; 0.80 CPU-s at the r3gan_compare 64 px shape, against 1.26-1.29
+  for a group-major im2col and one dot, and 1.56 for the earlier tap-major einsum; and 1x the
+  input in temporaries instead of the im2col's 9x).
 
 `"matmul"` (issue 19) goes further: every pass is one *group-major* batched matmul. The input
 is transposed once to [G, B, H, W, C/G], its nine shifted views are concatenated along the
 channels ([G, B*H*W, 9*C/G], contiguous, so XLA's dot needs no further transpose), and
   forward      y[g]  = P[g] @ W[g]            (batch g, K = 9*C/G),
   input grad   dx    = the same forward with the flipped, in/out-transposed kernel,
-  weight grad  dW[g] = P[g]^T @ dy[g]          (contracting B*H*W),
+  weight grad  dW[tap][g] = shift_tap(x)[g]^T @ dy[g]   (contracting B*H*W; shared with custom),
 so no pass goes through XLA:CPU's grouped-convolution emitter at all, and second derivatives
 (R1/R2) differentiate dense dots, pads and slices only.
 
@@ -159,11 +161,24 @@ def _matmul_bwd(groups, res, dy):
 
 
 def _group_weight_grad(x, dy, kh, kw, groups):
-  """dL/dw as P[g]^T @ dy[g], batched over groups (group-major, contracting B*H*W)."""
-  cols = _group_patches(x, kh, kw, groups)
+  """dL/dw one tap at a time: dW[tap][g] = shift_tap(x)[g]^T @ dy[g], contracting B*H*W.
+
+  Tap by tap rather than through the 9x im2col of `_group_patches`: each shifted view lives only
+  for its own dot, so the weight gradient holds 1x the input instead of 9x (at batch 16 the 9x
+  patches were most of the 7 GB of XLA temporaries of the r3gan_compare step), and it is faster
+  on CPU (D's 64 px shape, batch 32, 128 ch, 8 groups: 0.80 CPU-s against 1.26 for the im2col
+  dot; 32 px: 0.34 against 0.68; `benchmarks/profile_r3gan_conv.py --passes "weight grad"`).
+  """
+  h, w = x.shape[1], x.shape[2]
+  ph, pw = kh // 2, kw // 2
+  xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
   dyg = rearrange(dy, "b h w (g o) -> g (b h w) o", g=groups)
-  dw = lax.dot_general(cols, dyg, (((1,), (1,)), ((0,), (0,))))  # [G, kh*kw*C/G, O/G]
-  return rearrange(dw, "g (kh kw c) o -> kh kw c (g o)", kh=kh, kw=kw)
+  taps = []
+  for i in range(kh):
+    for j in range(kw):
+      xs = rearrange(xp[:, i:i + h, j:j + w], "b h w (g c) -> g (b h w) c", g=groups)
+      taps.append(lax.dot_general(xs, dyg, (((1,), (1,)), ((0,), (0,)))))  # [G, C/G, O/G]
+  return rearrange(jnp.stack(taps), "(kh kw) g c o -> kh kw c (g o)", kh=kh, kw=kw)
 
 
 matmul_conv.defvjp(_matmul_fwd, _matmul_bwd)
