@@ -37,14 +37,29 @@ from configs import stage1 as stage1_config
 from fabgen.platform import sharding as sharding_lib
 from fabgen.stage1.task import Stage1Task
 
+# The same shrunk networks as the worker's `TINY` (the worker runs under torch's Python and is not
+# imported here; tests/test_benchmark_r3gan_compare.py checks that both sides count the same
+# parameters).
+TINY = {"widths": (32, 32, 16), "group_width": 8, "blocks": 1, "noise": 16}
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "r3gan_torch_reference.py")
 
 
-def build_fabgen(batch: int, conv_impl: str):
-  """The compiled r3gan_compare step on one device, its state and batch: `run(k)` -> timings."""
+def compare_config(batch: int, conv_impl: str = "auto", tiny: bool = False):
+  """`configs/stage1.py:r3gan_compare` on one device; `tiny`: shrunk like the worker's `--tiny`."""
   config = stage1_config.get_config(f"r3gan_compare,batch={batch}")
   config.mesh.data = 1
   config.model.conv_impl = conv_impl
+  if tiny:
+    m, t = config.model, TINY
+    m.g_widths, m.d_widths = t["widths"], tuple(reversed(t["widths"]))
+    m.group_width, m.blocks, m.noise_dim = t["group_width"], t["blocks"], t["noise"]
+    config.patch_size = 4 * 2 ** (len(t["widths"]) - 1)
+  return config
+
+
+def build_fabgen(batch: int, conv_impl: str, tiny: bool = False):
+  """The compiled r3gan_compare step on one device, its state and batch: `run(k)` -> timings."""
+  config = compare_config(batch, conv_impl, tiny)
   task = Stage1Task(config)
   mesh, task, batch_np, init_rng, step_rng, _, shardings, step_fn = harness._setup(  # noqa: SLF001
       config, task, synthetic_batch(task), jax.devices()[:1])
@@ -77,8 +92,9 @@ def build_fabgen(batch: int, conv_impl: str):
 class TorchWorker:
   """The PyTorch step in a subprocess that runs N steps per request (see the worker's doc)."""
 
-  def __init__(self, python: str, official: str, batch: int, threads: int):
+  def __init__(self, python: str, official: str, batch: int, threads: int, tiny: bool = False):
     cmd = [python, WORKER, "--serve", "--batch", str(batch), "--threads", str(threads)]
+    cmd += ["--tiny"] if tiny else []
     if official:
       cmd += ["--official", official]
     self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -107,7 +123,7 @@ def summarize(runs: list[dict], batch: int) -> dict:
           "img_per_cpu_s": batch / cpu, "runs": runs}
 
 
-def main():
+def main(argv: list[str] | None = None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--torch-python", default=os.environ.get("FABGEN_TORCH_PYTHON", ""),
                       help="a Python with torch (empty: time fabgen alone)")
@@ -121,13 +137,18 @@ def main():
                       "size of XLA:CPU's intra-op pool)")
   parser.add_argument("--conv-impl", default="auto", help="fabgen's grouped conv formulation")
   parser.add_argument("--json", default="", help="also write the result here")
-  args = parser.parse_args()
+  parser.add_argument("--tiny", action="store_true",
+                      help="both sides shrunk to 3 stages at 16x16 (a plumbing test, not a speed "
+                      "figure)")
+  args = parser.parse_args(argv)
   if args.official and not args.torch_python:
     parser.error("--official needs --torch-python (a Python with torch)")
+  if args.official and args.tiny:
+    parser.error("--tiny shrinks fabgen's own PyTorch reference, not the official networks")
   load_before = os.getloadavg()
   worker = TorchWorker(args.torch_python, args.official, args.batch,
-                                                  args.threads) if args.torch_python else None
-  run_fabgen, info = build_fabgen(args.batch, args.conv_impl)  # compiles while torch warms up
+                                                  args.threads, args.tiny) if args.torch_python else None
+  run_fabgen, info = build_fabgen(args.batch, args.conv_impl, args.tiny)  # compiles while torch warms up
   ref_info = worker.ready() if worker else None
   fab_runs, ref_runs = [], []
   for _ in range(args.repeats):
@@ -137,7 +158,8 @@ def main():
   if worker:
     worker.close()
   result = {"fabgen": {**info, "conv_impl": args.conv_impl, **summarize(fab_runs, args.batch)},
-            "load_before": load_before, "load_after": os.getloadavg(), "batch": args.batch}
+            "load_before": load_before, "load_after": os.getloadavg(), "batch": args.batch,
+            "tiny": args.tiny}
   fab = result["fabgen"]
   print(f"fabgen r3gan_compare ({args.conv_impl}): {fab['s_per_step']:.2f} s/step wall, "
         f"{fab['cpu_s_per_step']:.2f} CPU-s/step, {fab['img_per_s']:.3f} img/s, "
