@@ -33,6 +33,10 @@ oneDNN grouped conv on the same shape (NCHW / channels-last):
   weight grad                  1.290    1.363    }
   R1-style penalty (2nd order) 1.859    1.375    1.525 / 1.536
 
+(that table predates the tap-by-tap weight gradient, which both formulations now share: the
+weight-grad pass alone went from 1.26 to 0.80 CPU-s at this shape, timed jitted, best of 3, in one
+process; the other rows were not re-measured.)
+
 So matmul wins the penalty (its patches are shared between the passes) and loses the
 first-order passes, which the step also runs (the G step goes through D to first order only);
 summed over the step's uses the two are within a few percent, and `impl="auto"` keeps `custom`
@@ -167,7 +171,7 @@ def _group_weight_grad(x, dy, kh, kw, groups):
   for its own dot, so the weight gradient holds 1x the input instead of 9x (at batch 16 the 9x
   patches were most of the 7 GB of XLA temporaries of the r3gan_compare step), and it is faster
   on CPU (D's 64 px shape, batch 32, 128 ch, 8 groups: 0.80 CPU-s against 1.26 for the im2col
-  dot; 32 px: 0.34 against 0.68; `benchmarks/profile_r3gan_conv.py --passes "weight grad"`).
+  dot; 32 px, batch 32, 256 ch, 16 groups: 0.34 against 0.68; both jitted, best of 3).
   """
   h, w = x.shape[1], x.shape[2]
   ph, pw = kh // 2, kw // 2
