@@ -17,6 +17,12 @@ torch k steps, repeated) and every figure is given twice: wall seconds per step,
 CPU-seconds per step (user + system of that process and its threads), which a loaded machine
 changes much less. The ratio is fabgen img/s / reference img/s, > 1 = fabgen faster; the load
 average before and after is printed beside it.
+
+Both sides run at the same intra-op thread count (`--threads`, default this process's CPUs, the
+size of XLA:CPU's pool). Measured on the 2 shared cores, 2026-12-01, batch 16, against fabgen's
+same-architecture reference (README, Benchmarks): fabgen 35.1 CPU-s/step, PyTorch 2.13 45.7:
+1.30x per CPU-second, 1.43x wall, at load average 8-16. `--tiny` shrinks both sides to the same
+3-stage 16x16 networks: a test of this script, not a speed figure.
 """
 
 from __future__ import annotations

@@ -168,8 +168,8 @@ def _group_weight_grad(x, dy, kh, kw, groups):
   """dL/dw one tap at a time: dW[tap][g] = shift_tap(x)[g]^T @ dy[g], contracting B*H*W.
 
   Tap by tap rather than through the 9x im2col of `_group_patches`: each shifted view lives only
-  for its own dot, so the weight gradient holds 1x the input instead of 9x (at batch 16 the 9x
-  patches were most of the 7 GB of XLA temporaries of the r3gan_compare step), and it is faster
+  for its own dot, so the weight gradient holds 1x the input instead of 9x (the 9x patches were
+  the largest buffers of the r3gan_compare step's 6.78 GB of XLA temporaries), and it is faster
   on CPU (D's 64 px shape, batch 32, 128 ch, 8 groups: 0.80 CPU-s against 1.26 for the im2col
   dot; 32 px, batch 32, 256 ch, 16 groups: 0.34 against 0.68; both jitted, best of 3).
   """
