@@ -101,7 +101,6 @@ class Downsample(nn.Module):
 class Generator(nn.Module):
   def __init__(self, widths=G_WIDTHS, group_width=GROUP_WIDTH, blocks=BLOCKS, noise=NOISE):
     super().__init__()
-    self.noise = noise
     self.basis = nn.Parameter(torch.randn(1, widths[0], 4, 4))
     self.basis_scale = nn.Linear(noise, widths[0], bias=False)
     self.stages = nn.ModuleList()
