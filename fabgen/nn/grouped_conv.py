@@ -11,8 +11,8 @@ FLOPs), and GAN training with R1/R2 differentiates through that gradient a secon
   gradient penalties) keep the fast path;
 * weight gradient: one dot batched over groups per kernel tap, summing over B*H*W
   (`_group_weight_grad`, below; 0.80 CPU-s at the r3gan_compare 64 px shape, against 1.26-1.29
-  for a group-major im2col and one dot, and 1.56 for the earlier tap-major einsum; and 1x the
-  input in temporaries instead of the im2col's 9x).
+  for a group-major im2col and one dot, and 1.56 for the earlier tap-major einsum; about half
+  the op's temporaries).
 
 `"matmul"` (issue 19) goes further: every pass is one *group-major* batched matmul. The input
 is transposed once to [G, B, H, W, C/G], its nine shifted views are concatenated along the
@@ -168,8 +168,9 @@ def _group_weight_grad(x, dy, kh, kw, groups):
   """dL/dw one tap at a time: dW[tap][g] = shift_tap(x)[g]^T @ dy[g], contracting B*H*W.
 
   Tap by tap rather than through the 9x im2col of `_group_patches`: each shifted view lives only
-  for its own dot, so the weight gradient holds 1x the input instead of 9x (the 9x patches were
-  the largest buffers of the r3gan_compare step's 6.78 GB of XLA temporaries), and it is faster
+  for its own dot, so the op's temporaries halve (1275 -> 675 MB at the shape below; in the whole
+  r3gan_compare step at batch 2 only 0.863 -> 0.830 GB, whose peak is the R1/R2 double
+  backward's residuals, not these patches), and it is faster
   on CPU (D's 64 px shape, batch 32, 128 ch, 8 groups: 0.80 CPU-s against 1.26 for the im2col
   dot; 32 px, batch 32, 256 ch, 16 groups: 0.34 against 0.68; both jitted, best of 3).
   """
