@@ -17,6 +17,12 @@ torch k steps, repeated) and every figure is given twice: wall seconds per step,
 CPU-seconds per step (user + system of that process and its threads), which a loaded machine
 changes much less. The ratio is fabgen img/s / reference img/s, > 1 = fabgen faster; the load
 average before and after is printed beside it.
+
+Both sides run at the same intra-op thread count (`--threads`, default this process's CPUs, the
+size of XLA:CPU's pool). Measured on the 2 shared cores, 2026-12-01, batch 16, against fabgen's
+same-architecture reference (README, Benchmarks): fabgen 35.1 CPU-s/step, PyTorch 2.13 45.7:
+1.30x per CPU-second, 1.43x wall, at load average 8-16. `--tiny` shrinks both sides to the same
+3-stage 16x16 networks: a test of this script, not a speed figure.
 """
 
 from __future__ import annotations
@@ -37,14 +43,29 @@ from configs import stage1 as stage1_config
 from fabgen.platform import sharding as sharding_lib
 from fabgen.stage1.task import Stage1Task
 
+# The same shrunk networks as the worker's `TINY` (the worker runs under torch's Python and is not
+# imported here; tests/test_benchmark_r3gan_compare.py checks that both sides count the same
+# parameters).
+TINY = {"widths": (32, 32, 16), "group_width": 8, "blocks": 1, "noise": 16}
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "r3gan_torch_reference.py")
 
 
-def build_fabgen(batch: int, conv_impl: str):
-  """The compiled r3gan_compare step on one device, its state and batch: `run(k)` -> timings."""
+def compare_config(batch: int, conv_impl: str = "auto", tiny: bool = False):
+  """`configs/stage1.py:r3gan_compare` on one device; `tiny`: shrunk like the worker's `--tiny`."""
   config = stage1_config.get_config(f"r3gan_compare,batch={batch}")
   config.mesh.data = 1
   config.model.conv_impl = conv_impl
+  if tiny:
+    m, t = config.model, TINY
+    m.g_widths, m.d_widths = t["widths"], tuple(reversed(t["widths"]))
+    m.group_width, m.blocks, m.noise_dim = t["group_width"], t["blocks"], t["noise"]
+    config.patch_size = 4 * 2 ** (len(t["widths"]) - 1)
+  return config
+
+
+def build_fabgen(batch: int, conv_impl: str, tiny: bool = False):
+  """The compiled r3gan_compare step on one device, its state and batch: `run(k)` -> timings."""
+  config = compare_config(batch, conv_impl, tiny)
   task = Stage1Task(config)
   mesh, task, batch_np, init_rng, step_rng, _, shardings, step_fn = harness._setup(  # noqa: SLF001
       config, task, synthetic_batch(task), jax.devices()[:1])
@@ -54,6 +75,7 @@ def build_fabgen(batch: int, conv_impl: str):
     t = time.perf_counter()
     compiled = step_fn.lower(state, global_batch, step_rng).compile()
   compile_s = time.perf_counter() - t
+  memory = compiled.memory_analysis()
   holder = {"state": state}
 
   def run(steps: int) -> dict:
@@ -67,14 +89,18 @@ def build_fabgen(batch: int, conv_impl: str):
             "cpu_s": time.process_time() - cpu}
 
   run(1)  # warm-up
-  return run, {"compile_s": compile_s, "flops_per_step": harness.aot.flops(compiled)}
+  return run, {"compile_s": compile_s, "flops_per_step": harness.aot.flops(compiled),
+               "temp_bytes": getattr(memory, "temp_size_in_bytes", None),
+               "argument_bytes": getattr(memory, "argument_size_in_bytes", None),
+               "xla_cpu_threads": len(os.sched_getaffinity(0))}
 
 
 class TorchWorker:
   """The PyTorch step in a subprocess that runs N steps per request (see the worker's doc)."""
 
-  def __init__(self, python: str, official: str, batch: int):
-    cmd = [python, WORKER, "--serve", "--batch", str(batch)]
+  def __init__(self, python: str, official: str, batch: int, threads: int, tiny: bool = False):
+    cmd = [python, WORKER, "--serve", "--batch", str(batch), "--threads", str(threads)]
+    cmd += ["--tiny"] if tiny else []
     if official:
       cmd += ["--official", official]
     self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -103,7 +129,7 @@ def summarize(runs: list[dict], batch: int) -> dict:
           "img_per_cpu_s": batch / cpu, "runs": runs}
 
 
-def main():
+def main(argv: list[str] | None = None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--torch-python", default=os.environ.get("FABGEN_TORCH_PYTHON", ""),
                       help="a Python with torch (empty: time fabgen alone)")
@@ -112,14 +138,23 @@ def main():
   parser.add_argument("--batch", type=int, default=16)
   parser.add_argument("--steps", type=int, default=1, help="steps per timed round")
   parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
+  parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                      help="torch intra-op threads (default: this process's CPUs, which is the "
+                      "size of XLA:CPU's intra-op pool)")
   parser.add_argument("--conv-impl", default="auto", help="fabgen's grouped conv formulation")
   parser.add_argument("--json", default="", help="also write the result here")
-  args = parser.parse_args()
+  parser.add_argument("--tiny", action="store_true",
+                      help="both sides shrunk to 3 stages at 16x16 (a plumbing test, not a speed "
+                      "figure)")
+  args = parser.parse_args(argv)
   if args.official and not args.torch_python:
     parser.error("--official needs --torch-python (a Python with torch)")
+  if args.official and args.tiny:
+    parser.error("--tiny shrinks fabgen's own PyTorch reference, not the official networks")
   load_before = os.getloadavg()
-  worker = TorchWorker(args.torch_python, args.official, args.batch) if args.torch_python else None
-  run_fabgen, info = build_fabgen(args.batch, args.conv_impl)  # compiles while torch warms up
+  worker = TorchWorker(args.torch_python, args.official, args.batch,
+                                                  args.threads, args.tiny) if args.torch_python else None
+  run_fabgen, info = build_fabgen(args.batch, args.conv_impl, args.tiny)  # compiles while torch warms up
   ref_info = worker.ready() if worker else None
   fab_runs, ref_runs = [], []
   for _ in range(args.repeats):
@@ -129,17 +164,20 @@ def main():
   if worker:
     worker.close()
   result = {"fabgen": {**info, "conv_impl": args.conv_impl, **summarize(fab_runs, args.batch)},
-            "load_before": load_before, "load_after": os.getloadavg(), "batch": args.batch}
+            "load_before": load_before, "load_after": os.getloadavg(), "batch": args.batch,
+            "tiny": args.tiny}
   fab = result["fabgen"]
   print(f"fabgen r3gan_compare ({args.conv_impl}): {fab['s_per_step']:.2f} s/step wall, "
         f"{fab['cpu_s_per_step']:.2f} CPU-s/step, {fab['img_per_s']:.3f} img/s, "
-        f"{fab['img_per_cpu_s']:.3f} img/CPU-s, compile {fab['compile_s']:.0f} s")
+        f"{fab['img_per_cpu_s']:.3f} img/CPU-s, compile {fab['compile_s']:.0f} s, "
+        f"XLA temporaries {fab['temp_bytes'] / 1e9:.2f} GB, {fab['xla_cpu_threads']} threads")
   if worker:
     ref = result["reference"] = {**ref_info, **summarize(ref_runs, args.batch)}
     result["ratio_wall"] = fab["img_per_s"] / ref["img_per_s"]
     result["ratio_cpu"] = fab["img_per_cpu_s"] / ref["img_per_cpu_s"]
     print(f"{ref['implementation']} (torch {ref['torch']}, {ref['threads']} threads): "
-          f"{ref['s_per_step']:.2f} s/step wall, {ref['cpu_s_per_step']:.2f} CPU-s/step")
+          f"{ref['s_per_step']:.2f} s/step wall, {ref['cpu_s_per_step']:.2f} CPU-s/step, "
+          f"{ref['img_per_s']:.3f} img/s, {ref['img_per_cpu_s']:.3f} img/CPU-s")
     print(f"ratio fabgen / reference img/s: {result['ratio_wall']:.2f}x wall, "
           f"{result['ratio_cpu']:.2f}x per CPU-second")
   print("load average before {:.1f} {:.1f} {:.1f}, after {:.1f} {:.1f} {:.1f}".format(

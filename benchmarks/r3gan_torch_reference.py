@@ -39,6 +39,9 @@ from torch import nn
 
 G_WIDTHS = (256, 256, 256, 128, 64)   # from 4x4 up (configs/stage1.py:r3gan_compare)
 GROUP_WIDTH, BLOCKS, EXPANSION, NOISE, LEAK = 16, 2, 2, 64, 0.2
+# `--tiny`: the same architecture shrunk (3 stages, 16x16), as `bench_r3gan_compare --tiny`
+# builds on the fabgen side: for a test of the benchmark's plumbing, not a speed figure.
+TINY = {"widths": (32, 32, 16), "group_width": 8, "blocks": 1, "noise": 16}
 
 
 class BiasedActivation(nn.Module):
@@ -53,12 +56,12 @@ class BiasedActivation(nn.Module):
 class Block(nn.Module):
   """x + 1x1(bact(grouped 3x3(bact(1x1(x))))), convs without bias."""
 
-  def __init__(self, width):
+  def __init__(self, width, group_width=GROUP_WIDTH):
     super().__init__()
     hidden = width * EXPANSION
     self.expand = nn.Conv2d(width, hidden, 1, bias=False)
     self.act1 = BiasedActivation(hidden)
-    self.spatial = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden // GROUP_WIDTH,
+    self.spatial = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden // group_width,
                              bias=False)
     self.act2 = BiasedActivation(hidden)
     self.project = nn.Conv2d(hidden, width, 1, bias=False)
@@ -96,10 +99,10 @@ class Downsample(nn.Module):
 
 
 class Generator(nn.Module):
-  def __init__(self, widths=G_WIDTHS):
+  def __init__(self, widths=G_WIDTHS, group_width=GROUP_WIDTH, blocks=BLOCKS, noise=NOISE):
     super().__init__()
     self.basis = nn.Parameter(torch.randn(1, widths[0], 4, 4))
-    self.basis_scale = nn.Linear(NOISE, widths[0], bias=False)
+    self.basis_scale = nn.Linear(noise, widths[0], bias=False)
     self.stages = nn.ModuleList()
     for i, w in enumerate(widths):
       layers = []
@@ -107,7 +110,7 @@ class Generator(nn.Module):
         if widths[i - 1] != w:
           layers.append(nn.Conv2d(widths[i - 1], w, 1, bias=False))
         layers.append(Upsample(w))
-      layers += [Block(w) for _ in range(BLOCKS)]
+      layers += [Block(w, group_width) for _ in range(blocks)]
       self.stages.append(nn.Sequential(*layers))
     self.head = nn.Conv2d(widths[-1], 3, 1, bias=False)
 
@@ -119,7 +122,7 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-  def __init__(self, widths=tuple(reversed(G_WIDTHS))):
+  def __init__(self, widths=tuple(reversed(G_WIDTHS)), group_width=GROUP_WIDTH, blocks=BLOCKS):
     super().__init__()
     self.stem = nn.Conv2d(3, widths[0], 1, bias=False)
     self.stages = nn.ModuleList()
@@ -129,7 +132,7 @@ class Discriminator(nn.Module):
         layers.append(Downsample(widths[i - 1]))
         if widths[i - 1] != w:
           layers.append(nn.Conv2d(widths[i - 1], w, 1, bias=False))
-      layers += [Block(w) for _ in range(BLOCKS)]
+      layers += [Block(w, group_width) for _ in range(blocks)]
       self.stages.append(nn.Sequential(*layers))
     self.basis = nn.Conv2d(widths[-1], widths[-1], 4, groups=widths[-1], bias=False)
     self.out = nn.Linear(widths[-1], 1, bias=False)
@@ -161,12 +164,12 @@ def official_networks(path: str):
 class Trainer:
   """RpGAN + R1 + R2 every step, Adam for both, EMA of G: the step being compared."""
 
-  def __init__(self, g, d, batch, gamma=2.0, channels_last=False):
-    self.g, self.d, self.batch, self.gamma = g, d, batch, gamma
+  def __init__(self, g, d, batch, gamma=2.0, channels_last=False, noise=NOISE, size=64):
+    self.g, self.d, self.batch, self.gamma, self.noise = g, d, batch, gamma, noise
     self.g_ema = copy.deepcopy(g).requires_grad_(False)
     self.opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.0, 0.9))
     self.opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.0, 0.9))
-    self.real = torch.rand(batch, 3, 64, 64) * 2 - 1
+    self.real = torch.rand(batch, 3, size, size) * 2 - 1
     self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
     self.real = self.real.contiguous(memory_format=self.memory_format)
     if channels_last:
@@ -178,7 +181,7 @@ class Trainer:
     # D step: RpGAN + gamma/2 (R1 + R2), the input gradients differentiated once more.
     self.d.requires_grad_(True)
     with torch.no_grad():
-      fake = self.g(torch.randn(b, NOISE))
+      fake = self.g(torch.randn(b, self.noise))
     x = torch.cat([self.real, fake]).detach().requires_grad_(True)
     logits = self.d(x)
     (grads,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
@@ -190,7 +193,7 @@ class Trainer:
     self.opt_d.step()
     # G step against the updated D.
     self.d.requires_grad_(False)
-    fake = self.g(torch.randn(b, NOISE))
+    fake = self.g(torch.randn(b, self.noise))
     logits = self.d(torch.cat([self.real, fake]))
     g_loss = F.softplus(logits[:b].detach() - logits[b:]).mean()
     self.opt_g.zero_grad(set_to_none=True)
@@ -215,14 +218,25 @@ def main():
   parser.add_argument("--batch", type=int, default=16)
   parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's)")
   parser.add_argument("--channels-last", action="store_true")
+  parser.add_argument("--tiny", action="store_true", help=f"shrunk networks {TINY} (tests)")
   parser.add_argument("--steps", type=int, default=0, help=">0: run standalone, print, exit")
   parser.add_argument("--serve", action="store_true", help="read step counts on stdin")
   args = parser.parse_args()
   if args.threads:
     torch.set_num_threads(args.threads)
   torch.manual_seed(0)
-  g, d = official_networks(args.official) if args.official else (Generator(), Discriminator())
-  trainer = Trainer(g, d, args.batch, channels_last=args.channels_last)
+  if args.tiny and args.official:
+    parser.error("--tiny shrinks fabgen's own reference only, not the official networks")
+  if args.official:
+    g, d = official_networks(args.official)
+    trainer = Trainer(g, d, args.batch, channels_last=args.channels_last)
+  else:
+    t = TINY if args.tiny else {"widths": G_WIDTHS, "group_width": GROUP_WIDTH,
+                                "blocks": BLOCKS, "noise": NOISE}
+    g = Generator(t["widths"], t["group_width"], t["blocks"], t["noise"])
+    d = Discriminator(tuple(reversed(t["widths"])), t["group_width"], t["blocks"])
+    trainer = Trainer(g, d, args.batch, channels_last=args.channels_last, noise=t["noise"],
+                      size=4 * 2 ** (len(t["widths"]) - 1))
   name = "official R3GAN networks" if args.official else "same-architecture PyTorch reference"
   info = {"implementation": name, "torch": torch.__version__, "threads": torch.get_num_threads(),
           "g_params": sum(p.numel() for p in g.parameters()),
