@@ -96,6 +96,7 @@ def test_both_tasks_report_the_skips_and_follow_the_config(broken_set):
     strict.get_crops()
 
 
+@pytest.mark.e2e  # a real train step compile (minutes on the shared cores); the rest is default
 def test_pretraining_runs_past_the_broken_file_and_its_report_names_it(broken_set, tmp_path):
   root, zero, truncated = broken_set
   workdir = str(tmp_path / "run")
