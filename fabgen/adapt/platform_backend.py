@@ -25,6 +25,7 @@ from fabgen.adapt import protocol
 from fabgen.data import classes as classes_lib
 from fabgen.data import drawing
 from fabgen.data import readers
+from fabgen.data.readers import skips
 from fabgen.data.fabricsim import FabricSim
 from fabgen.detector import infer
 from fabgen.detector import task as task_lib
@@ -178,7 +179,8 @@ class PlatformBackend(protocol.Backend):
       try:  # the references the fine-tune will read (cheap next to training)
         diffusion_data.defect_crops(refs, int(cfg.data.image_size), int(cfg.data.max_records),
                                     int(cfg.data.num_refs), class_ids=[int(cid)],
-                                    fabric=cfg.data.get("fabric", None))
+                                    fabric=cfg.data.get("fabric", None),
+                                    on_unreadable=skips.policy(cfg))
       except ValueError as e:
         self.log(f"  defectfill: no {name} reference ({e}); {name} is skipped")
         skipped.append(name)

@@ -1,7 +1,9 @@
 """Inputs of latent inpainting training: defect crops with masks, and RealFill-style box masks.
 
-Crops are `size` windows centred on real defect instances of a source (`open_source` spec), as
-host numpy arrays; `crop_dataset` serves shuffled, flipped batches through grain (checkpointable,
+Crops are `size` windows centred on real defect instances of a source (an `open_source` spec or
+an opened source), as host numpy arrays; a file that only a full decode finds broken follows
+`data.on_unreadable` like every other reader (`fabgen.data.readers.skips`: left out and counted
+in the source's `read_failures`, or fatal naming it); `crop_dataset` serves shuffled, flipped batches through grain (checkpointable,
 each example a pure function of (seed, index)). `box_masks` draws RealFill's random inpainting
 masks on the device from a key.
 """
@@ -16,15 +18,19 @@ import numpy as np
 from fabgen.platform import input_options
 
 
-def defect_crops(source: str, size: int, max_records: int, max_per_class: int,
-                 class_ids=None, fabric=None):
-  """(images u8 [K,S,S,3], masks f32 [K,S,S], classes i32 [K]) centred on defect instances."""
-  from fabgen.data.readers import open_source, spread_indices  # pylint: disable=g-import-not-at-top
-  src = open_source(source)
+def defect_crops(source, size: int, max_records: int, max_per_class: int,
+                 class_ids=None, fabric=None, on_unreadable: str = "skip"):
+  """(images u8 [K,S,S,3], masks f32 [K,S,S], classes i32 [K]) centred on defect instances.
+
+  `source`: a spec for `open_source`, or a source the caller opened (tasks keep it for
+  `Task.input_report`); `on_unreadable`: the config's `data.on_unreadable` (`skips.policy`).
+  """
+  # pylint: disable-next=g-import-not-at-top
+  from fabgen.data.readers import open_source, skips, spread_indices
+  src = open_source(source) if isinstance(source, str) else source
   wanted = None if class_ids is None else {int(c) for c in class_ids}
   images, masks, classes, per_class = [], [], [], {}
-  for i in spread_indices(len(src), max_records):
-    rec = src[i]
+  for rec in skips.read_records(src, spread_indices(len(src), max_records), on_unreadable):
     if fabric is not None and int(np.asarray(rec.get("fabric_id", -1))) != int(fabric):
       continue
     image, inst = np.asarray(rec["image"]), np.asarray(rec["instance_mask"])
@@ -48,7 +54,8 @@ def defect_crops(source: str, size: int, max_records: int, max_per_class: int,
       classes.append(cid)
       per_class[cid] = per_class.get(cid, 0) + 1
   if not images:
-    raise ValueError(f"{source}: no defect instance of classes {sorted(wanted or [])} fits a "
+    label = source if isinstance(source, str) else src.name
+    raise ValueError(f"{label}: no defect instance of classes {sorted(wanted or [])} fits a "
                      f"{size}px crop in the first {max_records} records")
   return np.stack(images), np.stack(masks), np.asarray(classes, np.int32)
 

@@ -23,6 +23,7 @@ import numpy as np
 import optax
 
 from fabgen.data import classes as classes_lib
+from fabgen.data.readers import open_source, skips
 from fabgen.diffusion import data as data_lib
 from fabgen.diffusion import lora as lora_lib
 from fabgen.diffusion import losses
@@ -62,6 +63,7 @@ class DefectFillTask(Task):
         lambda tree: {k: jax.tree.map(lambda _: "unet" if k == "unet" else "text", v)
                       for k, v in tree.items()})
     self.crops = None
+    self.sources = []  # what get_crops read, for `input_report`
 
   # ---- state ------------------------------------------------------------------------------
   def is_trainable(self, path) -> bool:
@@ -126,10 +128,16 @@ class DefectFillTask(Task):
   def get_crops(self):
     if self.crops is None:
       d = self.config.data
-      self.crops = data_lib.defect_crops(d.source, d.image_size, d.max_records, d.num_refs,
+      src = open_source(d.source)
+      self.sources = [src]
+      self.crops = data_lib.defect_crops(src, d.image_size, d.max_records, d.num_refs,
                                          class_ids=[self.class_id],
-                                         fabric=d.get("fabric", None))
+                                         fabric=d.get("fabric", None),
+                                         on_unreadable=skips.policy(self.config))
     return self.crops
+
+  def input_report(self):
+    return skips.report(self.sources)
 
   # ---- training ---------------------------------------------------------------------------
   def params(self, train, frozen):

@@ -17,6 +17,7 @@ import numpy as np
 import optax
 
 from fabgen.data import classes as classes_lib
+from fabgen.data.readers import open_source, skips
 from fabgen.diffusion import data as data_lib
 from fabgen.diffusion import losses
 from fabgen.diffusion import model as model_lib
@@ -52,12 +53,19 @@ class DiffusionTask(Task):
     prompts = [class_prompt(c) for c in range(classes_lib.NUM_CLASSES)] + [""]
     self.prompt_ids = self.model.tokens(prompts)   # [classes + 1, N]; the last is unconditional
     self.crops = None
+    self.sources = []  # what get_crops read, for `input_report`
 
   def get_crops(self):
     if self.crops is None:
       d = self.config.data
-      self.crops = data_lib.defect_crops(d.source, d.image_size, d.max_records, d.max_per_class)
+      src = open_source(d.source)
+      self.sources = [src]
+      self.crops = data_lib.defect_crops(src, d.image_size, d.max_records, d.max_per_class,
+                                         on_unreadable=skips.policy(self.config))
     return self.crops
+
+  def input_report(self):
+    return skips.report(self.sources)
 
   def init_state(self, rng):
     params = self.policy.cast_to_param(self.model.init(rng))
