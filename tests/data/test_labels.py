@@ -72,3 +72,30 @@ def test_vmap_matches_per_image_and_drops_surplus():
 def test_bad_shape_is_named():
   with pytest.raises(ValueError, match="instance_mask"):
     labels.component_boxes_np(np.zeros((2, 3, 4), np.int32))
+
+
+def test_long_spiral_and_candidate_cap():
+  """A 1-pixel spiral (the worst case for propagation) is one component; components past
+  `max_candidates` in raster order are dropped, never mis-ranked into another's box."""
+  size = 48
+  spiral = np.zeros((size, size), np.int32)
+  top, left, bottom, right = 0, 0, size - 1, size - 1
+  while top <= bottom and left <= right:
+    spiral[top, left:right + 1] = 1
+    spiral[top:bottom + 1, right] = 1
+    spiral[bottom, left:right + 1] = 1
+    if top + 2 <= bottom:
+      spiral[top + 2:bottom + 1, left] = 1
+    top, left, bottom, right = top + 2, left + 2, bottom - 2, right - 2
+    if left - 2 + 2 <= right:
+      spiral[top, left - 2:left] = 1  # join the next ring
+  specks = np.zeros((size, size), np.int32)
+  specks[1::4, 1::4] = 2  # 144 isolated pixels
+  fn = jax.jit(lambda m: labels.component_boxes(m, max_boxes=16, max_candidates=8))
+  for mask in (spiral, specks):
+    ref = labels.component_boxes_np(mask, max_boxes=16 if mask is spiral else 8)
+    got = jax.tree.map(np.asarray, fn(mask))
+    np.testing.assert_array_equal(got.boxes[:len(ref.boxes)], ref.boxes)
+    np.testing.assert_array_equal(got.areas[:len(ref.areas)], ref.areas)
+    np.testing.assert_array_equal(got.kept, ref.kept)
+  assert labels.component_boxes_np(spiral).areas[1] == 0  # the spiral really is one component
