@@ -1,6 +1,7 @@
 """SavedModel / ONNX exports: parity with the training code, metadata, clear errors."""
 
 import json
+import logging
 import os
 
 import jax
@@ -102,6 +103,18 @@ def test_onnx_export_names_a_primitive_jax2onnx_lacks(tmp_path, monkeypatch):
                      match=r"no conversion for primitive\(s\) cumsum used by the detector"):
     export_onnx.export_onnx(fn, str(tmp_path), 8, 8, 1, ["scores"])
   assert not os.path.exists(tmp_path / export_onnx.FILENAME)
+
+
+@pytest.mark.export
+@pytest.mark.skipif(export_onnx.available() is not None,
+                    reason=str(export_onnx.available()))
+def test_onnx_plugin_lookup_prints_no_tracebacks(caplog):
+  """jax2onnx's unimportable dm_pix plugins must not print tracebacks from `fabgen export`."""
+  for _ in range(2):  # a failed plugin import is retried (and was logged) on every lookup
+    with caplog.at_level(logging.WARNING, logger="jax2onnx"):
+      primitives = export_onnx.supported_primitives()
+    assert {"conv_general_dilated", "dot_general"} <= primitives
+    assert [r.getMessage()[:80] for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 def test_runtime_that_cannot_read_the_program_names_the_op(tmp_path, monkeypatch):
