@@ -117,6 +117,26 @@ def test_onnx_plugin_lookup_prints_no_tracebacks(caplog):
     assert [r.getMessage()[:80] for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
+@pytest.mark.export
+@pytest.mark.skipif(export_onnx.available() is not None,
+                    reason=str(export_onnx.available()))
+def test_onnx_export_of_a_small_program_runs_quietly(tmp_path, caplog):
+  """Conversion, output names, metadata and onnxruntime on a few-op program, no warnings."""
+  fn = lambda x: {"mean": x.astype(jnp.float32).mean((1, 2, 3)),
+                  "peak": jax.lax.reduce_window(x.astype(jnp.float32), -jnp.inf, jax.lax.max,
+                                                (1, 3, 3, 1), (1, 2, 2, 1), "SAME")}
+  with caplog.at_level(logging.WARNING, logger="jax2onnx"):
+    path = export_onnx.export_onnx(fn, str(tmp_path), 16, 16, 2, ["mean", "peak"],
+                                   metadata={"class_names": ["a", "b"]})
+  assert [r.getMessage()[:80] for r in caplog.records if r.levelno >= logging.WARNING] == []
+  assert export_onnx.metadata(path) == {"class_names": ["a", "b"]}
+  images = export.parity_images(2, 16, 16, seed=3)
+  got = export_onnx.OnnxDetector(path)(images)
+  want = jax.jit(fn)(images)
+  np.testing.assert_allclose(got["mean"], np.asarray(want["mean"]), rtol=1e-6)
+  np.testing.assert_array_equal(got["peak"], np.asarray(want["peak"]))  # max pooling is exact
+
+
 def test_runtime_that_cannot_read_the_program_names_the_op(tmp_path, monkeypatch):
   """StableHLO newer than TF reads: the error names the VHLO op, not a silent difference."""
   from jax._src.lib.mlir.dialects import hlo  # pylint: disable=g-import-not-at-top
