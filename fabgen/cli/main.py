@@ -25,7 +25,7 @@ COMMANDS = {
     "inspect-roll": ("fabgen.cli.inspect_roll", "a roll's strips as one web: defect map, list, grade"),
     "adapt": ("fabgen.cli.adapt", "the adaptation protocol for one target fabric"),
     "adapt-aggregate": ("fabgen.cli.adapt_aggregate",
-                        "the protocol over several target fabrics and seeds, with 95% CIs"),
+                        "the protocol over several target fabrics and seeds, with 95%% CIs"),
     "demo": ("fabgen.cli.demo", "the whole pipeline on FabricSim, on a CPU, in minutes"),
     "compile": ("fabgen.cli.compile", "ahead-of-time compile a train step for a target mesh"),
     "openset": ("fabgen.cli.openset", "open-set defect recognition protocol (DGT, DIS, DFC)"),

@@ -21,7 +21,9 @@ onnxruntime 1.32.0 (tested; jax2onnx 0.17.1 also passes parity).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 from typing import Any, Callable, Mapping, Sequence
@@ -44,10 +46,29 @@ def available() -> str | None:
   return None
 
 
+@contextlib.contextmanager
+def quiet_plugin_import():
+  """Silences jax2onnx's traceback per plugin module it cannot import.
+
+  jax2onnx 0.13 under jax 0.10 skips its dm_pix plugins (they use the removed
+  `batching.not_mapped`) and logs a full traceback for each, which `fabgen export` printed as if
+  it had failed. A skipped plugin only leaves its primitive out of the registry, and
+  `export_onnx` names any primitive the detector needs that is missing.
+  """
+  log = logging.getLogger("jax2onnx.plugins.plugin_system")
+  level = log.level
+  log.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    log.setLevel(level)
+
+
 def supported_primitives() -> set[str]:
   """The JAX primitives this jax2onnx has a plugin for."""
   from jax2onnx.plugins import plugin_system  # pylint: disable=g-import-not-at-top
-  plugin_system.import_all_plugins()
+  with quiet_plugin_import():
+    plugin_system.import_all_plugins()
   return set(plugin_system.PLUGIN_REGISTRY)
 
 
@@ -81,7 +102,9 @@ def export_onnx(fn: Callable, out_dir: str, height: int, width: int, batch: int,
   primitives_only = lambda x: tuple(jcore.jaxpr_as_fun(closed)(x))
   path = os.path.join(out_dir, FILENAME)
   try:
-    model = to_onnx(primitives_only, [spec], return_mode="proto", model_name="fabgen_detector")
+    with quiet_plugin_import():
+      model = to_onnx(primitives_only, [spec], return_mode="proto",
+                      model_name="fabgen_detector")
   except Exception as e:  # jax2onnx raises NotImplementedError / ValueError / KeyError
     text = str(e)
     prims = sorted(set(re.findall(r"primitive[s]?\W+'?([a-z_][\w-]*)'?", text, re.I)))

@@ -36,6 +36,18 @@ def test_argument_errors_exit_2_with_a_message(args, message):
   assert p.returncode == 2 and message in p.stderr, (p.returncode, p.stderr)
 
 
+def test_help_lists_every_command(capsys):
+  """`fabgen`, `fabgen --help` and an unknown command print the command list (argparse expands
+  % in help texts, so a bare one crashed the listing)."""
+  from fabgen.cli import main as cli  # pylint: disable=g-import-not-at-top
+  assert cli.main(["--help"]) == 0 and cli.main([]) == 0
+  assert cli.main(["no-such-command"]) == 2
+  text = capsys.readouterr().out
+  for name in cli.COMMANDS:
+    assert name in text
+  assert "with 95% CIs" in " ".join(text.split())
+
+
 @pytest.fixture(scope="module")
 def detector_workdir(tmp_path_factory):
   """A detector workdir as training leaves it (checkpoint + config), untrained: no training."""
