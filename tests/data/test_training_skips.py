@@ -18,9 +18,7 @@ import pytest
 
 import numpy as np
 
-from fabgen.data import classes
 from fabgen.data import pipeline
-from fabgen.data import writer
 from fabgen.data.readers import ReadError, open_source, skips
 from fabgen.platform import config as config_lib
 from fabgen.platform import input_options
@@ -35,23 +33,14 @@ from configs import fusion as fusion_config
 from configs import inpainter as inpainter_config
 from configs import reference as reference_config
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "detector"))
-from detector_fixtures import synthetic_records  # pylint: disable=g-import-not-at-top,wrong-import-position
+from detector_fixtures import write_broken_set  # pylint: disable=g-import-not-at-top,wrong-import-position
 from detector_fixtures import tiny_config as detector_tiny  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 @pytest.fixture(scope="module")
 def broken_set(tmp_path_factory):
   """(root, zero-byte image path, truncated image path)."""
-  root = str(tmp_path_factory.mktemp("broken") / "set")
-  writer.write_sample_set(synthetic_records(9, size=64, seed=1), root, classes.CLASSES)
-  zero = os.path.join(root, "images", "00000002.png")
-  truncated = os.path.join(root, "images", "00000005.png")
-  with open(zero, "wb"):
-    pass
-  data = open(truncated, "rb").read()
-  with open(truncated, "wb") as f:
-    f.write(data[:len(data) // 2])
-  return root, zero, truncated
+  return write_broken_set(str(tmp_path_factory.mktemp("broken") / "set"))
 
 
 class FileClassifierTask(reference_task.ReferenceTask):

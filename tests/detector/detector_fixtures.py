@@ -51,3 +51,21 @@ def synthetic_records(n: int, size: int = 64, seed: int = 0):
 def stack_records(samples):
   keys = ("image", "instance_mask", "instance_class", "boxes", "box_class")
   return {k: np.stack([s[k] for s in samples]) for k in keys}
+
+
+def write_broken_set(root: str) -> tuple[str, str, str]:
+  """A 9-record sample set at `root` with one zero-byte and one truncated image.
+
+  Returns (root, zero-byte image path, truncated image path): the skip/error policy's fixture.
+  """
+  from fabgen.data import classes, writer  # pylint: disable=g-import-not-at-top
+  writer.write_sample_set(synthetic_records(9, size=64, seed=1), root, classes.CLASSES)
+  zero = os.path.join(root, "images", "00000002.png")
+  truncated = os.path.join(root, "images", "00000005.png")
+  with open(zero, "wb"):
+    pass
+  with open(truncated, "rb") as f:
+    data = f.read()
+  with open(truncated, "wb") as f:
+    f.write(data[:len(data) // 2])
+  return root, zero, truncated

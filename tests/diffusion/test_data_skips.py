@@ -15,8 +15,6 @@ import jax
 import numpy as np
 import pytest
 
-from fabgen.data import classes
-from fabgen.data import writer
 from fabgen.data.readers import ReadError, open_source
 from fabgen.diffusion import data as data_lib
 from fabgen.diffusion import defectfill_task
@@ -26,22 +24,13 @@ from fabgen.platform import input_report
 from fabgen.platform import trainer
 from tests.diffusion.conftest import shrink
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "detector"))
-from detector_fixtures import synthetic_records  # pylint: disable=g-import-not-at-top,wrong-import-position
+from detector_fixtures import write_broken_set  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 @pytest.fixture(scope="module")
 def broken_set(tmp_path_factory):
   """(root, zero-byte image path, truncated image path)."""
-  root = str(tmp_path_factory.mktemp("broken") / "set")
-  writer.write_sample_set(synthetic_records(9, size=64, seed=1), root, classes.CLASSES)
-  zero = os.path.join(root, "images", "00000002.png")
-  truncated = os.path.join(root, "images", "00000005.png")
-  with open(zero, "wb"):
-    pass
-  data = open(truncated, "rb").read()
-  with open(truncated, "wb") as f:
-    f.write(data[:len(data) // 2])
-  return root, zero, truncated
+  return write_broken_set(str(tmp_path_factory.mktemp("broken") / "set"))
 
 
 def test_skip_leaves_the_broken_file_out_and_counts_it(broken_set):
