@@ -125,6 +125,9 @@ def get_config(arg=None):
   c.synth.num = 96 if demo else 2000           # synthesized images per method
   c.synth.num_backgrounds = 16 if demo else 0  # target defect-free images used (0 = all)
   c.synth.batch_size = 16
+  # "auto": grey output where the target's defect-free image is monochrome (a mono camera shows
+  # no colour cast; fabgen/synthesis/colour_space.py); "keep": the generators' colours.
+  c.synth.colour = "auto"
   # Options of the method's `from_checkpoint` (cutpaste: its crop bank is built from
   # `max_records` source records spread over the split, each one a FabricSim render on the fly).
   c.synth.options = ml_collections.ConfigDict({"max_records": 200 if demo else 2000})

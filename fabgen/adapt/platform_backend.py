@@ -254,7 +254,8 @@ class PlatformBackend(protocol.Backend):
     data = os.path.join(out_dir, "data")
     run = stream.SynthesisRun(synth, backgrounds_lib.open_backgrounds(backgrounds), s.num, data,
                               seed=self.seed, class_ids=class_ids, batch_size=s.batch_size,
-                              extra_manifest={"checkpoint": str(checkpoint)})
+                              extra_manifest={"checkpoint": str(checkpoint)},
+                              colour=s.get("colour", "auto"))
     manifest = run.run(log=lambda line: self.log(f"  {line}"))
     boxes = box_stats.write_report(data, real=self.real_boxes())
     self.log(box_stats.markdown(boxes, f"{method}: box sizes, synthesized vs real (source train)"))

@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--image-size", default=None, help="HxW to centre-crop backgrounds to")
   parser.add_argument("--patch-size", type=int, default=None,
                       help="cutpaste only: crop size taken from the source (default 64)")
+  parser.add_argument("--colour", default="auto", choices=("auto", "keep"),
+                      help="auto: grey output where a background is monochrome (a mono camera "
+                           "shows no colour cast); keep: the generator's colours")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
   try:
     manifest = synthesize(args.method, args.checkpoint, args.backgrounds, args.num, args.out,
                           seed=args.seed, classes=classes, batch_size=args.batch_size,
-                          placement=args.placement, image_size=image_size,
+                          placement=args.placement, image_size=image_size, colour=args.colour,
                           log=lambda line: print(line, flush=True), **options)
   except SynthesisError as e:
     print(f"fabgen synthesize: error: {e}", file=sys.stderr)

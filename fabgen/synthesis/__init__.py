@@ -41,7 +41,7 @@ def resolve_classes(classes: "Sequence[str | int] | None") -> "list[int] | None"
 def synthesize(method: str, checkpoint: str, backgrounds, num: int, out_dir: str, seed: int = 0,
                classes: "Sequence[str | int] | None" = None, batch_size: int = 16,
                placement: str | None = None, image_size: tuple[int, int] | None = None,
-               tau: int = 6, log=None, **options) -> dict:
+               tau: int = 6, colour: str = "auto", log=None, **options) -> dict:
   """Writes `num` labelled synthetic images to `out_dir` (resuming if it holds a partial run).
 
   Args:
@@ -56,6 +56,7 @@ def synthesize(method: str, checkpoint: str, backgrounds, num: int, out_dir: str
     placement: None for uniform, or a placement-prior JSON (`PlacementPrior.save`).
     image_size: (H, W) to centre-crop backgrounds to (default: the first image's size).
     tau: uint8 change threshold that defines the label mask.
+    colour: "auto" = grey output on monochrome backgrounds (`colour_space`), "keep" = as painted.
     log: optional callable for progress lines.
     **options: passed to the method's `from_checkpoint`.
 
@@ -69,6 +70,6 @@ def synthesize(method: str, checkpoint: str, backgrounds, num: int, out_dir: str
   prior = None if placement in (None, "uniform") else placement_lib.PlacementPrior.load(placement)
   run = stream.SynthesisRun(synth, bgs, num, out_dir, seed=seed,
                             class_ids=resolve_classes(classes), batch_size=batch_size,
-                            placement=prior, tau=tau,
+                            placement=prior, tau=tau, colour=colour,
                             extra_manifest={"checkpoint": str(checkpoint)})
   return run.run(log=log)

@@ -41,6 +41,7 @@ from fabgen.data import drawing
 from fabgen.data import writer as writer_lib
 from fabgen.data.readers import skips
 from fabgen.synthesis import base
+from fabgen.synthesis import colour_space
 from fabgen.synthesis import labelling
 from fabgen.synthesis import placement as placement_lib
 from fabgen.synthesis.backgrounds import Backgrounds
@@ -87,7 +88,7 @@ class SynthesisRun:
                seed: int = 0, class_ids: Sequence[int] | None = None, batch_size: int = 16,
                placement: placement_lib.PlacementPrior | None = None, tau: int = 6,
                min_area: int = 4, mesh: jax.sharding.Mesh | None = None,
-               extra_manifest: dict | None = None):
+               extra_manifest: dict | None = None, colour: str = "auto"):
     if num <= 0:
       raise base.SynthesisError(f"--num must be positive, got {num}")
     if batch_size <= 0:
@@ -96,12 +97,14 @@ class SynthesisRun:
     self.class_ids = self._check_classes(synth, class_ids)
     self.synth, self.backgrounds, self.num, self.out_dir = synth, backgrounds, num, out_dir
     self.seed, self.placement, self.tau, self.min_area = seed, placement, tau, min_area
+    self.colour = colour_space.check_mode(colour)
     self.mesh = mesh or jax.make_mesh((jax.device_count(),), ("data",))
     n_dev = self.mesh.devices.size
     self.batch_size = -(-batch_size // n_dev) * n_dev  # a multiple of the device count
     self.params = {
         "format": FORMAT, **synth.static_options(), "seed": int(seed),
         "classes": [int(c) for c in self.class_ids], "tau": int(tau), "min_area": int(min_area),
+        "colour": colour,
         "image_size": [int(s) for s in backgrounds.size], "backgrounds": backgrounds.spec,
         "num_backgrounds": len(backgrounds),
         "placement": "uniform" if placement is None else "prior",
@@ -211,7 +214,9 @@ class SynthesisRun:
     records = []
     for i, image in zip(indices, images):
       bg_index = i % len(self.backgrounds)
-      lab = labelling.label_change(image, self.backgrounds[bg_index], self.tau, self.min_area)
+      background = self.backgrounds[bg_index]
+      image = colour_space.match_background(image, background, self.colour)
+      lab = labelling.label_change(image, background, self.tau, self.min_area)
       name = sample_name(i)
       atomic_write_png(os.path.join(self.out_dir, "images", f"{name}.png"), lab.image)
       atomic_write_png(os.path.join(self.out_dir, "masks", f"{name}.png"),

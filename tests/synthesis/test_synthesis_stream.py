@@ -10,6 +10,7 @@ import pytest
 from fabgen.data import classes as classes_lib
 from fabgen.synthesis import backgrounds as backgrounds_lib
 from fabgen.synthesis import base
+from fabgen.synthesis import colour_space
 from fabgen.synthesis import cutpaste
 from fabgen.synthesis import labelling
 from fabgen.synthesis import stream
@@ -151,3 +152,39 @@ def test_memory_stays_flat_as_num_grows(synth, bgs, tmp_path):
     return top
   small, large = peak(8, tmp_path / "a"), peak(48, tmp_path / "b")
   assert large < 1.5 * small + 256 * 1024, (small, large)
+
+
+def test_monochrome_backgrounds_get_grey_defects_and_grey_labels(synth, tmp_path):
+  """Colour crops pasted on a mono camera's images come out grey (colour="auto"), labelled on the
+  grey image; "keep" writes the colour cast; colour backgrounds are untouched either way."""
+  rng = np.random.default_rng(2)
+  grey_bgs = [np.repeat(_fabric(rng, 40, 8)[..., :1], 3, -1) for _ in range(3)]
+  mono = backgrounds_lib.open_backgrounds(grey_bgs)
+  _run(synth, mono, tmp_path / "auto", 6).run()
+  _run(synth, mono, tmp_path / "keep", 6, colour="keep").run()
+  cast = 0
+  for rec in json.load(open(tmp_path / "auto" / "parts" / "00000000.json"))["records"]:
+    image = _read_png(tmp_path / "auto" / rec["file_name"])
+    kept = _read_png(tmp_path / "keep" / rec["file_name"])
+    assert colour_space.is_monochrome(image)
+    np.testing.assert_array_equal(image, colour_space.to_grey(kept))
+    mask = _read_png(tmp_path / "auto" / rec["mask_file"]) > 0
+    diff = np.abs(image.astype(int) - grey_bgs[rec["background_index"]].astype(int)).max(-1)
+    np.testing.assert_array_equal(mask, diff > 6)
+    cast += not colour_space.is_monochrome(kept)
+  assert cast > 0  # the source crops do carry colour: the projection had work to do
+  colour_bgs = backgrounds_lib.open_backgrounds([_fabric(rng, 40, 8) for _ in range(3)])
+  _run(synth, colour_bgs, tmp_path / "c_auto", 4).run()
+  _run(synth, colour_bgs, tmp_path / "c_keep", 4, colour="keep").run()
+  for name in os.listdir(tmp_path / "c_auto" / "images"):
+    np.testing.assert_array_equal(_read_png(tmp_path / "c_auto" / "images" / name),
+                                  _read_png(tmp_path / "c_keep" / "images" / name))
+  with pytest.raises(ValueError, match="colour='sepia'"):
+    _run(synth, mono, tmp_path / "bad", 2, colour="sepia")
+
+
+def test_grey_projection_is_exact_on_grey_images():
+  grey = np.repeat(np.arange(256, dtype=np.uint8).reshape(16, 16, 1), 3, -1)
+  np.testing.assert_array_equal(colour_space.to_grey(grey), grey)
+  np.testing.assert_array_equal(colour_space.to_grey(np.array([[[10, 20, 31]]], np.uint8)),
+                                [[[20, 20, 20]]])
