@@ -70,7 +70,7 @@ class MLP(nnx.Module):
     self.fc2 = L.Dense(cfg.intermediate_size, cfg.hidden_size, rngs=rngs)
 
   def __call__(self, x):
-    return self.fc2(self.act(self.fc1(x)))
+    return self.fc2(L.batch_sharded(self.act(self.fc1(x))))
 
 
 class EncoderLayer(nnx.Module):
@@ -81,8 +81,8 @@ class EncoderLayer(nnx.Module):
     self.layer_norm2 = L.layer_norm(cfg.hidden_size, cfg.layer_norm_eps, rngs)
 
   def __call__(self, x, mask):
-    x = x + self.self_attn(self.layer_norm1(x), mask)
-    return x + self.mlp(self.layer_norm2(x))
+    x = L.batch_sharded(x + self.self_attn(self.layer_norm1(x), mask))
+    return L.batch_sharded(x + self.mlp(self.layer_norm2(x)))
 
 
 class Encoder(nnx.Module):
