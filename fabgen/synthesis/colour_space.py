@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from fabgen.synthesis.base import SynthesisError
+
 MODES = ("auto", "keep")
 
 
 def check_mode(mode: str) -> str:
   if mode not in MODES:
-    raise ValueError(f"synthesis colour={mode!r}; use 'auto' (grey where the background is "
+    raise SynthesisError(f"synthesis colour={mode!r}; use 'auto' (grey where the background is "
                      f"monochrome) or 'keep' (the generator's colours as they are)")
   return mode
 
