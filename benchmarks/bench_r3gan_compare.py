@@ -40,6 +40,7 @@ import jax
 from benchmarks import harness
 from benchmarks.bench_stage1 import synthetic_batch
 from configs import stage1 as stage1_config
+from fabgen.platform import cpu_runtime
 from fabgen.platform import sharding as sharding_lib
 from fabgen.stage1.task import Stage1Task
 
@@ -88,11 +89,13 @@ def build_fabgen(batch: int, conv_impl: str, tiny: bool = False):
     return {"steps": steps, "wall_s": time.perf_counter() - wall,
             "cpu_s": time.process_time() - cpu}
 
+  run.compiled = compiled  # for benchmarks.profile_r3gan_step
   run(1)  # warm-up
   return run, {"compile_s": compile_s, "flops_per_step": harness.aot.flops(compiled),
                "temp_bytes": getattr(memory, "temp_size_in_bytes", None),
                "argument_bytes": getattr(memory, "argument_size_in_bytes", None),
-               "xla_cpu_threads": len(os.sched_getaffinity(0))}
+               "xla_cpu_threads": len(os.sched_getaffinity(0)),
+               "cpu_runtime": cpu_runtime.describe()}
 
 
 class TorchWorker:
@@ -171,6 +174,7 @@ def main(argv: list[str] | None = None):
         f"{fab['cpu_s_per_step']:.2f} CPU-s/step, {fab['img_per_s']:.3f} img/s, "
         f"{fab['img_per_cpu_s']:.3f} img/CPU-s, compile {fab['compile_s']:.0f} s, "
         f"XLA temporaries {fab['temp_bytes'] / 1e9:.2f} GB, {fab['xla_cpu_threads']} threads")
+  print(f"  process settings (fabgen.platform.cpu_runtime): {fab['cpu_runtime']}")
   if worker:
     ref = result["reference"] = {**ref_info, **summarize(ref_runs, args.batch)}
     result["ratio_wall"] = fab["img_per_s"] / ref["img_per_s"]
@@ -189,4 +193,5 @@ def main(argv: list[str] | None = None):
 
 
 if __name__ == "__main__":
+  cpu_runtime.start()
   sys.exit(0 if main() else 1)

@@ -5,7 +5,11 @@ The flag must be set before JAX initialises its backends, hence here, before any
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# Added to, not replaced: `make test` starts pytest under `python -m fabgen.platform.cpu_runtime`,
+# which puts the XLA:CPU flags every fabgen entry point runs with into XLA_FLAGS.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = " ".join(
+      [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One persistent XLA compilation cache for the whole run, shared by the xdist workers and the

@@ -13,6 +13,7 @@ import importlib
 import sys
 
 from fabgen.cli import overrides as overrides_lib
+from fabgen.platform import cpu_runtime
 
 COMMANDS = {
     "data": ("fabgen.cli.data", "synthesize FabricSim sets and inspect data sets on disk"),
@@ -33,6 +34,8 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+  if argv is None:  # the real entry point, not a call from Python: CPU runtime settings
+    cpu_runtime.start()
   argv = sys.argv[1:] if argv is None else argv
   parser = argparse.ArgumentParser(prog="fabgen", description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", metavar="COMMAND")

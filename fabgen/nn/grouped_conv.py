@@ -170,18 +170,22 @@ def _group_weight_grad(x, dy, kh, kw, groups):
   Tap by tap rather than through the 9x im2col of `_group_patches`: each shifted view lives only
   for its own dot, so the op's temporaries halve (1275 -> 675 MB at the shape below; in the whole
   r3gan_compare step at batch 2 only 0.863 -> 0.830 GB, whose peak is the R1/R2 double
-  backward's residuals, not these patches), and it is faster
-  on CPU (D's 64 px shape, batch 32, 128 ch, 8 groups: 0.80 CPU-s against 1.26 for the im2col
-  dot; 32 px, batch 32, 256 ch, 16 groups: 0.34 against 0.68; both jitted, best of 3).
+  backward's residuals, not these patches), and it is faster on CPU (D's 64 px shape, batch 32,
+  128 ch, 8 groups: 0.80 CPU-s against 1.26 for the im2col dot; 32 px, batch 32, 256 ch,
+  16 groups: 0.34 against 0.68; both jitted, best of 3). The input is made group-major once and
+  each tap is a slice of it: nine transposes of the input cost up to a third of the step
+  (`benchmarks/profile_r3gan_step.py`); one transpose and nine slices: 0.254 -> 0.198 s wall at
+  the 64 px shape, 0.067 -> 0.054 at 16 px (2 threads, best of 3).
   """
-  h, w = x.shape[1], x.shape[2]
+  b, h, w, _ = x.shape
   ph, pw = kh // 2, kw // 2
-  xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+  xg = rearrange(x, "b h w (g c) -> g b h w c", g=groups)
+  xp = jnp.pad(xg, ((0, 0), (0, 0), (ph, ph), (pw, pw), (0, 0)))
   dyg = rearrange(dy, "b h w (g o) -> g (b h w) o", g=groups)
   taps = []
   for i in range(kh):
     for j in range(kw):
-      xs = rearrange(xp[:, i:i + h, j:j + w], "b h w (g c) -> g (b h w) c", g=groups)
+      xs = xp[:, :, i:i + h, j:j + w].reshape(groups, b * h * w, -1)
       taps.append(lax.dot_general(xs, dyg, (((1,), (1,)), ((0,), (0,)))))  # [G, C/G, O/G]
   return rearrange(jnp.stack(taps), "(kh kw) g c o -> kh kw c (g o)", kh=kh, kw=kw)
 

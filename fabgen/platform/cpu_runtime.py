@@ -1,0 +1,121 @@
+"""The process settings a CPU training run starts with: glibc malloc tunables and XLA:CPU flags.
+
+Two measured causes made the `r3gan_compare` step 3x slower than it needs to be on a CPU
+(README, Benchmarks; `benchmarks/profile_r3gan_step.py` gives the per-op table):
+
+* Pages. XLA:CPU allocates a step's buffers with malloc and frees them when the step ends. glibc
+  serves every block above its mmap threshold (128 KB .. 32 MB) with fresh pages from mmap and
+  returns them on free, and gives each thread an arena whose large blocks also go to mmap; so
+  every step page-faulted its working set anew (batch 16: 6.5 GB of temporaries, 6 M minor faults
+  and ~28 CPU-s of kernel time a step). With mmap off, trimming off and one arena, freed blocks
+  stay in the heap for the next step: 34.8 -> 17.4 s/step on 2 cores. The cost: a process keeps
+  its peak resident memory until it exits, which a training job reaches in its first step anyway.
+* Threads. XLA:CPU hands convolutions to YNNPACK, which runs them on one thread; its own
+  (Eigen) convolution uses the whole intra-op pool. Keeping YNNPACK for dots only
+  (`--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`): 15.9 -> 14.8 s/step.
+
+`python -m fabgen.platform.cpu_runtime CMD ...` runs any command under them (`make test` does).
+glibc reads tunables once, when a process starts (`mallopt` at run time cannot set a trim
+threshold above 2 GB: measured 22.8 s/step), so `start()` re-executes the process once with
+`GLIBC_TUNABLES` extended; XLA reads `XLA_FLAGS` when JAX first initialises its backend, so the
+flag only has to be in the environment before that. The XLA flag is applied only for the jaxlib
+versions it was measured on (an unknown flag aborts XLA). Skipped where it cannot apply or is not
+wanted: an accelerator present (`/dev/nvidia*`, `/dev/accel*`, `/dev/kfd`), `JAX_PLATFORMS`
+naming no cpu, or `FABGEN_CPU_RUNTIME=default`; the tunables also where the C library is not
+glibc. A setting the user made (a key in `GLIBC_TUNABLES`, the flag in `XLA_FLAGS`) is kept.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.metadata
+import os
+import platform
+import sys
+from collections.abc import Mapping
+
+OPT_OUT = "FABGEN_CPU_RUNTIME"  # "default": leave the process as it is
+RESTARTED = "restarted"  # set in the restarted process: never restart twice
+TUNABLES = {
+    "glibc.malloc.mmap_max": "0",  # large blocks from the heap, not from fresh mmap pages
+    "glibc.malloc.trim_threshold": str(1 << 40),  # never hand the heap's top back on free
+    "glibc.malloc.arena_max": "1",  # worker-thread arenas would fall back to mmap above 64 MB
+}
+YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
+XLA_CPU_FLAGS = {YNN_FLAG: "-individual_convolution"}
+XLA_FLAGS_TESTED_ON = ("0.10.2",)  # jaxlib versions that know XLA_CPU_FLAGS (measured there)
+ACCELERATOR_NODES = ("/dev/nvidia[0-9]*", "/dev/accel[0-9]*", "/dev/kfd")
+
+
+def _parse_tunables(tunables: str) -> dict[str, str]:
+  pairs = (item.split("=", 1) for item in tunables.split(":") if item)
+  return {p[0]: p[1] if len(p) == 2 else "" for p in pairs}
+
+
+def _jaxlib_version() -> str:
+  try:
+    return importlib.metadata.version("jaxlib")
+  except importlib.metadata.PackageNotFoundError:
+    return ""
+
+
+def applies(environ: Mapping[str, str], accelerator: bool | None = None) -> bool:
+  """Whether this process is a CPU run that should get the settings at all."""
+  if accelerator is None:
+    accelerator = any(glob.glob(pattern) for pattern in ACCELERATOR_NODES)
+  platforms = environ.get("JAX_PLATFORMS", "")
+  return not (accelerator or environ.get(OPT_OUT, "") == "default"
+              or (platforms and "cpu" not in platforms.split(",")))
+
+
+def wanted_environment(environ: Mapping[str, str], libc: str | None = None,
+                       accelerator: bool | None = None,
+                       jaxlib: str | None = None) -> dict[str, str]:
+  """`environ` with the settings this process should run under added (a copy; may be equal)."""
+  env = dict(environ)
+  if not applies(environ, accelerator):
+    return env
+  libc = platform.libc_ver()[0] if libc is None else libc
+  if libc == "glibc":
+    current = _parse_tunables(environ.get("GLIBC_TUNABLES", ""))
+    merged = {**TUNABLES, **current}
+    env["GLIBC_TUNABLES"] = ":".join(f"{k}={v}" for k, v in merged.items())
+  jaxlib = _jaxlib_version() if jaxlib is None else jaxlib
+  if jaxlib in XLA_FLAGS_TESTED_ON:
+    flags = environ.get("XLA_FLAGS", "")
+    extra = [f"{k}={v}" for k, v in XLA_CPU_FLAGS.items() if k not in flags]
+    env["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
+  return env
+
+
+def start() -> None:
+  """Put this process under the settings: XLA flags in place, a restart for glibc tunables.
+
+  Call first thing in a `__main__` entry point, before JAX runs anything: a restart replaces
+  the process image (same interpreter, same command line).
+  """
+  env = wanted_environment(os.environ)
+  if "XLA_FLAGS" in env:
+    os.environ["XLA_FLAGS"] = env["XLA_FLAGS"]
+  restart = env.get("GLIBC_TUNABLES", "") != os.environ.get("GLIBC_TUNABLES", "")
+  if restart and os.environ.get(OPT_OUT, "") != RESTARTED:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, sys.orig_argv, {**env, OPT_OUT: RESTARTED})
+
+
+def main(argv: list[str]) -> None:
+  """`python -m fabgen.platform.cpu_runtime CMD [ARG...]`: run CMD under the settings."""
+  if not argv:
+    sys.exit("usage: python -m fabgen.platform.cpu_runtime CMD [ARG...]  (runs CMD under the CPU "
+             "run's glibc tunables and XLA:CPU flags)")
+  os.execvpe(argv[0], argv, {**wanted_environment(os.environ), OPT_OUT: RESTARTED})
+
+
+def describe() -> dict[str, str]:
+  """The settings in force, for a benchmark's record."""
+  return {k: os.environ.get(k, "") for k in ("GLIBC_TUNABLES", "XLA_FLAGS")}
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

@@ -1,0 +1,98 @@
+"""The CPU run's process settings: what is set, when, what the user set is kept, and that it works."""
+
+import os
+import platform
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from fabgen.platform import cpu_runtime
+
+APPLIES = (platform.libc_ver()[0] == "glibc"
+           and cpu_runtime.applies({k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}))
+TESTED_JAXLIB = cpu_runtime.XLA_FLAGS_TESTED_ON[0]
+
+
+def _tunables(env):
+  return dict(item.split("=", 1) for item in env["GLIBC_TUNABLES"].split(":"))
+
+
+def _wanted(environ, libc="glibc", accelerator=False, jaxlib=TESTED_JAXLIB):
+  return cpu_runtime.wanted_environment(environ, libc=libc, accelerator=accelerator, jaxlib=jaxlib)
+
+
+def test_a_plain_cpu_host_gets_every_setting():
+  env = _wanted({"PATH": "/bin"})
+  assert _tunables(env) == cpu_runtime.TUNABLES
+  assert env["XLA_FLAGS"] == f"{cpu_runtime.YNN_FLAG}=-individual_convolution"
+  assert env["PATH"] == "/bin"
+
+
+def test_what_the_user_set_is_kept_and_the_rest_added():
+  user = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=4:glibc.pthread.rseq=0",
+          "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+  env = _wanted(user)
+  tunables = _tunables(env)
+  assert tunables["glibc.malloc.arena_max"] == "4"
+  assert tunables["glibc.pthread.rseq"] == "0"
+  assert tunables["glibc.malloc.mmap_max"] == "0"
+  assert env["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=8",
+                                      f"{cpu_runtime.YNN_FLAG}=-individual_convolution"]
+  own = {"XLA_FLAGS": f"{cpu_runtime.YNN_FLAG}=individual_dot"}
+  assert _wanted(own)["XLA_FLAGS"] == own["XLA_FLAGS"]
+
+
+def test_applying_twice_changes_nothing():
+  once = _wanted({"GLIBC_TUNABLES": "glibc.pthread.rseq=0"})
+  assert _wanted(once) == once
+
+
+@pytest.mark.parametrize("environ, accelerator", [
+    ({"FABGEN_CPU_RUNTIME": "default"}, False),  # opted out
+    ({}, True),  # a GPU/TPU host
+    ({"JAX_PLATFORMS": "cuda"}, False),
+])
+def test_leaves_a_non_cpu_or_opted_out_process_alone(environ, accelerator):
+  assert _wanted(environ, accelerator=accelerator) == environ
+
+
+def test_each_setting_only_where_it_is_known():
+  no_glibc = _wanted({}, libc="")  # musl, macOS: no tunables, the XLA flag still
+  assert "GLIBC_TUNABLES" not in no_glibc and "XLA_FLAGS" in no_glibc
+  other_jaxlib = _wanted({}, jaxlib="99.0.0")  # an unknown XLA flag would abort XLA
+  assert "XLA_FLAGS" not in other_jaxlib and "GLIBC_TUNABLES" in other_jaxlib
+  assert "GLIBC_TUNABLES" in _wanted({"JAX_PLATFORMS": "cpu"})
+
+
+_CHURN = textwrap.dedent("""
+    import ctypes, os, resource
+    from fabgen.platform import cpu_runtime
+    cpu_runtime.start()
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(6):  # what XLA:CPU does with a step's temporaries: malloc, write, free
+      block = libc.malloc(64 << 20)
+      ctypes.memset(block, 1, 64 << 20)
+      libc.free(block)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    print(os.environ.get("FABGEN_CPU_RUNTIME"), faults)
+""")
+
+
+@pytest.mark.skipif(not APPLIES, reason="not a glibc CPU host (the settings are not applied)")
+def test_the_restart_keeps_freed_pages_mapped():
+  """Six 64 MB malloc/write/free rounds: faulted in six times by default, once after start()."""
+  env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "JAX_PLATFORMS")}
+  runs = {}
+  for mode in ("default", ""):
+    env[cpu_runtime.OPT_OUT] = mode
+    out = subprocess.run([sys.executable, "-c", _CHURN], env=env, capture_output=True, text=True,
+                         check=True, timeout=120)
+    runs[mode] = out.stdout.split()
+  pages = (64 << 20) // os.sysconf("SC_PAGE_SIZE")
+  assert runs["default"][0] == "default" and int(runs["default"][1]) > 5 * pages, runs
+  assert runs[""][0] == cpu_runtime.RESTARTED and int(runs[""][1]) < 2 * pages, runs
