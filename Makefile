@@ -23,22 +23,18 @@ venv: $(BIN)/fabgen
 demo: venv
 	$(BIN)/fabgen demo --workdir $(WORKDIR)
 
-# Tests run under the process settings every fabgen entry point uses on a CPU (glibc malloc
-# tunables, XLA:CPU flags: fabgen/platform/cpu_runtime.py).
-RUNTIME := $(BIN)/python -m fabgen.platform.cpu_runtime
-
 test: venv
-	$(RUNTIME) $(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not e2e" --durations=15 tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not e2e" --durations=15 tests
 
 test-e2e: venv
-	$(RUNTIME) $(BIN)/python -m pytest -n 2 --dist loadfile -q -m "e2e and not export" --durations=10 tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m "e2e and not export" --durations=10 tests
 
 # The converters must not move the stack the rest was tested on: pip gets the installed jax,
 # jaxlib and flax as constraints, so a conflicting extra is an install error, not an upgrade.
 test-export: venv
 	$(BIN)/pip freeze | grep -iE '^(jax|jaxlib|flax)==' > $(VENV)/export-constraints.txt
 	$(BIN)/pip install -q -c $(VENV)/export-constraints.txt -e '.[test,export]'
-	$(RUNTIME) $(BIN)/python -m pytest -n 2 --dist load -q -m export --durations=10 tests
+	$(BIN)/python -m pytest -n 2 --dist load -q -m export --durations=10 tests
 
 bench: venv
 	$(BIN)/python -m benchmarks.run_all

@@ -67,4 +67,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+  from fabgen.platform import cpu_runtime  # pylint: disable=g-import-not-at-top
+  cpu_runtime.start()  # the CPU process settings fabgen runs under (README, Training at scale)
   main()

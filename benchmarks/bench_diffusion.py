@@ -264,4 +264,6 @@ def _write(path, result):
     with open(path, "w", encoding="utf-8") as f:
       json.dump(result, f, indent=2, default=str)
 if __name__ == "__main__":
+  from fabgen.platform import cpu_runtime  # pylint: disable=g-import-not-at-top
+  cpu_runtime.start()  # the CPU process settings fabgen runs under (README, Training at scale)
   main()

@@ -19,10 +19,12 @@ changes much less. The ratio is fabgen img/s / reference img/s, > 1 = fabgen fas
 average before and after is printed beside it.
 
 Both sides run at the same intra-op thread count (`--threads`, default this process's CPUs, the
-size of XLA:CPU's pool). Measured on the 2 shared cores, 2026-12-01, batch 16, against fabgen's
-same-architecture reference (README, Benchmarks): fabgen 35.1 CPU-s/step, PyTorch 2.13 45.7:
-1.30x per CPU-second, 1.43x wall, at load average 8-16. `--tiny` shrinks both sides to the same
-3-stage 16x16 networks: a test of this script, not a speed figure.
+size of XLA:CPU's pool) and, by default, under the same process settings: run as a script, this
+restarts under `fabgen.platform.cpu_runtime` (glibc malloc tunables, XLA:CPU flags) and the
+PyTorch worker inherits the tunables, which halve its step too; `--torch-settings default` runs
+PyTorch under glibc's defaults instead. Only a quiet host gives this comparison (README,
+Benchmarks: at load average 8-16 the ratio came out 5x too favourable). `--tiny` shrinks both
+sides to the same 3-stage 16x16 networks: a test of this script, not a speed figure.
 """
 
 from __future__ import annotations
@@ -101,12 +103,17 @@ def build_fabgen(batch: int, conv_impl: str, tiny: bool = False):
 class TorchWorker:
   """The PyTorch step in a subprocess that runs N steps per request (see the worker's doc)."""
 
-  def __init__(self, python: str, official: str, batch: int, threads: int, tiny: bool = False):
+  def __init__(self, python: str, official: str, batch: int, threads: int, tiny: bool = False,
+               settings: str = "same"):
     cmd = [python, WORKER, "--serve", "--batch", str(batch), "--threads", str(threads)]
     cmd += ["--tiny"] if tiny else []
     if official:
       cmd += ["--official", official]
-    self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    env = dict(os.environ)
+    if settings == "default":  # PyTorch as a user starts it: glibc's own malloc behaviour
+      env.pop("GLIBC_TUNABLES", None)
+    self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                 env=env)
 
   def ready(self) -> dict:
     line = self.proc.stdout.readline()
@@ -145,6 +152,10 @@ def main(argv: list[str] | None = None):
                       help="torch intra-op threads (default: this process's CPUs, which is the "
                       "size of XLA:CPU's intra-op pool)")
   parser.add_argument("--conv-impl", default="auto", help="fabgen's grouped conv formulation")
+  parser.add_argument("--torch-settings", choices=("same", "default"), default="same",
+                      help="same: PyTorch runs under fabgen's process settings (the glibc malloc "
+                      "tunables of fabgen.platform.cpu_runtime, which speed it up too); default: "
+                      "under glibc's defaults, as PyTorch is usually started")
   parser.add_argument("--json", default="", help="also write the result here")
   parser.add_argument("--tiny", action="store_true",
                       help="both sides shrunk to 3 stages at 16x16 (a plumbing test, not a speed "
@@ -155,8 +166,8 @@ def main(argv: list[str] | None = None):
   if args.official and args.tiny:
     parser.error("--tiny shrinks fabgen's own PyTorch reference, not the official networks")
   load_before = os.getloadavg()
-  worker = TorchWorker(args.torch_python, args.official, args.batch,
-                                                  args.threads, args.tiny) if args.torch_python else None
+  worker = TorchWorker(args.torch_python, args.official, args.batch, args.threads, args.tiny,
+                       args.torch_settings) if args.torch_python else None
   run_fabgen, info = build_fabgen(args.batch, args.conv_impl, args.tiny)  # compiles while torch warms up
   ref_info = worker.ready() if worker else None
   fab_runs, ref_runs = [], []
@@ -176,10 +187,12 @@ def main(argv: list[str] | None = None):
         f"XLA temporaries {fab['temp_bytes'] / 1e9:.2f} GB, {fab['xla_cpu_threads']} threads")
   print(f"  process settings (fabgen.platform.cpu_runtime): {fab['cpu_runtime']}")
   if worker:
-    ref = result["reference"] = {**ref_info, **summarize(ref_runs, args.batch)}
+    ref = result["reference"] = {**ref_info, **summarize(ref_runs, args.batch),
+                                 "process_settings": args.torch_settings}
     result["ratio_wall"] = fab["img_per_s"] / ref["img_per_s"]
     result["ratio_cpu"] = fab["img_per_cpu_s"] / ref["img_per_cpu_s"]
-    print(f"{ref['implementation']} (torch {ref['torch']}, {ref['threads']} threads): "
+    print(f"{ref['implementation']} (torch {ref['torch']}, {ref['threads']} threads, "
+          f"{args.torch_settings} process settings): "
           f"{ref['s_per_step']:.2f} s/step wall, {ref['cpu_s_per_step']:.2f} CPU-s/step, "
           f"{ref['img_per_s']:.3f} img/s, {ref['img_per_cpu_s']:.3f} img/CPU-s")
     print(f"ratio fabgen / reference img/s: {result['ratio_wall']:.2f}x wall, "

@@ -5,11 +5,14 @@ The flag must be set before JAX initialises its backends, hence here, before any
 
 import os
 
-# Added to, not replaced: `make test` starts pytest under `python -m fabgen.platform.cpu_runtime`,
-# which puts the XLA:CPU flags every fabgen entry point runs with into XLA_FLAGS.
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = " ".join(
-      [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]).strip()
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# The CPU process settings `fabgen` starts with (fabgen/platform/cpu_runtime.py: glibc malloc
+# tunables, XLA:CPU flags) are a speed choice for long training runs; the test suite, mostly
+# compiles of tiny programs, ran slower under them (20 min 18 s against 18 min 52 s; one malloc
+# arena slows XLA's multi-threaded compiler), so tests and the CLI processes they start keep the
+# defaults.
+# tests/platform/test_cpu_runtime.py tests the settings themselves.
+os.environ.setdefault("FABGEN_CPU_RUNTIME", "default")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One persistent XLA compilation cache for the whole run, shared by the xdist workers and the

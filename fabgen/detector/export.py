@@ -80,8 +80,11 @@ OUTPUTS = ("boxes", "scores", "labels", "class_probs", "seg_probs")
 # Parity of an export with the training code (`check_parity`), stated per output: absolute
 # differences in probability units for scores / class and segmentation probabilities, in pixels
 # for boxes; labels must agree wherever the reference's two best classes differ by more than
-# the score tolerance (a closer call may flip in the last float bits of any runtime).
-TOLERANCES = {"scores": 1e-4, "class_probs": 1e-4, "seg_probs": 1e-4, "boxes": 0.05}
+# the score tolerance (a closer call may flip in the last float bits of any runtime). 5e-4: two
+# correct f32 convolution kernels (XLA's multi-threaded Eigen one, which fabgen's CPU runs use,
+# and TF's / onnxruntime's) differ by up to 1.5e-4 in the tiny detector's segmentation
+# probabilities through its backbone (measured); a wrong export is off by orders more.
+TOLERANCES = {"scores": 5e-4, "class_probs": 5e-4, "seg_probs": 5e-4, "boxes": 0.05}
 
 
 class ParityError(ValueError):
