@@ -96,3 +96,19 @@ def test_the_restart_keeps_freed_pages_mapped():
   pages = (64 << 20) // os.sysconf("SC_PAGE_SIZE")
   assert runs["default"][0] == "default" and int(runs["default"][1]) > 5 * pages, runs
   assert runs[""][0] == cpu_runtime.RESTARTED and int(runs[""][1]) < 2 * pages, runs
+
+
+def test_the_cli_starts_under_the_settings_except_for_compile(monkeypatch, capsys):
+  from fabgen.cli import main as cli  # pylint: disable=g-import-not-at-top
+  calls = []
+  monkeypatch.setattr(cpu_runtime, "start", lambda: calls.append(True))
+  monkeypatch.setattr(sys, "argv", ["fabgen"])
+  assert cli.main() == 0  # prints the help
+  assert calls == [True]
+  monkeypatch.setattr(sys, "argv", ["fabgen", "compile"])  # no --config: argparse exits
+  with pytest.raises(SystemExit):
+    cli.main()
+  assert calls == [True]
+  cli.main(["--help"])  # called from Python: the caller's process, left alone
+  assert calls == [True]
+  capsys.readouterr()
