@@ -98,7 +98,7 @@ def test_the_restart_keeps_freed_pages_mapped():
   assert runs[""][0] == cpu_runtime.RESTARTED and int(runs[""][1]) < 2 * pages, runs
 
 
-def test_the_cli_starts_under_the_settings_except_for_compile(monkeypatch, capsys):
+def test_the_cli_starts_under_the_settings_except_for_compile_and_demo(monkeypatch, capsys):
   from fabgen.cli import main as cli  # pylint: disable=g-import-not-at-top
   calls = []
   monkeypatch.setattr(cpu_runtime, "start", lambda: calls.append(True))
@@ -106,6 +106,10 @@ def test_the_cli_starts_under_the_settings_except_for_compile(monkeypatch, capsy
   assert cli.main() == 0  # prints the help
   assert calls == [True]
   monkeypatch.setattr(sys, "argv", ["fabgen", "compile"])  # no --config: argparse exits
+  with pytest.raises(SystemExit):
+    cli.main()
+  assert calls == [True]
+  monkeypatch.setattr(sys, "argv", ["fabgen", "demo", "--help"])
   with pytest.raises(SystemExit):
     cli.main()
   assert calls == [True]
