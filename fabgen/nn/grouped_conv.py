@@ -42,7 +42,8 @@ first-order passes, which the step also runs (the G step goes through D to first
 summed over the step's uses the two are within a few percent, and `impl="auto"` keeps `custom`
 on CPU (`CPU_DEFAULT`). Which kernel runs XLA's convolution on CPU is a process setting:
 YNNPACK by default in jaxlib 0.10.2, single-threaded; `fabgen.platform.cpu_runtime` hands it back
-to XLA's multi-threaded one (forward at the 64 px shape: 0.295 -> 0.188 s wall on 2 cores). Plain `lax.conv_general_dilated` stays the choice on GPU/TPU (cuDNN and the
+to XLA's multi-threaded one (forward at the 64 px shape: 0.295 -> 0.188 s wall on 2 cores).
+Plain `lax.conv_general_dilated` stays the choice on GPU/TPU (cuDNN and the
 TPU compiler handle grouped convs natively); `"xla"`, `"custom"`, `"einsum"` (im2col in the
 forward pass too, plain autodiff) and `"matmul"` force a formulation, for benchmarks
 (`benchmarks/bench_stage1.py`, `benchmarks/bench_r3gan_compare.py`) and tests. Layout: NHWC

@@ -14,7 +14,8 @@ Two measured causes made the `r3gan_compare` step 3x slower than it needs to be 
   (Eigen) convolution uses the whole intra-op pool. Keeping YNNPACK for dots only
   (`--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`): 15.9 -> 14.8 s/step.
 
-`python -m fabgen.platform.cpu_runtime CMD ...` runs any command under them (`make test` does).
+`python -m fabgen.platform.cpu_runtime CMD ...` runs any command under them (the test suite
+keeps the defaults: compile-bound, it runs slower under them; `fabgen compile` and `demo` too).
 glibc reads tunables once, when a process starts (`mallopt` at run time cannot set a trim
 threshold above 2 GB: measured 22.8 s/step), so `start()` re-executes the process once with
 `GLIBC_TUNABLES` extended; XLA reads `XLA_FLAGS` when JAX first initialises its backend, so the
