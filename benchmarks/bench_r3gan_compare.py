@@ -53,11 +53,14 @@ TINY = {"widths": (32, 32, 16), "group_width": 8, "blocks": 1, "noise": 16}
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "r3gan_torch_reference.py")
 
 
-def compare_config(batch: int, conv_impl: str = "auto", tiny: bool = False):
-  """`configs/stage1.py:r3gan_compare` on one device; `tiny`: shrunk like the worker's `--tiny`."""
+def compare_config(batch: int, conv_impl: str = "config", tiny: bool = False):
+  """`configs/stage1.py:r3gan_compare` on one device; `tiny`: shrunk like the worker's `--tiny`.
+
+  conv_impl "config" keeps the config's grouped-conv formulation (per_group)."""
   config = stage1_config.get_config(f"r3gan_compare,batch={batch}")
   config.mesh.data = 1
-  config.model.conv_impl = conv_impl
+  if conv_impl != "config":
+    config.model.conv_impl = conv_impl
   if tiny:
     m, t = config.model, TINY
     m.g_widths, m.d_widths = t["widths"], tuple(reversed(t["widths"]))
@@ -112,6 +115,9 @@ class TorchWorker:
     env = dict(os.environ)
     if settings == "default":  # PyTorch as a user starts it: glibc's own malloc behaviour
       env.pop("GLIBC_TUNABLES", None)
+    elif settings == "tuned":  # PyTorch under the malloc tunables, whatever fabgen runs under
+      env["GLIBC_TUNABLES"] = cpu_runtime.wanted_environment(
+          {k: v for k, v in env.items() if k != cpu_runtime.OPT_OUT}).get("GLIBC_TUNABLES", "")
     self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                  env=env)
 
@@ -130,6 +136,16 @@ class TorchWorker:
   def close(self):
     self.proc.stdin.close()
     self.proc.wait(timeout=60)
+
+
+def _conv_impl_arg(argv: list[str]) -> str:
+  """--conv-impl from a command line, before the parser runs (the restart needs it first)."""
+  for i, arg in enumerate(argv):
+    if arg.startswith("--conv-impl="):
+      return arg.split("=", 1)[1]
+    if arg == "--conv-impl" and i + 1 < len(argv):
+      return argv[i + 1]
+  return "config"
 
 
 def summarize(runs: list[dict], batch: int) -> dict:
@@ -151,11 +167,12 @@ def main(argv: list[str] | None = None):
   parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                       help="torch intra-op threads (default: this process's CPUs, which is the "
                       "size of XLA:CPU's intra-op pool)")
-  parser.add_argument("--conv-impl", default="auto", help="fabgen's grouped conv formulation")
-  parser.add_argument("--torch-settings", choices=("same", "default"), default="same",
-                      help="same: PyTorch runs under fabgen's process settings (the glibc malloc "
-                      "tunables of fabgen.platform.cpu_runtime, which speed it up too); default: "
-                      "under glibc's defaults, as PyTorch is usually started")
+  parser.add_argument("--conv-impl", default="config",
+                      help="fabgen's grouped conv formulation (config: the config's, per_group)")
+  parser.add_argument("--torch-settings", choices=("same", "default", "tuned"), default="same",
+                      help="same: PyTorch runs under fabgen's process settings; default: under "
+                      "glibc's defaults, as PyTorch is usually started; tuned: under the glibc "
+                      "malloc tunables of fabgen.platform.cpu_runtime (PyTorch's fastest measured)")
   parser.add_argument("--json", default="", help="also write the result here")
   parser.add_argument("--tiny", action="store_true",
                       help="both sides shrunk to 3 stages at 16x16 (a plumbing test, not a speed "
@@ -206,5 +223,9 @@ def main(argv: list[str] | None = None):
 
 
 if __name__ == "__main__":
+  # per_group runs fastest without the malloc tunables (fabgen.platform.cpu_runtime), the other
+  # formulations with them.
+  if compare_config(16, _conv_impl_arg(sys.argv[1:])).model.conv_impl == "per_group":
+    os.environ.setdefault(cpu_runtime.OPT_OUT, cpu_runtime.FLAGS_ONLY)
   cpu_runtime.start()
   sys.exit(0 if main() else 1)

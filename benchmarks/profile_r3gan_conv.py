@@ -32,7 +32,7 @@ from fabgen.nn import grouped_conv as gc
 SHAPES = {64: (32, 64, 128, 8), 32: (32, 32, 256, 16), 16: (32, 16, 512, 32),
           8: (32, 8, 512, 32)}
 IMPLS = {"xla": gc.xla_conv, "custom": gc.custom_conv, "einsum": gc.einsum_conv,
-         "matmul": gc.matmul_conv}
+         "matmul": gc.matmul_conv, "per_group": gc.per_group_conv}
 
 
 def _time(fn, args, repeats):

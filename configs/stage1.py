@@ -86,9 +86,12 @@ def get_config(arg=None):
   m.mask_to_d = "hard"                 # D sees masks > 0.5 (straight-through); "soft" = raw sigmoid
   m.mask_channel = not compare         # G paints a mask and D judges it (R3GAN itself: no mask)
   m.squash_output = not compare        # tanh on G's RGB (R3GAN itself: raw outputs)
-  # grouped conv formulation: auto | xla | custom | einsum. tiny: einsum, measured fastest at
-  # 8-channel groups (bench_stage1 --variants tiny: 69 ms/step vs 159 ms custom, 806 ms xla).
-  m.conv_impl = "einsum" if tiny else "auto"
+  # grouped conv formulation: auto | xla | custom | einsum | matmul | per_group. tiny: einsum,
+  # measured fastest at 8-channel groups (bench_stage1 --variants tiny: 69 ms/step vs 159 ms
+  # custom, 806 ms xla). r3gan_compare (the CPU side-by-side): per_group, one dense conv per group
+  # (batch 16: 8.3 s/step against 12.3-14.1 for custom; fabgen.nn.grouped_conv); set "auto" to
+  # run it on a GPU/TPU, whose native grouped conv that is.
+  m.conv_impl = "einsum" if tiny else ("per_group" if o.variant == "r3gan_compare" else "auto")
   # Recompute each residual block in the backward pass (nnx.remat) instead of keeping its
   # activations: the R1/R2 double backward's temporaries shrink (README: Scale, memory).
   m.remat = False

@@ -43,9 +43,33 @@ summed over the step's uses the two are within a few percent, and `impl="auto"` 
 on CPU (`CPU_DEFAULT`). Which kernel runs XLA's convolution on CPU is a process setting:
 YNNPACK by default in jaxlib 0.10.2, single-threaded; `fabgen.platform.cpu_runtime` hands it back
 to XLA's multi-threaded one (forward at the 64 px shape: 0.295 -> 0.188 s wall on 2 cores).
+`"per_group"` (issue 19, measured 2026-12-02) splits the channels into the groups and runs one
+*dense* XLA convolution per group, concatenating the outputs; plain autodiff, so every pass and
+the R1/R2 second derivatives are dense convolutions. XLA:CPU's feature-grouped path spends most
+of its time packing image patches (`perf record` of the r3gan_compare step: 30 % of all CPU time
+in Eigen's `gemm_pack_colmajor_block` over the patch op), and per group the packing is cheap
+(7 %). `benchmarks/profile_r3gan_conv.py`, CPU-seconds, best of 3, the shapes above:
+
+  shape (b, s, c, g)   pass          custom   per_group
+  (32, 64, 128, 8)     forward       0.316    0.120
+                       input grad    0.350    0.122
+                       weight grad   0.365    0.240
+                       penalty       0.709    0.380
+  (32, 32, 256, 16)    forward       0.167    0.071
+                       penalty       0.364    0.182
+  (32, 16, 512, 32)    forward       0.074    0.040
+                       penalty       0.187    0.114
+
+and the whole r3gan_compare step at batch 16: 8.3 s/step (16.0 CPU-s) against 12.3-14.1 for
+custom, at 2.4 GB of temporaries against 6.5, but with 3x the compile time (71 s against 24: one
+convolution per group per pass) and only under glibc's default malloc (`fabgen.platform.
+cpu_runtime`'s "flags" mode; under its single-arena tunables the per-call oneDNN workspace
+mallocs of the many small convolutions took 38 % of the CPU: 27 CPU-s a step). So `auto` keeps
+`custom` on CPU for now (the tiny, compile-bound programs of the tests and the demo), and
+`configs/stage1.py:r3gan_compare` asks for `per_group`.
 Plain `lax.conv_general_dilated` stays the choice on GPU/TPU (cuDNN and the
 TPU compiler handle grouped convs natively); `"xla"`, `"custom"`, `"einsum"` (im2col in the
-forward pass too, plain autodiff) and `"matmul"` force a formulation, for benchmarks
+forward pass too, plain autodiff), `"matmul"` and `"per_group"` force a formulation, for benchmarks
 (`benchmarks/bench_stage1.py`, `benchmarks/bench_r3gan_compare.py`) and tests. Layout: NHWC
 activations, HWIO kernels with I = C_in / groups, stride 1, SAME padding.
 """
@@ -59,7 +83,7 @@ import jax.numpy as jnp
 from einops import rearrange
 from jax import lax
 
-IMPLS = ("auto", "xla", "custom", "einsum", "matmul")
+IMPLS = ("auto", "xla", "custom", "einsum", "matmul", "per_group")
 _DN = ("NHWC", "HWIO", "NHWC")
 CPU_DEFAULT = "custom"  # what impl="auto" runs on CPU (measurements: the module docstring)
 
@@ -196,6 +220,16 @@ def _group_weight_grad(x, dy, kh, kw, groups):
 matmul_conv.defvjp(_matmul_fwd, _matmul_bwd)
 
 
+def per_group_conv(x: jax.Array, w: jax.Array, groups: int) -> jax.Array:
+  """One dense XLA convolution per group on its channel slice, concatenated; plain autodiff.
+
+  Every pass (input and weight gradients, and the R1/R2 second derivatives) is then a *dense*
+  convolution, which XLA:CPU runs well, instead of its feature-grouped path.
+  """
+  xs, ws = jnp.split(x, groups, axis=-1), jnp.split(w, groups, axis=-1)
+  return jnp.concatenate([xla_conv(xg, wg, 1) for xg, wg in zip(xs, ws)], axis=-1)
+
+
 def default_impl(backend: str | None = None) -> str:
   """The formulation `impl="auto"` picks on `backend` (default: JAX's default backend)."""
   backend = backend or jax.default_backend()
@@ -218,4 +252,6 @@ def grouped_conv(x: jax.Array, w: jax.Array, groups: int, impl: str = "auto") ->
     return einsum_conv(x, w, groups)
   if impl == "matmul":
     return matmul_conv(x, w, groups)
+  if impl == "per_group":
+    return per_group_conv(x, w, groups)
   raise ValueError(f"grouped_conv impl={impl!r} is not one of {IMPLS}")

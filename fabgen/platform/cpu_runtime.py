@@ -24,6 +24,12 @@ versions it was measured on (an unknown flag aborts XLA). Skipped where it canno
 wanted: an accelerator present (`/dev/nvidia*`, `/dev/accel*`, `/dev/kfd`), `JAX_PLATFORMS`
 naming no cpu, or `FABGEN_CPU_RUNTIME=default`; the tunables also where the C library is not
 glibc. A setting the user made (a key in `GLIBC_TUNABLES`, the flag in `XLA_FLAGS`) is kept.
+
+`FABGEN_CPU_RUNTIME=flags` sets the XLA flag without the tunables, for the `per_group` grouped
+convolution (`fabgen.nn.grouped_conv`): its many small dense convolutions call oneDNN's sgemm,
+which mallocs a workspace per call, and with one arena glibc's `_int_malloc` then took 38 % of the
+step's CPU time (`perf record`); the same step ran at 27.0 CPU-s under the tunables and 16.0 at
+glibc's defaults (r3gan_compare, batch 16; its temporaries are 2.4 GB there, not 6.5).
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ import platform
 import sys
 from collections.abc import Mapping
 
-OPT_OUT = "FABGEN_CPU_RUNTIME"  # "default": leave the process as it is
+OPT_OUT = "FABGEN_CPU_RUNTIME"  # "default": leave the process as it is; "flags": XLA flags only
+FLAGS_ONLY = "flags"
 RESTARTED = "restarted"  # set in the restarted process: never restart twice
 TUNABLES = {
     "glibc.malloc.mmap_max": "0",  # large blocks from the heap, not from fresh mmap pages
@@ -77,7 +84,7 @@ def wanted_environment(environ: Mapping[str, str], libc: str | None = None,
   if not applies(environ, accelerator):
     return env
   libc = platform.libc_ver()[0] if libc is None else libc
-  if libc == "glibc":
+  if libc == "glibc" and environ.get(OPT_OUT, "") != FLAGS_ONLY:
     current = _parse_tunables(environ.get("GLIBC_TUNABLES", ""))
     merged = {**TUNABLES, **current}
     env["GLIBC_TUNABLES"] = ":".join(f"{k}={v}" for k, v in merged.items())

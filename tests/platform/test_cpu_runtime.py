@@ -44,6 +44,13 @@ def test_what_the_user_set_is_kept_and_the_rest_added():
   assert _wanted(own)["XLA_FLAGS"] == own["XLA_FLAGS"]
 
 
+def test_flags_mode_sets_the_xla_flag_without_the_malloc_tunables():
+  env = _wanted({"FABGEN_CPU_RUNTIME": "flags", "GLIBC_TUNABLES": "glibc.pthread.rseq=0"})
+  assert env["GLIBC_TUNABLES"] == "glibc.pthread.rseq=0"  # the user's, nothing added
+  assert env["XLA_FLAGS"] == f"{cpu_runtime.YNN_FLAG}=-individual_convolution"
+  assert "GLIBC_TUNABLES" not in _wanted({"FABGEN_CPU_RUNTIME": "flags"})
+
+
 def test_applying_twice_changes_nothing():
   once = _wanted({"GLIBC_TUNABLES": "glibc.pthread.rseq=0"})
   assert _wanted(once) == once

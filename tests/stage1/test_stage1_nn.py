@@ -22,7 +22,7 @@ def _data(groups=4, cin_g=4, cout_g=3, b=2, s=6, seed=0):
   return x, w
 
 
-@pytest.mark.parametrize("impl", ["custom", "einsum", "matmul", "auto"])
+@pytest.mark.parametrize("impl", ["custom", "einsum", "matmul", "per_group", "auto"])
 def test_grouped_conv_values_and_grads_match_xla(impl):
   x, w = _data()
   g = 4
@@ -36,7 +36,8 @@ def test_grouped_conv_values_and_grads_match_xla(impl):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("conv", [gc.custom_conv, gc.matmul_conv], ids=["custom", "matmul"])
+@pytest.mark.parametrize("conv", [gc.custom_conv, gc.matmul_conv, gc.per_group_conv],
+                         ids=["custom", "matmul", "per_group"])
 def test_grouped_conv_second_order_matches_xla(conv):
   """R1/R2 differentiate the input gradient w.r.t. the weights: that must match XLA too."""
   x, w = _data(seed=1)
@@ -183,6 +184,10 @@ def test_fast_path_never_emits_xlas_grouped_weight_gradient():
   # The matmul path has no convolution at all, grouped or not, to the second order.
   assert "feature_group_count = 4" in penalty_grad(gc.custom_conv)
   assert "convolution" not in penalty_grad(gc.matmul_conv)
+  # per_group: convolutions, all dense, to the second order.
+  per_group = penalty_grad(gc.per_group_conv)
+  assert "convolution" in per_group and "feature_group_count = 4" not in per_group
+  assert not grouped_weight_grads(per_group)
 
 
 def test_r3gan_layers_match_the_published_structure():
