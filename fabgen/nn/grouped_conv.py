@@ -60,13 +60,16 @@ in Eigen's `gemm_pack_colmajor_block` over the patch op), and per group the pack
   (32, 16, 512, 32)    forward       0.074    0.040
                        penalty       0.187    0.114
 
-and the whole r3gan_compare step at batch 16: 8.3 s/step (16.0 CPU-s) against 12.3-14.1 for
-custom, at 2.4 GB of temporaries against 6.5, but with 3x the compile time (71 s against 24: one
-convolution per group per pass) and only under glibc's default malloc (`fabgen.platform.
-cpu_runtime`'s "flags" mode; under its single-arena tunables the per-call oneDNN workspace
-mallocs of the many small convolutions took 38 % of the CPU: 27 CPU-s a step). So `auto` keeps
-`custom` on CPU for now (the tiny, compile-bound programs of the tests and the demo), and
-`configs/stage1.py:r3gan_compare` asks for `per_group`.
+In the whole r3gan_compare step (batch 16, fabgen alone, medians of 3) the small images undo
+part of it: there are up to 32 groups of tiny convolutions, each call to oneDNN's sgemm mallocs a
+workspace, and under `fabgen.platform.cpu_runtime`'s single-arena tunables glibc's
+`_int_malloc` then took 38 % of the CPU (27 CPU-s a step); at glibc's default malloc the step
+ran 9.8-18.7 s/step from step to step, with 3x the compile time (71 s against 24). So
+`impl="per_group"` runs one conv per group only from `PER_GROUP_MIN_PIXELS` (32 x 32) up and
+`custom` below: 11.2 s/step (10.4-11.2, 19.2 CPU-s) without the malloc tunables (their "flags"
+mode), 12.1 with them, against 12.3-14.1 for `custom` everywhere with them; compile 24 s, 3.0 GB
+of temporaries against 6.5. `configs/stage1.py:r3gan_compare` asks for it; `auto` keeps `custom`
+on CPU for now (measured on that one step only; the tests and the demo keep their figures).
 Plain `lax.conv_general_dilated` stays the choice on GPU/TPU (cuDNN and the
 TPU compiler handle grouped convs natively); `"xla"`, `"custom"`, `"einsum"` (im2col in the
 forward pass too, plain autodiff), `"matmul"` and `"per_group"` force a formulation, for benchmarks
@@ -86,6 +89,7 @@ from jax import lax
 IMPLS = ("auto", "xla", "custom", "einsum", "matmul", "per_group")
 _DN = ("NHWC", "HWIO", "NHWC")
 CPU_DEFAULT = "custom"  # what impl="auto" runs on CPU (measurements: the module docstring)
+PER_GROUP_MIN_PIXELS = 32 * 32  # impl="per_group" below this image size runs custom (docstring)
 
 
 def _check(x, w, groups):
@@ -252,6 +256,7 @@ def grouped_conv(x: jax.Array, w: jax.Array, groups: int, impl: str = "auto") ->
     return einsum_conv(x, w, groups)
   if impl == "matmul":
     return matmul_conv(x, w, groups)
-  if impl == "per_group":
-    return per_group_conv(x, w, groups)
+  if impl == "per_group":  # below the size where one call per group pays: custom
+    small = x.shape[1] * x.shape[2] < PER_GROUP_MIN_PIXELS
+    return custom_conv(x, w, groups) if small else per_group_conv(x, w, groups)
   raise ValueError(f"grouped_conv impl={impl!r} is not one of {IMPLS}")

@@ -2,6 +2,8 @@
 derivatives), resampling is R3GAN's [1,3,3,1] filter half-pixel centred, and blocks/trunks
 have the published structure: biases only in the biased activations, fix-up and gain-1 inits."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,7 +26,7 @@ def _data(groups=4, cin_g=4, cout_g=3, b=2, s=6, seed=0):
 
 @pytest.mark.parametrize("impl", ["custom", "einsum", "matmul", "per_group", "auto"])
 def test_grouped_conv_values_and_grads_match_xla(impl):
-  x, w = _data()
+  x, w = _data(s=32 if impl == "per_group" else 6)  # per_group's dense path starts at 32 x 32
   g = 4
   ref = gc.xla_conv(x, w, g)
   out = gc.grouped_conv(x, w, g, impl)
@@ -188,6 +190,12 @@ def test_fast_path_never_emits_xlas_grouped_weight_gradient():
   per_group = penalty_grad(gc.per_group_conv)
   assert "convolution" in per_group and "feature_group_count = 4" not in per_group
   assert not grouped_weight_grads(per_group)
+  # impl="per_group" keeps the custom path below PER_GROUP_MIN_PIXELS, the dense one from there.
+  lowered = lambda s: jax.jit(lambda x: gc.grouped_conv(x, w, g, "per_group")).lower(
+      jnp.ones((1, s, s, 16))).as_text()
+  side = math.isqrt(gc.PER_GROUP_MIN_PIXELS)
+  assert "feature_group_count = 4" in lowered(side - 1)
+  assert "feature_group_count = 4" not in lowered(side)
 
 
 def test_r3gan_layers_match_the_published_structure():
