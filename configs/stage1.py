@@ -88,10 +88,9 @@ def get_config(arg=None):
   m.squash_output = not compare        # tanh on G's RGB (R3GAN itself: raw outputs)
   # grouped conv formulation: auto | xla | custom | einsum | matmul | per_group. tiny: einsum,
   # measured fastest at 8-channel groups (bench_stage1 --variants tiny: 69 ms/step vs 159 ms
-  # custom, 806 ms xla). r3gan_compare (the CPU side-by-side): per_group, one dense conv per group
-  # (batch 16: 8.3 s/step against 12.3-14.1 for custom; fabgen.nn.grouped_conv); set "auto" to
-  # run it on a GPU/TPU, whose native grouped conv that is.
-  m.conv_impl = "einsum" if tiny else ("per_group" if o.variant == "r3gan_compare" else "auto")
+  # custom, 806 ms xla). per_group (one dense conv per group) is faster alone but not beside the
+  # PyTorch side-by-side (fabgen.nn.grouped_conv's docstring): auto.
+  m.conv_impl = "einsum" if tiny else "auto"
   # Recompute each residual block in the backward pass (nnx.remat) instead of keeping its
   # activations: the R1/R2 double backward's temporaries shrink (README: Scale, memory).
   m.remat = False

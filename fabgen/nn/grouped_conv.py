@@ -68,8 +68,13 @@ ran 9.8-18.7 s/step from step to step, with 3x the compile time (71 s against 24
 `impl="per_group"` runs one conv per group only from `PER_GROUP_MIN_PIXELS` (32 x 32) up and
 `custom` below: 11.2 s/step (10.4-11.2, 19.2 CPU-s) without the malloc tunables (their "flags"
 mode), 12.1 with them, against 12.3-14.1 for `custom` everywhere with them; compile 24 s, 3.0 GB
-of temporaries against 6.5. `configs/stage1.py:r3gan_compare` asks for it; `auto` keeps `custom`
-on CPU for now (measured on that one step only; the tests and the demo keep their figures).
+of temporaries against 6.5. But in the side-by-side run against PyTorch
+(`benchmarks/bench_r3gan_compare.py`, the PyTorch process alive beside it, interleaved) the same
+step took 16.4-22.5 s/step (two runs), against 12.7 for `custom` under the tunables, whose heap
+stays resident: without the tunables every step maps and faults its buffers afresh, and that
+cost depends on the rest of the machine. So `auto` keeps `custom` on CPU, with the tunables, and
+`per_group` is a formulation to choose (`--conv-impl per_group`; the benchmark then starts in
+the "flags" mode), not the default.
 Plain `lax.conv_general_dilated` stays the choice on GPU/TPU (cuDNN and the
 TPU compiler handle grouped convs natively); `"xla"`, `"custom"`, `"einsum"` (im2col in the
 forward pass too, plain autodiff), `"matmul"` and `"per_group"` force a formulation, for benchmarks

@@ -28,8 +28,9 @@ glibc. A setting the user made (a key in `GLIBC_TUNABLES`, the flag in `XLA_FLAG
 `FABGEN_CPU_RUNTIME=flags` sets the XLA flag without the tunables, for the `per_group` grouped
 convolution (`fabgen.nn.grouped_conv`): its many small dense convolutions call oneDNN's sgemm,
 which mallocs a workspace per call, and with one arena glibc's `_int_malloc` then took 38 % of the
-step's CPU time (`perf record`); the same step ran at 27.0 CPU-s under the tunables and 16.0 at
-glibc's defaults (r3gan_compare, batch 16; its temporaries are 2.4 GB there, not 6.5).
+step's CPU time (`perf record`; r3gan_compare, batch 16, one conv per group at every size: 27.0
+CPU-s a step under the tunables, 16.0-29.5 at glibc's defaults, varying with what else holds the
+machine's memory; `grouped_conv`'s docstring has the numbers).
 """
 
 from __future__ import annotations
