@@ -56,7 +56,7 @@ WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "r3gan_torch_r
 def compare_config(batch: int, conv_impl: str = "config", tiny: bool = False):
   """`configs/stage1.py:r3gan_compare` on one device; `tiny`: shrunk like the worker's `--tiny`.
 
-  conv_impl "config" keeps the config's grouped-conv formulation (per_group)."""
+  conv_impl "config" keeps the config's grouped-conv formulation ("auto")."""
   config = stage1_config.get_config(f"r3gan_compare,batch={batch}")
   config.mesh.data = 1
   if conv_impl != "config":
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None):
                       help="torch intra-op threads (default: this process's CPUs, which is the "
                       "size of XLA:CPU's intra-op pool)")
   parser.add_argument("--conv-impl", default="config",
-                      help="fabgen's grouped conv formulation (config: the config's, per_group)")
+                      help="fabgen's grouped conv formulation (config: the config's)")
   parser.add_argument("--torch-settings", choices=("same", "default", "tuned"), default="same",
                       help="same: PyTorch runs under fabgen's process settings; default: under "
                       "glibc's defaults, as PyTorch is usually started; tuned: under the glibc "
@@ -223,8 +223,8 @@ def main(argv: list[str] | None = None):
 
 
 if __name__ == "__main__":
-  # per_group runs fastest without the malloc tunables (fabgen.platform.cpu_runtime), the other
-  # formulations with them.
+  # per_group runs without the malloc tunables (in one arena its oneDNN workspace mallocs take 38 %
+  # of the CPU: fabgen.platform.cpu_runtime), the other formulations with them.
   if compare_config(16, _conv_impl_arg(sys.argv[1:])).model.conv_impl == "per_group":
     os.environ.setdefault(cpu_runtime.OPT_OUT, cpu_runtime.FLAGS_ONLY)
   cpu_runtime.start()
