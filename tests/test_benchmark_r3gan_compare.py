@@ -29,7 +29,8 @@ def _param_count(net) -> int:
 
 def test_tiny_compare_times_fabgen_and_writes_its_json(tmp_path):
   out = tmp_path / "compare.json"
-  result = bench.main(["--tiny", "--batch", "2", "--repeats", "2", "--json", str(out)])
+  result = bench.main(["--tiny", "--batch", "2", "--repeats", "2", "--json", str(out),
+                       "--torch-python", ""])  # fabgen alone, whatever $FABGEN_TORCH_PYTHON says
   fab = result["fabgen"]
   assert result["tiny"] and "reference" not in result  # no torch given: fabgen alone
   assert len(fab["runs"]) == 2 and all(r["wall_s"] > 0 and r["cpu_s"] > 0 for r in fab["runs"])
