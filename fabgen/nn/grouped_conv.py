@@ -72,14 +72,14 @@ of temporaries against 6.5. But in the side-by-side run against PyTorch
 (`benchmarks/bench_r3gan_compare.py`, the PyTorch process alive beside it, interleaved) the same
 step took 14.8-22.5 s/step (two runs, medians 20.4 and 21.7), against 12.7 for `custom` under
 the tunables, whose heap stays resident: without the tunables every step maps and faults its
-buffers afresh, and that cost depends on the rest of the machine. So `auto` keeps `custom` on CPU, with the tunables, and
-`per_group` is a formulation to choose (`--conv-impl per_group`; the benchmark then starts in
-the "flags" mode), not the default.
+buffers afresh, and that cost depends on the rest of the machine. So `auto` keeps `custom` on
+CPU, with the tunables, and `per_group` is a formulation to choose (`--conv-impl per_group`;
+the benchmark then starts in the "flags" mode), not the default.
 Plain `lax.conv_general_dilated` stays the choice on GPU/TPU (cuDNN and the
 TPU compiler handle grouped convs natively); `"xla"`, `"custom"`, `"einsum"` (im2col in the
 forward pass too, plain autodiff), `"matmul"` and `"per_group"` force a formulation, for
-benchmarks (`benchmarks/bench_stage1.py`, `benchmarks/bench_r3gan_compare.py`) and tests. Layout: NHWC
-activations, HWIO kernels with I = C_in / groups, stride 1, SAME padding.
+benchmarks (`benchmarks/bench_stage1.py`, `benchmarks/bench_r3gan_compare.py`) and tests.
+Layout: NHWC activations, HWIO kernels with I = C_in / groups, stride 1, SAME padding.
 """
 
 from __future__ import annotations
