@@ -20,9 +20,10 @@ average before and after is printed beside it.
 
 Both sides run at the same intra-op thread count (`--threads`, default this process's CPUs, the
 size of XLA:CPU's pool) and, by default, under the same process settings: run as a script, this
-restarts under `fabgen.platform.cpu_runtime` (glibc malloc tunables, XLA:CPU flags) and the
-PyTorch worker inherits the tunables, which halve its step too; `--torch-settings default` runs
-PyTorch under glibc's defaults instead. Only a quiet host gives this comparison (README,
+restarts under `fabgen.platform.cpu_runtime` (glibc malloc tunables and XLA:CPU flags, or a
+preloaded tcmalloc / jemalloc where one is installed) and the PyTorch worker inherits them (the
+tunables halve its step too); `--torch-settings default` runs PyTorch under glibc's defaults
+instead, `tuned` under the tunables. Only a quiet host gives this comparison (README,
 Benchmarks: at load average 8-16 the ratio came out 5x too favourable). `--tiny` shrinks both
 sides to the same 3-stage 16x16 networks: a test of this script, not a speed figure.
 """
@@ -113,6 +114,9 @@ class TorchWorker:
     if official:
       cmd += ["--official", official]
     env = dict(os.environ)
+    if settings != "same":  # not fabgen's allocator either
+      for key in ("LD_PRELOAD", cpu_runtime.PRELOADED, *cpu_runtime.ALLOCATOR_SETTINGS):
+        env.pop(key, None)
     if settings == "default":  # PyTorch as a user starts it: glibc's own malloc behaviour
       env.pop("GLIBC_TUNABLES", None)
     elif settings == "tuned":  # PyTorch under the malloc tunables, whatever fabgen runs under
@@ -223,9 +227,13 @@ def main(argv: list[str] | None = None):
 
 
 if __name__ == "__main__":
-  # per_group runs without the malloc tunables (in one arena its oneDNN workspace mallocs take 38 %
-  # of the CPU: fabgen.platform.cpu_runtime), the other formulations with them.
-  if compare_config(16, _conv_impl_arg(sys.argv[1:])).model.conv_impl == "per_group":
+  # Under a preloaded tcmalloc / jemalloc where one is installed (auto then runs per_group: the
+  # fastest measured, fabgen.platform.cpu_runtime); else per_group without the malloc tunables (in
+  # one arena its oneDNN workspace mallocs take 38 % of the CPU), the other formulations with them.
+  _impl = compare_config(16, _conv_impl_arg(sys.argv[1:])).model.conv_impl
+  if _impl in ("auto", "per_group") and cpu_runtime.find_allocator(os.environ):
+    os.environ.setdefault(cpu_runtime.OPT_OUT, cpu_runtime.ALLOCATOR)
+  elif _impl == "per_group":
     os.environ.setdefault(cpu_runtime.OPT_OUT, cpu_runtime.FLAGS_ONLY)
   cpu_runtime.start()
   sys.exit(0 if main() else 1)

@@ -60,21 +60,16 @@ in Eigen's `gemm_pack_colmajor_block` over the patch op), and per group the pack
   (32, 16, 512, 32)    forward       0.074    0.040
                        penalty       0.187    0.114
 
-In the whole r3gan_compare step (batch 16, fabgen alone, medians of 3) the small images undo
-part of it: there are up to 32 groups of tiny convolutions, each call to oneDNN's sgemm mallocs a
-workspace, and under `fabgen.platform.cpu_runtime`'s single-arena tunables glibc's
-`_int_malloc` then took 38 % of the CPU (27 CPU-s a step); at glibc's default malloc the step
-ran 9.8-18.7 s/step from step to step, with 3x the compile time (71 s against 24). So
-`impl="per_group"` runs one conv per group only from `PER_GROUP_MIN_PIXELS` (32 x 32) up and
-`custom` below: 11.2 s/step (10.4-11.2, 19.2 CPU-s) without the malloc tunables (their "flags"
-mode), 12.1 with them, against 12.3-14.1 for `custom` everywhere with them; compile 24 s, 3.0 GB
-of temporaries against 6.5. But in the side-by-side run against PyTorch
-(`benchmarks/bench_r3gan_compare.py`, the PyTorch process alive beside it, interleaved) the same
-step took 14.8-22.5 s/step (two runs, medians 20.4 and 21.7), against 12.7 for `custom` under
-the tunables, whose heap stays resident: without the tunables every step maps and faults its
-buffers afresh, and that cost depends on the rest of the machine. So `auto` keeps `custom` on
-CPU, with the tunables, and `per_group` is a formulation to choose (`--conv-impl per_group`;
-the benchmark then starts in the "flags" mode), not the default.
+In the whole r3gan_compare step (batch 16, fabgen alone, medians of 3) the malloc decides: up to
+32 groups of small convolutions, each call to oneDNN's sgemm mallocs a workspace. Under
+`fabgen.platform.cpu_runtime`'s single-arena glibc tunables `_int_malloc` took 38 % of the CPU
+(17.9 s/step); at glibc's defaults the step faulted its buffers afresh and ran 9.8-18.7 s/step,
+and beside the PyTorch process (`benchmarks/bench_r3gan_compare.py`) 14.8-22.5. Under a preloaded
+tcmalloc (`FABGEN_CPU_RUNTIME=allocator`: per-thread caches, nothing released) it runs 7.35
+s/step (14.2 CPU-s, compile 56 s, 2.4 GB of temporaries; YNNPACK's convolution) against 12.3-14.1
+for `custom` under the tunables, and 8.60 s/step beside PyTorch (0.69x PyTorch under the same
+allocator, from 0.45x). So `auto` on CPU picks `per_group` when the process runs under such an
+allocator (`CPU_ALLOCATOR_DEFAULT`) and `custom` otherwise (`CPU_DEFAULT`).
 Plain `lax.conv_general_dilated` stays the choice on GPU/TPU (cuDNN and the
 TPU compiler handle grouped convs natively); `"xla"`, `"custom"`, `"einsum"` (im2col in the
 forward pass too, plain autodiff), `"matmul"` and `"per_group"` force a formulation, for
@@ -91,10 +86,12 @@ import jax.numpy as jnp
 from einops import rearrange
 from jax import lax
 
+from fabgen.platform import cpu_runtime
+
 IMPLS = ("auto", "xla", "custom", "einsum", "matmul", "per_group")
 _DN = ("NHWC", "HWIO", "NHWC")
-CPU_DEFAULT = "custom"  # what impl="auto" runs on CPU (measurements: the module docstring)
-PER_GROUP_MIN_PIXELS = 32 * 32  # impl="per_group" below this image size runs custom (docstring)
+CPU_DEFAULT = "custom"  # what impl="auto" runs on CPU under glibc's malloc (module docstring)
+CPU_ALLOCATOR_DEFAULT = "per_group"  # ... and under a preloaded tcmalloc / jemalloc
 
 
 def _check(x, w, groups):
@@ -242,7 +239,9 @@ def per_group_conv(x: jax.Array, w: jax.Array, groups: int) -> jax.Array:
 def default_impl(backend: str | None = None) -> str:
   """The formulation `impl="auto"` picks on `backend` (default: JAX's default backend)."""
   backend = backend or jax.default_backend()
-  return CPU_DEFAULT if backend == "cpu" else "xla"
+  if backend != "cpu":
+    return "xla"
+  return CPU_ALLOCATOR_DEFAULT if cpu_runtime.preloaded_allocator() else CPU_DEFAULT
 
 
 def grouped_conv(x: jax.Array, w: jax.Array, groups: int, impl: str = "auto") -> jax.Array:
@@ -261,7 +260,6 @@ def grouped_conv(x: jax.Array, w: jax.Array, groups: int, impl: str = "auto") ->
     return einsum_conv(x, w, groups)
   if impl == "matmul":
     return matmul_conv(x, w, groups)
-  if impl == "per_group":  # below the size where one call per group pays: custom
-    small = x.shape[1] * x.shape[2] < PER_GROUP_MIN_PIXELS
-    return custom_conv(x, w, groups) if small else per_group_conv(x, w, groups)
+  if impl == "per_group":
+    return per_group_conv(x, w, groups)
   raise ValueError(f"grouped_conv impl={impl!r} is not one of {IMPLS}")

@@ -19,8 +19,9 @@ def _tunables(env):
   return dict(item.split("=", 1) for item in env["GLIBC_TUNABLES"].split(":"))
 
 
-def _wanted(environ, libc="glibc", accelerator=False, jaxlib=TESTED_JAXLIB):
-  return cpu_runtime.wanted_environment(environ, libc=libc, accelerator=accelerator, jaxlib=jaxlib)
+def _wanted(environ, libc="glibc", accelerator=False, jaxlib=TESTED_JAXLIB, allocator=None):
+  return cpu_runtime.wanted_environment(environ, libc=libc, accelerator=accelerator, jaxlib=jaxlib,
+                                        allocator=allocator)
 
 
 def test_a_plain_cpu_host_gets_every_setting():
@@ -123,3 +124,53 @@ def test_the_cli_starts_under_the_settings_except_for_compile_and_demo(monkeypat
   cli.main(["--help"])  # called from Python: the caller's process, left alone
   assert calls == [True]
   capsys.readouterr()
+
+
+def test_allocator_mode_preloads_the_library_without_tunables_or_flag(tmp_path):
+  lib = tmp_path / "libtcmalloc_minimal.so.4"
+  lib.write_bytes(b"")
+  env = _wanted({"FABGEN_CPU_RUNTIME": "allocator", "LD_PRELOAD": "/opt/other.so"},
+                allocator=str(lib))
+  assert env["LD_PRELOAD"].split() == [str(lib), "/opt/other.so"]
+  assert env[cpu_runtime.PRELOADED] == str(lib)
+  assert env["TCMALLOC_RELEASE_RATE"] == "0" and "retain:true" in env["MALLOC_CONF"]
+  assert "GLIBC_TUNABLES" not in env and "XLA_FLAGS" not in env
+  assert _wanted(env, allocator=str(lib))["LD_PRELOAD"] == env["LD_PRELOAD"]  # idempotent
+  user = _wanted({"FABGEN_CPU_RUNTIME": "allocator", "TCMALLOC_RELEASE_RATE": "5"},
+                 allocator=str(lib))
+  assert user["TCMALLOC_RELEASE_RATE"] == "5"  # the user's setting is kept
+
+
+def test_the_allocator_is_found_named_or_reported(tmp_path):
+  assert cpu_runtime.find_allocator({}, dirs=(str(tmp_path),)) == ""
+  (tmp_path / "libjemalloc.so.2").write_bytes(b"")
+  assert cpu_runtime.find_allocator({}, dirs=(str(tmp_path),)) == str(tmp_path / "libjemalloc.so.2")
+  (tmp_path / "libtcmalloc_minimal.so.4").write_bytes(b"")  # tcmalloc first
+  assert cpu_runtime.find_allocator({}, dirs=(str(tmp_path),)).endswith("tcmalloc_minimal.so.4")
+  named = {cpu_runtime.MALLOC_LIB: str(tmp_path / "libjemalloc.so.2")}
+  assert cpu_runtime.find_allocator(named, dirs=()) == named[cpu_runtime.MALLOC_LIB]
+  with pytest.raises(FileNotFoundError, match="FABGEN_MALLOC_LIB='/no/such.so'"):
+    cpu_runtime.find_allocator({cpu_runtime.MALLOC_LIB: "/no/such.so"})
+  with pytest.raises(RuntimeError, match="libtcmalloc-minimal4"):
+    _wanted({"FABGEN_CPU_RUNTIME": "allocator"}, allocator="")
+
+
+_ALLOCATOR_PROBE = textwrap.dedent("""
+    import os
+    from fabgen.nn import grouped_conv
+    from fabgen.platform import cpu_runtime
+    cpu_runtime.start()
+    maps = open("/proc/self/maps").read()
+    print(os.environ.get("FABGEN_CPU_RUNTIME"), os.path.basename(os.environ["LD_PRELOAD"]) in maps,
+          grouped_conv.default_impl("cpu"))
+""")
+
+
+@pytest.mark.skipif(not (APPLIES and cpu_runtime.find_allocator(os.environ)),
+                    reason="no tcmalloc / jemalloc installed on this host")
+def test_the_restart_runs_under_the_allocator_and_auto_follows():
+  env = {k: v for k, v in os.environ.items() if k not in ("JAX_PLATFORMS", "LD_PRELOAD")}
+  env[cpu_runtime.OPT_OUT] = "allocator"
+  out = subprocess.run([sys.executable, "-c", _ALLOCATOR_PROBE], env=env, capture_output=True,
+                       text=True, check=True, timeout=120)
+  assert out.stdout.split() == [cpu_runtime.RESTARTED, "True", "per_group"], out

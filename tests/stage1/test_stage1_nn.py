@@ -2,7 +2,6 @@
 derivatives), resampling is R3GAN's [1,3,3,1] filter half-pixel centred, and blocks/trunks
 have the published structure: biases only in the biased activations, fix-up and gain-1 inits."""
 
-import math
 
 import jax
 import jax.numpy as jnp
@@ -58,9 +57,13 @@ def test_grouped_conv_second_order_matches_xla(conv):
   np.testing.assert_allclose(pen_x(conv), pen_x(gc.xla_conv), rtol=1e-4, atol=1e-4)
 
 
-def test_grouped_conv_auto_picks_custom_on_cpu_and_rejects_bad_input():
+def test_grouped_conv_auto_picks_by_backend_and_allocator_and_rejects_bad_input(monkeypatch):
+  monkeypatch.delenv("FABGEN_CPU_ALLOCATOR", raising=False)
   assert gc.default_impl("cpu") == "custom"
   assert gc.default_impl("gpu") == "xla" and gc.default_impl("tpu") == "xla"
+  monkeypatch.setenv("FABGEN_CPU_ALLOCATOR", "/usr/lib/libtcmalloc_minimal.so.4")
+  assert gc.default_impl("cpu") == "per_group"  # per-call mallocs are cheap under tcmalloc
+  assert gc.default_impl("gpu") == "xla"
   x, w = _data()
   with pytest.raises(ValueError, match="groups=3"):
     gc.grouped_conv(x, w, 3)
@@ -190,12 +193,10 @@ def test_fast_path_never_emits_xlas_grouped_weight_gradient():
   per_group = penalty_grad(gc.per_group_conv)
   assert "convolution" in per_group and "feature_group_count = 4" not in per_group
   assert not grouped_weight_grads(per_group)
-  # impl="per_group" keeps the custom path below PER_GROUP_MIN_PIXELS, the dense one from there.
-  lowered = lambda s: jax.jit(lambda x: gc.grouped_conv(x, w, g, "per_group")).lower(
-      jnp.ones((1, s, s, 16))).as_text()
-  side = math.isqrt(gc.PER_GROUP_MIN_PIXELS)
-  assert "feature_group_count = 4" in lowered(side - 1)
-  assert "feature_group_count = 4" not in lowered(side)
+  # impl="per_group" is dense at every size.
+  lowered = jax.jit(lambda x: gc.grouped_conv(x, w, g, "per_group")).lower(
+      jnp.ones((1, 8, 8, 16))).as_text()
+  assert "convolution" in lowered and "feature_group_count = 4" not in lowered
 
 
 def test_r3gan_layers_match_the_published_structure():
