@@ -163,11 +163,13 @@ def start() -> None:
   Call first thing in a `__main__` entry point, before JAX runs anything: a restart replaces
   the process image (same interpreter, same command line).
   """
+  if os.environ.get(OPT_OUT, "") == RESTARTED:  # applied before the restart (mode included)
+    return
   env = wanted_environment(os.environ)
   if "XLA_FLAGS" in env:
     os.environ["XLA_FLAGS"] = env["XLA_FLAGS"]
   restart = any(env.get(k, "") != os.environ.get(k, "") for k in ("GLIBC_TUNABLES", "LD_PRELOAD"))
-  if restart and os.environ.get(OPT_OUT, "") != RESTARTED:
+  if restart:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, sys.orig_argv, {**env, OPT_OUT: RESTARTED})

@@ -162,15 +162,16 @@ _ALLOCATOR_PROBE = textwrap.dedent("""
     cpu_runtime.start()
     maps = open("/proc/self/maps").read()
     print(os.environ.get("FABGEN_CPU_RUNTIME"), os.path.basename(os.environ["LD_PRELOAD"]) in maps,
-          grouped_conv.default_impl("cpu"))
+          grouped_conv.default_impl("cpu"), "ynn" in os.environ.get("XLA_FLAGS", "none"))
 """)
 
 
 @pytest.mark.skipif(not (APPLIES and cpu_runtime.find_allocator(os.environ)),
                     reason="no tcmalloc / jemalloc installed on this host")
 def test_the_restart_runs_under_the_allocator_and_auto_follows():
-  env = {k: v for k, v in os.environ.items() if k not in ("JAX_PLATFORMS", "LD_PRELOAD")}
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("JAX_PLATFORMS", "LD_PRELOAD", "XLA_FLAGS")}
   env[cpu_runtime.OPT_OUT] = "allocator"
   out = subprocess.run([sys.executable, "-c", _ALLOCATOR_PROBE], env=env, capture_output=True,
                        text=True, check=True, timeout=120)
-  assert out.stdout.split() == [cpu_runtime.RESTARTED, "True", "per_group"], out
+  assert out.stdout.split() == [cpu_runtime.RESTARTED, "True", "per_group", "False"], out
