@@ -67,8 +67,8 @@ In the whole r3gan_compare step (batch 16, fabgen alone, medians of 3) the mallo
 and beside the PyTorch process (`benchmarks/bench_r3gan_compare.py`) 14.8-22.5. Under a preloaded
 tcmalloc (`FABGEN_CPU_RUNTIME=allocator`: per-thread caches, nothing released) it runs 7.35
 s/step (14.2 CPU-s, compile 56 s, 2.4 GB of temporaries; YNNPACK's convolution) against 12.3-14.1
-for `custom` under the tunables, and 8.60 s/step beside PyTorch (0.69x PyTorch under the same
-allocator, from 0.45x). So `auto` on CPU picks `per_group` when the process runs under such an
+for `custom` under the tunables, and 7.6-8.2 s/step beside PyTorch (0.72-0.83x PyTorch, from
+0.45x; README, Benchmarks). So `auto` on CPU picks `per_group` when the process runs under such an
 allocator (`CPU_ALLOCATOR_DEFAULT`) and `custom` otherwise (`CPU_DEFAULT`).
 Plain `lax.conv_general_dilated` stays the choice on GPU/TPU (cuDNN and the
 TPU compiler handle grouped convs natively); `"xla"`, `"custom"`, `"einsum"` (im2col in the
