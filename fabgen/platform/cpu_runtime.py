@@ -165,7 +165,10 @@ def start() -> None:
   """
   if os.environ.get(OPT_OUT, "") == RESTARTED:  # applied before the restart (mode included)
     return
-  env = wanted_environment(os.environ)
+  try:
+    env = wanted_environment(os.environ)
+  except (FileNotFoundError, RuntimeError) as e:  # the allocator mode without its library
+    sys.exit(str(e))
   if "XLA_FLAGS" in env:
     os.environ["XLA_FLAGS"] = env["XLA_FLAGS"]
   restart = any(env.get(k, "") != os.environ.get(k, "") for k in ("GLIBC_TUNABLES", "LD_PRELOAD"))

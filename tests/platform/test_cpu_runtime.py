@@ -155,6 +155,15 @@ def test_the_allocator_is_found_named_or_reported(tmp_path):
     _wanted({"FABGEN_CPU_RUNTIME": "allocator"}, allocator="")
 
 
+def test_start_stops_with_the_message_when_the_allocator_is_missing(monkeypatch):
+  monkeypatch.setenv(cpu_runtime.OPT_OUT, "allocator")
+  monkeypatch.setenv(cpu_runtime.MALLOC_LIB, "/no/such.so")
+  monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+  monkeypatch.setattr(cpu_runtime, "applies", lambda environ, accelerator=None: True)
+  with pytest.raises(SystemExit, match="FABGEN_MALLOC_LIB='/no/such.so': no such file"):
+    cpu_runtime.start()
+
+
 _ALLOCATOR_PROBE = textwrap.dedent("""
     import os
     from fabgen.nn import grouped_conv
