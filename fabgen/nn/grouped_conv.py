@@ -80,18 +80,20 @@ Layout: NHWC activations, HWIO kernels with I = C_in / groups, stride 1, SAME pa
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
 from einops import rearrange
 from jax import lax
 
-from fabgen.platform import cpu_runtime
-
 IMPLS = ("auto", "xla", "custom", "einsum", "matmul", "per_group")
 _DN = ("NHWC", "HWIO", "NHWC")
 CPU_DEFAULT = "custom"  # what impl="auto" runs on CPU under glibc's malloc (module docstring)
 CPU_ALLOCATOR_DEFAULT = "per_group"  # ... and under a preloaded tcmalloc / jemalloc
+# Set (to the library) in a process fabgen.platform.cpu_runtime restarted under such an allocator;
+# read here rather than imported: nn and platform do not import each other.
+ALLOCATOR_ENV = "FABGEN_CPU_ALLOCATOR"
 
 
 def _check(x, w, groups):
@@ -241,7 +243,7 @@ def default_impl(backend: str | None = None) -> str:
   backend = backend or jax.default_backend()
   if backend != "cpu":
     return "xla"
-  return CPU_ALLOCATOR_DEFAULT if cpu_runtime.preloaded_allocator() else CPU_DEFAULT
+  return CPU_ALLOCATOR_DEFAULT if os.environ.get(ALLOCATOR_ENV) else CPU_DEFAULT
 
 
 def grouped_conv(x: jax.Array, w: jax.Array, groups: int, impl: str = "auto") -> jax.Array:

@@ -37,7 +37,7 @@ in `FABGEN_MALLOC_LIB`, else the first found, else a clear error) with its "neve
 per-thread caches make the small per-call mallocs cheap, and freed memory stays mapped for the
 next step. No glibc tunables, and no XLA flag (YNNPACK's convolution is the faster one for
 `per_group`'s dense convs: 7.93 -> 7.35 s/step); `grouped_conv`'s `auto` then picks `per_group`
-(`preloaded_allocator()`). Measured (r3gan_compare, batch 16, fabgen alone, 2 cores): 7.35 s/step
+(it reads `FABGEN_CPU_ALLOCATOR`). Measured (r3gan_compare, batch 16, fabgen alone, 2 cores): 7.35 s/step
 with tcmalloc against 12.3-14.1 for `custom` under the tunables; jemalloc 8.90 (with the flag).
 """
 
@@ -125,11 +125,6 @@ def _with_allocator(environ: Mapping[str, str], library: str | None) -> dict[str
   for key, value in ALLOCATOR_SETTINGS.items():
     env.setdefault(key, value)
   return env
-
-
-def preloaded_allocator() -> str:
-  """The allocator this process was restarted under ("" for glibc's malloc)."""
-  return os.environ.get(PRELOADED, "")
 
 
 def wanted_environment(environ: Mapping[str, str], libc: str | None = None,

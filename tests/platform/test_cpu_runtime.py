@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 
+from fabgen.nn import grouped_conv
 from fabgen.platform import cpu_runtime
 
 # conftest opts the suite out (FABGEN_CPU_RUNTIME=default); would this host get the settings?
@@ -133,6 +134,7 @@ def test_allocator_mode_preloads_the_library_without_tunables_or_flag(tmp_path):
                 allocator=str(lib))
   assert env["LD_PRELOAD"].split() == [str(lib), "/opt/other.so"]
   assert env[cpu_runtime.PRELOADED] == str(lib)
+  assert cpu_runtime.PRELOADED == grouped_conv.ALLOCATOR_ENV  # what auto reads
   assert env["TCMALLOC_RELEASE_RATE"] == "0" and "retain:true" in env["MALLOC_CONF"]
   assert "GLIBC_TUNABLES" not in env and "XLA_FLAGS" not in env
   assert _wanted(env, allocator=str(lib))["LD_PRELOAD"] == env["LD_PRELOAD"]  # idempotent
