@@ -37,8 +37,9 @@ in `FABGEN_MALLOC_LIB`, else the first found, else a clear error) with its "neve
 per-thread caches make the small per-call mallocs cheap, and freed memory stays mapped for the
 next step. No glibc tunables, and no XLA flag (YNNPACK's convolution is the faster one for
 `per_group`'s dense convs: 7.93 -> 7.35 s/step); `grouped_conv`'s `auto` then picks `per_group`
-(it reads `FABGEN_CPU_ALLOCATOR`). Measured (r3gan_compare, batch 16, fabgen alone, 2 cores): 7.35 s/step
-with tcmalloc against 12.3-14.1 for `custom` under the tunables; jemalloc 8.90 (with the flag).
+(it reads `FABGEN_CPU_ALLOCATOR`). Measured (r3gan_compare, batch 16, fabgen alone, 2 cores):
+7.35 s/step with tcmalloc against 12.3-14.1 for `custom` under the tunables; jemalloc 8.90 (with
+the flag).
 """
 
 from __future__ import annotations
